@@ -1,0 +1,318 @@
+//! The accounts CSV: which subaccounts a run sweeps.
+//!
+//! Format (see `accounts.example.csv`): a header row with a required `account` column and optional
+//! `enabled` and `note` columns; other columns are ignored; `#` comment lines and blank lines are
+//! skipped; a UTF-8 byte-order mark is accepted. Every error names the file and the line.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Longest nickname we accept; Gemini's are short, and a longer cell is a sign of a broken file.
+const MAX_NICKNAME_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountEntry {
+    pub account: String,
+    pub enabled: bool,
+    pub note: Option<String>,
+    /// 1-based line of the file the entry came from, for messages.
+    pub line: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct AccountsError {
+    pub path: PathBuf,
+    pub line: Option<u64>,
+    pub problem: String,
+}
+
+impl fmt::Display for AccountsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.problem),
+            None => write!(f, "{}: {}", self.path.display(), self.problem),
+        }
+    }
+}
+
+/// Reads and validates the whole file before anything is sent.
+pub fn load(path: &Path) -> Result<Vec<AccountEntry>, AccountsError> {
+    let fail = |line: Option<u64>, problem: String| AccountsError {
+        path: path.to_path_buf(),
+        line,
+        problem,
+    };
+    if path.is_dir() {
+        return Err(fail(
+            None,
+            "is a directory; give the path of the accounts CSV file".into(),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(
+            None,
+            format!("cannot read the accounts file ({e}); check the path and its permissions"),
+        )
+    })?;
+    parse(&bytes).map_err(|(line, problem)| fail(line, problem))
+}
+
+/// Parses CSV bytes; errors carry the 1-based line and the problem.
+pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err((
+            None,
+            "the file is empty; it needs a header row with an `account` column".into(),
+        ));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(bytes);
+
+    // csv's own line counter drifts over blank lines and CRLF; byte offsets are exact. Records
+    // come in file order, so counting newlines forward from the previous position is linear.
+    let counted = std::cell::Cell::new((0usize, 1u64));
+    // "\r\n", a lone "\n" and a lone "\r" (old Mac files) each end one line.
+    let is_break = |i: usize| match bytes[i] {
+        b'\n' => true,
+        b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+        _ => false,
+    };
+    let line_of = |byte: u64| -> u64 {
+        let (from, line_at_from) = counted.get();
+        let end = (byte as usize).clamp(from, bytes.len());
+        let line = line_at_from + (from..end).filter(|&i| is_break(i)).count() as u64;
+        counted.set((end, line));
+        // A record's position can point at the blank lines before it.
+        let skipped_blank = (end..bytes.len())
+            .take_while(|&i| bytes[i] == b'\r' || bytes[i] == b'\n')
+            .filter(|&i| is_break(i))
+            .count();
+        line + skipped_blank as u64
+    };
+    let csv_error_line = |e: &csv::Error| e.position().map(|p| line_of(p.byte()));
+    let headers = reader
+        .byte_headers()
+        .map_err(|e| {
+            (
+                csv_error_line(&e),
+                format!("cannot read the header row: {e}"),
+            )
+        })?
+        .clone();
+    let header_line = headers.position().map_or(1, |p| line_of(p.byte()));
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name.as_bytes()))
+    };
+    let Some(account_col) = column("account") else {
+        let found = String::from_utf8_lossy(headers.as_slice()).into_owned();
+        let hint = if found.contains(';') || found.contains('\t') || found.contains('|') {
+            " (the file seems to use another delimiter; use commas)"
+        } else {
+            ""
+        };
+        return Err((
+            Some(header_line),
+            format!(
+                "the header row has no `account` column{hint}; the first line must name the columns, e.g. `account,enabled,note`"
+            ),
+        ));
+    };
+    let enabled_col = column("enabled");
+    let note_col = column("note");
+
+    let mut entries: Vec<AccountEntry> = Vec::new();
+    let mut first_seen: HashMap<String, u64> = HashMap::new();
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err((csv_error_line(&e), format!("malformed CSV: {e}"))),
+        }
+        let line = record.position().map_or(0, |p| line_of(p.byte()));
+        let cell = |col: Option<usize>| -> Result<Option<&str>, (Option<u64>, String)> {
+            match col.and_then(|c| record.get(c)) {
+                None => Ok(None),
+                Some(raw) => std::str::from_utf8(raw).map(Some).map_err(|_| {
+                    (
+                        Some(line),
+                        "the line is not valid UTF-8; save the file as UTF-8".to_string(),
+                    )
+                }),
+            }
+        };
+        // A line that is all empty cells (e.g. `,,`) is as blank as an empty line.
+        if record.iter().all(|c| c.is_empty()) {
+            continue;
+        }
+        let account = cell(Some(account_col))?.unwrap_or("");
+        validate_nickname(account).map_err(|p| (Some(line), p))?;
+        let enabled = match cell(enabled_col)? {
+            None | Some("") => true,
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                (
+                    Some(line),
+                    format!("`enabled` is {v:?}; write true or false"),
+                )
+            })?,
+        };
+        let note = cell(note_col)?.filter(|n| !n.is_empty()).map(str::to_owned);
+        if let Some(first) = first_seen.get(account) {
+            return Err((
+                Some(line),
+                format!(
+                    "account {account:?} is listed twice (lines {first} and {line}); keep one line per account"
+                ),
+            ));
+        }
+        first_seen.insert(account.to_owned(), line);
+        entries.push(AccountEntry {
+            account: account.to_owned(),
+            enabled,
+            note,
+            line,
+        });
+    }
+    if entries.is_empty() {
+        return Err((
+            None,
+            "no accounts listed; add one line per subaccount under the header".into(),
+        ));
+    }
+    Ok(entries)
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "1" => Some(true),
+        "false" | "no" | "n" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Gemini nicknames are short identifiers; anything else is a typo or a broken export, and
+/// sending it would only earn an `InvalidAccountName` per account.
+fn validate_nickname(account: &str) -> Result<(), String> {
+    if account.is_empty() {
+        return Err("the `account` cell is empty; write the subaccount's nickname".into());
+    }
+    if account.len() > MAX_NICKNAME_LEN {
+        return Err(format!(
+            "the account nickname is {} bytes long (at most {MAX_NICKNAME_LEN}); is a column missing its delimiter?",
+            account.len()
+        ));
+    }
+    if let Some(bad) = account
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "account nickname {account:?} contains {bad:?}; nicknames use letters, digits, '-', '_' and '.' only"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Vec<AccountEntry> {
+        parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text:?} refused: {e:?}"))
+    }
+
+    fn err(text: &[u8]) -> (Option<u64>, String) {
+        parse(text).expect_err("should be refused")
+    }
+
+    #[test]
+    fn reads_the_documented_format() {
+        let entries = ok(
+            "# desk A\naccount,enabled,note,owner\nprimary,true,main book,ops\n\nalpha-2,false,,x\n  beta_3 , , spaced ,\n",
+        );
+        let names: Vec<_> = entries.iter().map(|e| e.account.as_str()).collect();
+        assert_eq!(names, ["primary", "alpha-2", "beta_3"]);
+        assert_eq!(
+            entries.iter().map(|e| e.enabled).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        assert_eq!(entries[0].note.as_deref(), Some("main book"));
+        assert_eq!(entries[1].note, None);
+        assert_eq!(entries[2].note.as_deref(), Some("spaced"));
+        assert_eq!(
+            entries.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [3, 5, 6]
+        );
+    }
+
+    #[test]
+    fn accepts_bom_and_windows_line_endings() {
+        let entries = ok("\u{feff}account\r\nacct-1\r\nacct-2\r\n");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].account, "acct-2");
+        assert_eq!(entries[1].line, 3);
+    }
+
+    #[test]
+    fn counts_lines_ended_by_a_lone_carriage_return() {
+        let entries = ok("account\racct-1\r\racct-2\r");
+        assert_eq!(entries.iter().map(|e| e.line).collect::<Vec<_>>(), [2, 4]);
+    }
+
+    #[test]
+    fn names_both_lines_of_a_duplicate() {
+        let (line, msg) = err(b"account\na\nb\na\n");
+        assert_eq!(line, Some(4));
+        assert!(msg.contains("lines 2 and 4"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_missing_account_column_and_hints_at_delimiters() {
+        let (line, msg) = err(b"name,enabled\nx,true\n");
+        assert_eq!(line, Some(1));
+        assert!(msg.contains("no `account` column"), "{msg}");
+        let (_, msg) = err(b"account;enabled\nx;true\n");
+        assert!(msg.contains("another delimiter"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_bad_cells_with_their_line() {
+        assert_eq!(err(b"account,enabled\n,true\n").0, Some(2));
+        let (line, msg) = err(b"account\nhas space\n");
+        assert_eq!(line, Some(2));
+        assert!(msg.contains("' '"), "{msg}");
+        let (line, msg) = err(b"account\nok\nctl\x07x\n");
+        assert_eq!(line, Some(3));
+        assert!(msg.contains("\\u{7}"), "{msg}");
+        let (line, msg) = err(b"account,enabled\nx,maybe\n");
+        assert_eq!(line, Some(2));
+        assert!(msg.contains("true or false"), "{msg}");
+        let (line, msg) = err(b"account\nok\n\xff\xfe\n");
+        assert_eq!(line, Some(3));
+        assert!(msg.contains("UTF-8"), "{msg}");
+        let long = format!("account\n{}\n", "a".repeat(MAX_NICKNAME_LEN + 1));
+        assert!(err(long.as_bytes()).1.contains("at most"));
+    }
+
+    #[test]
+    fn refuses_empty_files_and_header_only_files() {
+        assert!(err(b"").1.contains("empty"));
+        assert!(err(b"  \n\n").1.contains("empty"));
+        assert!(err(b"account\n# nobody\n").1.contains("no accounts"));
+    }
+
+    #[test]
+    fn a_quoted_newline_in_a_nickname_is_refused() {
+        let (line, msg) = err(b"account\n\"a\nb\"\n");
+        assert_eq!(line, Some(2));
+        assert!(msg.contains("'\\n'"), "{msg}");
+    }
+}

@@ -1,0 +1,331 @@
+//! The edge: parse the command line, set up logging and signals, call the library, turn the
+//! result into stdout, stderr and an exit code. The only place errors become exit codes.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SweepConfig;
+use crate::config::{Cli, Command, DemoArgs, LogFormat, ReportArgs, RunArgs, RunsArgs};
+use crate::engine::{self, StopSignal, SweepSummary, Target};
+use crate::error::{Error, exit_code};
+use crate::{accounts, client, demo, report, store};
+
+/// Runs the program and returns its exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit_code::OK
+                }
+                _ => exit_code::BAD_INPUT,
+            };
+        }
+    };
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit_code::INTERNAL;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Demo(args) => run_demo(args).await,
+            Command::Sim(args) => crate::sim::cli::run(args)
+                .await
+                .map(|()| exit_code::OK)
+                .map_err(|e| Error::Config(e.to_string())),
+            Command::Report(args) => run_report(args),
+            Command::Runs(args) => list_runs(args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // stdout carries the JSON summary; logs must never land there.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM and remembers which one came.
+fn watch_signals(token: CancellationToken) -> Arc<AtomicU8> {
+    const NONE: u8 = 0;
+    let seen = Arc::new(AtomicU8::new(NONE));
+    let flag = seen.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("cannot install signal handlers; SIGINT/SIGTERM will kill the run");
+            return;
+        };
+        let which = tokio::select! {
+            _ = int.recv() => StopSignal::Interrupt,
+            _ = term.recv() => StopSignal::Terminate,
+        };
+        flag.store(which as u8 + 1, Ordering::SeqCst);
+        tracing::warn!(
+            "{which:?} received: finishing requests in flight, starting no new ones (send again to exit at once)"
+        );
+        token.cancel();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        // SQLite's journal keeps the database consistent even when we leave mid-transaction.
+        eprintln!("second signal: exiting now");
+        std::process::exit(match which {
+            StopSignal::Interrupt => exit_code::SIGINT,
+            StopSignal::Terminate => exit_code::SIGTERM,
+        });
+    });
+    seen
+}
+
+fn signal_seen(flag: &AtomicU8) -> Option<StopSignal> {
+    match flag.load(Ordering::SeqCst) {
+        1 => Some(StopSignal::Interrupt),
+        2 => Some(StopSignal::Terminate),
+        _ => None,
+    }
+}
+
+async fn run(args: RunArgs) -> Result<i32, Error> {
+    let env = |name: &str| std::env::var(name).ok();
+    let (config, credentials, target) = match &args.resume {
+        None => {
+            let (config, credentials) = args.resolve(&env)?;
+            let entries = accounts::load(&config.accounts_file)?;
+            (config, credentials, Target::New(entries))
+        }
+        Some(run) => resume_target(&args, run, &env)?,
+    };
+    engine::plan(&credentials, &target, &config)?;
+    if args.dry_run {
+        print_plan(&config, &target, &credentials);
+        return Ok(exit_code::OK);
+    }
+    let shutdown = CancellationToken::new();
+    let signal = watch_signals(shutdown.clone());
+    let summary = engine::run(
+        config,
+        credentials,
+        target,
+        Arc::new(client::SystemClock),
+        shutdown,
+        || signal_seen(&signal),
+    )
+    .await?;
+    print_summary(&summary);
+    Ok(summary.exit_code)
+}
+
+/// Rebuilds a run's configuration from the database, with the flags given now on top.
+fn resume_target(
+    args: &RunArgs,
+    run: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(SweepConfig, client::Credentials, Target), Error> {
+    let conn = store::open_read_only(&args.db)?;
+    let db_error = |e: rusqlite::Error| Error::Store {
+        path: args.db.clone(),
+        reason: e.to_string(),
+    };
+    let no_run = || {
+        Error::Config(format!(
+            "{}: no run {run:?} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
+            args.db.display()
+        ))
+    };
+    let run_id = report::resolve_run(&conn, run)
+        .map_err(db_error)?
+        .ok_or_else(no_run)?;
+    let stored = store::resumable(&conn, run_id, args.retry_permanent)
+        .map_err(db_error)?
+        .ok_or_else(no_run)?;
+    let mut base: SweepConfig =
+        serde_json::from_str(&stored.options_json).map_err(|e| Error::Store {
+            path: args.db.clone(),
+            reason: format!("run {run_id}'s stored options cannot be read ({e})"),
+        })?;
+    base.base_url = stored.base_url.clone();
+    let (config, credentials) = args.resolve_over(base, env)?;
+    if credentials.fingerprint() != stored.key_fingerprint {
+        return Err(Error::Config(format!(
+            "run {run_id} was made with key {}, but GEMINI_API_KEY is {}; resume with the same key",
+            stored.key_fingerprint,
+            credentials.fingerprint()
+        )));
+    }
+    if stored.status == "running" {
+        tracing::warn!(
+            run_id,
+            pid = stored.pid,
+            "run {run_id} is marked running, but its owner (pid {}) is gone; taking it over",
+            stored.pid
+        );
+    }
+    tracing::info!(
+        run_id,
+        accounts = stored.accounts.len(),
+        "resuming run {run_id} (status {})",
+        stored.status
+    );
+    Ok((
+        config,
+        credentials,
+        Target::Resume {
+            run_id,
+            accounts: stored.accounts,
+        },
+    ))
+}
+
+fn print_plan(config: &SweepConfig, target: &Target, credentials: &client::Credentials) {
+    let (listed, names): (usize, Vec<(&str, bool)>) = match target {
+        Target::New(entries) => (
+            entries.len(),
+            entries
+                .iter()
+                .map(|a| (a.account.as_str(), a.enabled))
+                .collect(),
+        ),
+        Target::Resume { accounts, .. } => (
+            accounts.len(),
+            accounts.iter().map(|a| (a.as_str(), true)).collect(),
+        ),
+    };
+    let enabled = names.iter().filter(|(_, e)| *e).count();
+    // Snapshot, cancel-all and verify when verifying; retries come on top.
+    let requests = enabled * if config.verify { 3 } else { 1 };
+    let seconds = requests.saturating_sub(config.burst as usize) as f64 / config.rate;
+    for (account, enabled) in &names {
+        eprintln!(
+            "  {account:<24} {}",
+            if *enabled {
+                "sweep"
+            } else {
+                "skip (enabled=false)"
+            }
+        );
+    }
+    eprintln!(
+        "dry run: {enabled} of {listed} accounts, {requests} requests to {} with key {}, at least {seconds:.1} s at {} requests/s; nothing sent",
+        config.base_url,
+        credentials.fingerprint(),
+        config.rate
+    );
+    let plan = serde_json::json!({
+        "dry_run": true,
+        "accounts_total": listed,
+        "accounts_enabled": enabled,
+        "requests": requests,
+        "expected_seconds": (seconds * 10.0).round() / 10.0,
+        "base_url": config.base_url,
+        "key_fingerprint": credentials.fingerprint(),
+    });
+    println!("{plan}");
+}
+
+/// The last stdout line, one JSON object: what schedulers (Airflow's XCom among them) pick up.
+fn print_summary(summary: &SweepSummary) {
+    let line = serde_json::to_string(summary).expect("summary serializes");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
+    let summary = demo::run(&args.db, args.accounts).await?;
+    let conn = store::open_read_only(&args.db)?;
+    let table = report::render(
+        &conn,
+        summary.totals.run_id,
+        report::Format::Table,
+        report::Only::All,
+    )
+    .map_err(|e| Error::Store {
+        path: args.db.clone(),
+        reason: e.to_string(),
+    })?;
+    println!("{table}");
+    println!(
+        "Run {} against the simulated exchange: {} accounts, {} orders cancelled, {} refused cancellation, {} attempts ({} rate-limited), {} ms.",
+        summary.totals.run_id,
+        summary.totals.accounts_total,
+        summary.totals.orders_cancelled,
+        summary.totals.orders_rejected,
+        summary.totals.attempts,
+        summary.totals.rate_limited,
+        summary.wall_ms
+    );
+    println!(
+        "A real run would exit {} here. Audit trail: sqlite3 {} 'SELECT * FROM run_accounts WHERE run_id = {}'",
+        summary.exit_code,
+        args.db.display(),
+        summary.totals.run_id
+    );
+    print_summary(&summary);
+    // The demo did its job whatever the simulated exchange refused; only our own errors fail it.
+    Ok(exit_code::OK)
+}
+
+fn run_report(args: ReportArgs) -> Result<i32, Error> {
+    let conn = store::open_read_only(&args.db)?;
+    let db_error = |e: rusqlite::Error| Error::Store {
+        path: args.db.clone(),
+        reason: e.to_string(),
+    };
+    let run_id = report::resolve_run(&conn, &args.run)
+        .map_err(db_error)?
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{}: no run {:?}; give `latest` or a run id listed by `gemini-sweep runs`",
+                args.db.display(),
+                args.run
+            ))
+        })?;
+    let text = report::render(&conn, run_id, args.format, args.only).map_err(db_error)?;
+    print!("{text}");
+    Ok(exit_code::OK)
+}
+
+fn list_runs(args: RunsArgs) -> Result<i32, Error> {
+    let conn = store::open_read_only(&args.db)?;
+    let text = report::runs(&conn, args.format, args.limit).map_err(|e| Error::Store {
+        path: args.db.clone(),
+        reason: e.to_string(),
+    })?;
+    print!("{text}");
+    Ok(exit_code::OK)
+}

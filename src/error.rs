@@ -1,0 +1,55 @@
+//! The library's one error type and the one place that turns it into a process exit code.
+
+use std::path::PathBuf;
+
+/// Exit codes are part of the interface schedulers script against; the README lists them.
+pub mod exit_code {
+    /// Every account swept, nothing left rejected.
+    pub const OK: i32 = 0;
+    /// The run finished, but some account failed or some order stayed rejected.
+    pub const INCOMPLETE: i32 = 1;
+    /// Bad input or configuration; nothing was sent to the exchange.
+    pub const BAD_INPUT: i32 = 2;
+    /// Internal, database or environment error.
+    pub const INTERNAL: i32 = 3;
+    /// Interrupted by SIGINT (128 + 2).
+    pub const SIGINT: i32 = 130;
+    /// Interrupted by SIGTERM (128 + 15).
+    pub const SIGTERM: i32 = 143;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A problem in the accounts CSV, with the file and line already in the message.
+    #[error("{0}")]
+    Accounts(#[from] crate::accounts::AccountsError),
+
+    /// A flag, environment variable or credential that cannot be used as given.
+    #[error("{0}")]
+    Config(String),
+
+    /// A file named by the user that cannot be read.
+    #[error("{}: {reason}", path.display())]
+    UnreadableInput { path: PathBuf, reason: String },
+
+    /// The database could not be opened, migrated or written.
+    #[error("database {}: {reason}", path.display())]
+    Store { path: PathBuf, reason: String },
+
+    /// Anything that is our fault rather than the user's.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Accounts(_) | Error::Config(_) | Error::UnreadableInput { .. } => {
+                exit_code::BAD_INPUT
+            }
+            Error::Store { .. } | Error::Internal(_) => exit_code::INTERNAL,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

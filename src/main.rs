@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(gemini_sweep::cli::main());
+}

@@ -1,0 +1,338 @@
+//! Who may do what: payload, signature, endpoint, nonce, account and role checks, in the
+//! exchange's order. A nonce that passes is consumed even if a later check refuses the request,
+//! because that is what makes a rejected-but-signed request unreplayable on the real exchange.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use super::{AccountStatus, KeySpec, NonceMode, Role};
+use crate::signing;
+
+const TIME_WINDOW_SECS: f64 = 30.0;
+
+/// Which counter an error feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    Nonce,
+    Signature,
+    RateLimit,
+    Other,
+}
+
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+    pub(crate) class: ErrorClass,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            reason,
+            message: message.into(),
+            class: ErrorClass::Other,
+        }
+    }
+
+    fn bad(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason, message)
+    }
+
+    fn class(mut self, class: ErrorClass) -> Self {
+        self.class = class;
+        self
+    }
+}
+
+/// How an endpoint treats the `account` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AccountRule {
+    /// Master keys must name an account.
+    Required,
+    /// An account is optional; named ones are still checked.
+    Optional,
+    /// Master keys only; the group is the subject, no account is named.
+    GroupOnly,
+}
+
+pub(crate) struct Rules {
+    pub(crate) path: &'static str,
+    pub(crate) account: AccountRule,
+    /// Any one of these suffices; empty means any role.
+    pub(crate) roles: &'static [Role],
+}
+
+pub(crate) struct Authed {
+    pub(crate) account: Option<String>,
+    /// The nonce as sent: a JSON string's content or a number's text.
+    pub(crate) nonce: String,
+    pub(crate) payload: Map<String, Value>,
+}
+
+struct KeyState {
+    spec: KeySpec,
+    nonce: Mutex<NonceState>,
+}
+
+enum NonceState {
+    Increasing {
+        last: Option<u64>,
+    },
+    /// Nonces seen inside the window, by bit pattern, with their value in seconds.
+    Time {
+        seen: HashMap<u64, f64>,
+    },
+}
+
+pub(crate) struct Auth {
+    keys: HashMap<String, KeyState>,
+}
+
+impl Auth {
+    pub(crate) fn new(keys: &[KeySpec]) -> Self {
+        let keys = keys
+            .iter()
+            .map(|k| {
+                let nonce = match k.nonce_mode {
+                    NonceMode::Increasing => NonceState::Increasing { last: None },
+                    NonceMode::Time => NonceState::Time {
+                        seen: HashMap::new(),
+                    },
+                };
+                (
+                    k.key.clone(),
+                    KeyState {
+                        spec: k.clone(),
+                        nonce: Mutex::new(nonce),
+                    },
+                )
+            })
+            .collect();
+        Auth { keys }
+    }
+
+    /// Runs every check after the headers are known to be present and the rate limiter has
+    /// admitted the request. `status_of` looks an account up in the world.
+    pub(crate) fn check(
+        &self,
+        key: &str,
+        payload_b64: &str,
+        signature: &str,
+        rules: &Rules,
+        status_of: impl Fn(&str) -> Option<AccountStatus>,
+    ) -> Result<Authed, ApiError> {
+        let payload = decode_payload(payload_b64)?;
+
+        let state = self
+            .keys
+            .get(key)
+            .filter(|k| {
+                signing::verify(k.spec.secret.as_bytes(), payload_b64.as_bytes(), signature)
+            })
+            .ok_or_else(|| {
+                ApiError::bad("InvalidSignature", "InvalidSignature").class(ErrorClass::Signature)
+            })?;
+
+        match payload.get("request") {
+            Some(Value::String(r)) if r == rules.path => {}
+            other => {
+                let sent = other.map_or("null".to_owned(), Value::to_string);
+                return Err(ApiError::bad(
+                    "EndpointMismatch",
+                    format!(
+                        "Payload request {sent} does not match the endpoint '{}'",
+                        rules.path
+                    ),
+                ));
+            }
+        }
+
+        let nonce = state.consume_nonce(payload.get("nonce"))?;
+
+        let named = payload.get("account");
+        let account = match (&state.spec.account, rules.account) {
+            (Some(_), AccountRule::GroupOnly) => {
+                return Err(ApiError::bad(
+                    "NotGroupApiCompatible",
+                    format!(
+                        "The endpoint '{}' is only available to master (group) API keys",
+                        rules.path
+                    ),
+                ));
+            }
+            (Some(_), _) if named.is_some() => {
+                return Err(ApiError::bad(
+                    "AccountsOnGroupOnlyApi",
+                    "The 'account' field may only be sent with a master (group) API key",
+                ));
+            }
+            (Some(own), _) => Some(own.clone()),
+            (None, AccountRule::GroupOnly) => None,
+            (None, rule) => match named {
+                None if rule == AccountRule::Required => {
+                    return Err(ApiError::bad(
+                        "MissingAccounts",
+                        "Expected a JSON payload with accounts",
+                    ));
+                }
+                None => None,
+                Some(Value::String(name)) => Some(name.clone()),
+                Some(other) => {
+                    return Err(ApiError::bad(
+                        "InvalidAccountName",
+                        format!("Account name {other} is not a string"),
+                    ));
+                }
+            },
+        };
+
+        if let Some(name) = &account {
+            match status_of(name) {
+                None => {
+                    return Err(ApiError::bad(
+                        "InvalidAccountName",
+                        format!("Account '{name}' does not exist in this group"),
+                    ));
+                }
+                Some(AccountStatus::Closed) => {
+                    return Err(ApiError::bad(
+                        "AccountClosed",
+                        format!("Account '{name}' is closed"),
+                    ));
+                }
+                Some(AccountStatus::Open) => {}
+            }
+        }
+
+        let roles = &state.spec.roles;
+        if !rules.roles.is_empty() && !rules.roles.iter().any(|r| roles.contains(r)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "MissingRole",
+                format!(
+                    "To access this endpoint, you need to log in to the website and go to the \
+                     settings page to assign one of these roles [{}] to API key {key} which \
+                     currently has roles [{}]",
+                    role_names(rules.roles),
+                    role_names(roles)
+                ),
+            ));
+        }
+
+        Ok(Authed {
+            account,
+            nonce,
+            payload,
+        })
+    }
+}
+
+impl KeyState {
+    fn consume_nonce(&self, sent: Option<&Value>) -> Result<String, ApiError> {
+        let sent = sent.cloned().unwrap_or(Value::Null);
+        let text = match &sent {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let unparseable = || {
+            ApiError::bad(
+                "InvalidNonce",
+                format!("Nonce '{sent}' was not parseable as a number."),
+            )
+            .class(ErrorClass::Nonce)
+        };
+        let not_increased = || {
+            ApiError::bad(
+                "InvalidNonce",
+                format!("Nonce '{text}' has not increased since your last call to the Gemini API."),
+            )
+            .class(ErrorClass::Nonce)
+        };
+        let mut state = self.nonce.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *state {
+            NonceState::Increasing { last } => {
+                let n = match &sent {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                        s.parse().ok()
+                    }
+                    _ => None,
+                }
+                .ok_or_else(unparseable)?;
+                if last.is_some_and(|l| n <= l) {
+                    return Err(not_increased());
+                }
+                *last = Some(n);
+            }
+            NonceState::Time { seen } => {
+                let n = match &sent {
+                    Value::Number(n) => n.as_f64(),
+                    Value::String(s) => s.parse::<f64>().ok(),
+                    _ => None,
+                }
+                .filter(|n| n.is_finite())
+                .ok_or_else(unparseable)?;
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                if (n - now).abs() > TIME_WINDOW_SECS {
+                    return Err(ApiError::bad(
+                        "InvalidNonce",
+                        format!(
+                            "Nonce '{text}' is not within 30 seconds of server time '{}''",
+                            now.floor() as u64
+                        ),
+                    )
+                    .class(ErrorClass::Nonce));
+                }
+                // Anything older than the window can no longer pass the check above.
+                seen.retain(|_, v| *v >= now - TIME_WINDOW_SECS - 1.0);
+                if seen.insert(n.to_bits(), n).is_some() {
+                    return Err(not_increased());
+                }
+            }
+        }
+        Ok(text)
+    }
+}
+
+fn decode_payload(payload_b64: &str) -> Result<Map<String, Value>, ApiError> {
+    let invalid = || {
+        ApiError::bad(
+            "InvalidJson",
+            "Could not parse the X-GEMINI-PAYLOAD header as base64-encoded JSON object",
+        )
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload_b64)
+        .map_err(|_| invalid())?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(invalid()),
+    }
+}
+
+fn role_names(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|r| match r {
+            Role::Trader => "Trader",
+            Role::Auditor => "Auditor",
+            Role::Fundmanager => "FundManager",
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,371 @@
+//! An in-process simulator of Gemini's private REST API (shared/gemini-api.md), served over real
+//! HTTP on loopback so the sweeper can be exercised end to end: signing, nonces, roles, the
+//! per-key rate limit, seeded order books and reproducible faults, with a ledger of what really
+//! happened to compare the client's story against.
+
+mod auth;
+pub mod cli;
+mod faults;
+mod ratelimit;
+mod routes;
+mod world;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use self::world::World;
+
+/// Everything that shapes one simulated exchange. Two servers with equal configs behave alike.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub accounts: Vec<AccountSpec>,
+    pub keys: Vec<KeySpec>,
+    pub orders_per_account: RangeInclusive<u32>,
+    /// Fraction of orders that refuse cancellation, forever.
+    pub reject_fraction: f64,
+    pub rate_limit: Option<RateLimitConfig>,
+    pub faults: FaultConfig,
+    /// Share of an account's open orders that fill right after its first `/v1/orders` reply.
+    pub fill_after_snapshot_fraction: f64,
+    /// Orders placed on an account right after its first `/v1/orders` reply.
+    pub late_orders_after_snapshot: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 7,
+            accounts: SimConfig::numbered_accounts(10),
+            keys: vec![KeySpec {
+                key: "master-demo".into(),
+                secret: "demo-secret".into(),
+                nonce_mode: NonceMode::Increasing,
+                roles: vec![Role::Trader, Role::Auditor],
+                account: None,
+            }],
+            orders_per_account: 0..=20,
+            reject_fraction: 0.0,
+            rate_limit: None,
+            faults: FaultConfig::default(),
+            fill_after_snapshot_fraction: 0.0,
+            late_orders_after_snapshot: 0,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Open exchange accounts `acct-0001` ..= `acct-N`.
+    pub fn numbered_accounts(n: u32) -> Vec<AccountSpec> {
+        (1..=n)
+            .map(|i| AccountSpec {
+                name: format!("acct-{i:04}"),
+                kind: AccountKind::Exchange,
+                status: AccountStatus::Open,
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut names = BTreeSet::new();
+        for a in &self.accounts {
+            if !names.insert(a.name.as_str()) {
+                return Err(format!("account {:?} is configured twice", a.name));
+            }
+        }
+        let mut keys = BTreeSet::new();
+        for k in &self.keys {
+            if !keys.insert(k.key.as_str()) {
+                return Err(format!("key {:?} is configured twice", k.key));
+            }
+            match &k.account {
+                Some(a) if !names.contains(a.as_str()) => {
+                    return Err(format!("key {:?} acts on unknown account {a:?}", k.key));
+                }
+                None if k.key.starts_with("account-") => {
+                    return Err(format!("account key {:?} needs an account", k.key));
+                }
+                _ => {}
+            }
+        }
+        if self.orders_per_account.is_empty() {
+            return Err("orders_per_account is an empty range".into());
+        }
+        let fractions = [
+            ("reject_fraction", self.reject_fraction),
+            (
+                "fill_after_snapshot_fraction",
+                self.fill_after_snapshot_fraction,
+            ),
+            ("p_500", self.faults.p_500),
+            ("p_502", self.faults.p_502),
+            ("p_503", self.faults.p_503),
+            ("p_stall", self.faults.p_stall),
+            ("p_drop", self.faults.p_drop),
+            ("p_garbage", self.faults.p_garbage),
+            ("p_lost_reply", self.faults.p_lost_reply),
+        ];
+        for (name, p) in fractions {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{name} must be within 0..=1, got {p}"));
+            }
+        }
+        if let Some(rl) = &self.rate_limit
+            && !(rl.per_second.is_finite() && rl.per_second > 0.0)
+        {
+            return Err(format!(
+                "rate per_second must be positive, got {}",
+                rl.per_second
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountSpec {
+    pub name: String,
+    pub kind: AccountKind,
+    pub status: AccountStatus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountKind {
+    Exchange,
+    Custody,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    Open,
+    Closed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySpec {
+    pub key: String,
+    pub secret: String,
+    pub nonce_mode: NonceMode,
+    pub roles: Vec<Role>,
+    /// Set for account keys: the one account the key acts on. `None` makes it a group key.
+    pub account: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonceMode {
+    Increasing,
+    Time,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Trader,
+    Auditor,
+    Fundmanager,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitConfig {
+    pub per_second: f64,
+    /// Requests over the rate that are delayed rather than refused.
+    pub burst_queue: u32,
+    pub send_retry_after: bool,
+}
+
+impl RateLimitConfig {
+    /// The documented exchange limit: 600 per minute, 5 extra requests queued.
+    pub fn exchange_default() -> Self {
+        RateLimitConfig {
+            per_second: 10.0,
+            burst_queue: 5,
+            send_retry_after: false,
+        }
+    }
+}
+
+/// Per-request fault probabilities; see faults.rs for what each one does on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultConfig {
+    pub p_500: f64,
+    pub p_502: f64,
+    pub p_503: f64,
+    pub p_stall: f64,
+    pub stall_for: Duration,
+    pub p_drop: f64,
+    pub p_garbage: f64,
+    pub p_lost_reply: f64,
+    pub failing_accounts: BTreeSet<String>,
+    pub latency: Duration,
+    pub jitter: Duration,
+}
+
+/// The simulator's truth, for comparing against what a client believes happened.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub accounts: BTreeMap<String, AccountLedger>,
+    pub counters: Counters,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountLedger {
+    pub initial_orders: Vec<u64>,
+    pub cancelled: Vec<CancelRecord>,
+    /// Every reject event in order; an order refused twice appears twice.
+    pub rejects: Vec<u64>,
+    pub filled: Vec<u64>,
+    pub late: Vec<u64>,
+    pub open: Vec<u64>,
+    pub requests: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRecord {
+    pub order_id: u64,
+    /// The nonce of the cancelling request, as sent (a JSON string's content, or a number's text).
+    pub nonce: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub ok: u64,
+    pub rate_limited: u64,
+    pub nonce_errors: u64,
+    pub signature_errors: u64,
+    pub other_errors: u64,
+    pub faults: BTreeMap<String, u64>,
+}
+
+/// State shared by every request handler.
+pub(crate) struct Shared {
+    pub(crate) world: Mutex<World>,
+    pub(crate) auth: auth::Auth,
+    pub(crate) limiter: Option<ratelimit::Limiter>,
+    pub(crate) faults: faults::Faults,
+    pub(crate) changed: Notify,
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub(crate) fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        // A handler that panicked mid-update (only the deliberate `drop` fault panics, and it
+        // holds no lock) must not take the whole simulator down with it.
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running simulator. Dropping it leaves the server running until the runtime stops.
+pub struct SimServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Starts a simulator on an ephemeral loopback port.
+pub async fn start(config: SimConfig) -> std::io::Result<SimServer> {
+    start_on(config, 0).await
+}
+
+/// Starts a simulator on `127.0.0.1:port` (0 picks a free port).
+pub async fn start_on(config: SimConfig, port: u16) -> std::io::Result<SimServer> {
+    config
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopping) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        world: Mutex::new(World::new(&config)),
+        auth: auth::Auth::new(&config.keys),
+        limiter: config.rate_limit.clone().map(ratelimit::Limiter::new),
+        faults: faults::Faults::new(config.seed, config.faults.clone()),
+        changed: Notify::new(),
+        stopping,
+    });
+    let app = routes::router(shared.clone());
+    let mut stop_signal = stop.subscribe();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_signal.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "simulator server stopped");
+        }
+    });
+    Ok(SimServer {
+        addr,
+        shared,
+        stop,
+        task,
+    })
+}
+
+impl SimServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A snapshot of the truth as of now.
+    pub fn ledger(&self) -> Ledger {
+        self.shared.world().ledger()
+    }
+
+    /// Places a fresh open order on `account`, as another session would; returns its id.
+    ///
+    /// # Panics
+    /// If the account does not exist: that is a bug in the calling test.
+    pub fn place_order(&self, account: &str) -> u64 {
+        let id = self
+            .shared
+            .world()
+            .place_order(account)
+            .unwrap_or_else(|| panic!("place_order: no account named {account:?}"));
+        self.shared.changed.notify_one();
+        id
+    }
+
+    /// Resolves after the ledger changed since the last call returned (or since start).
+    /// Lets a caller persist the ledger without polling.
+    pub async fn ledger_changed(&self) {
+        self.shared.changed.notified().await;
+    }
+
+    /// Stops accepting connections, wakes stalled requests, and waits briefly for in-flight
+    /// replies; connections still open after that are cut.
+    pub async fn shutdown(self) {
+        self.stop().await;
+    }
+
+    /// [`SimServer::shutdown`], returning the ledger as it stands once the server is down.
+    pub(crate) async fn stop(self) -> Ledger {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+        self.shared.world().ledger()
+    }
+}

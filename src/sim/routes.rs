@@ -1,0 +1,366 @@
+//! One handler for every path, so that routing, counting and faults happen in one visible order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::auth::{AccountRule, ApiError, Authed, ErrorClass, Rules};
+use super::faults::{Decision, Fault, LostReply};
+use super::ratelimit::Admission;
+use super::{Role, Shared};
+
+const API_KEY: &str = "X-GEMINI-APIKEY";
+const PAYLOAD: &str = "X-GEMINI-PAYLOAD";
+const SIGNATURE: &str = "X-GEMINI-SIGNATURE";
+
+const HTML_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+    <center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n";
+const HTML_504: &str = "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n\
+    <center><h1>504 Gateway Time-out</h1></center>\r\n</body>\r\n</html>\r\n";
+const TRUNCATED_JSON: &str = r#"{"result":"ok","details":{"cancelledOrders":[1,2"#;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    CancelAll,
+    Orders,
+    AccountList,
+    Heartbeat,
+}
+
+impl Endpoint {
+    fn from_path(path: &str) -> Option<Self> {
+        Some(match path {
+            "/v1/order/cancel/all" => Endpoint::CancelAll,
+            "/v1/orders" => Endpoint::Orders,
+            "/v1/account/list" => Endpoint::AccountList,
+            "/v1/heartbeat" => Endpoint::Heartbeat,
+            _ => return None,
+        })
+    }
+
+    fn rules(self) -> Rules {
+        match self {
+            Endpoint::CancelAll => Rules {
+                path: "/v1/order/cancel/all",
+                account: AccountRule::Required,
+                roles: &[Role::Trader],
+            },
+            Endpoint::Orders => Rules {
+                path: "/v1/orders",
+                account: AccountRule::Required,
+                roles: &[Role::Trader, Role::Auditor],
+            },
+            Endpoint::AccountList => Rules {
+                path: "/v1/account/list",
+                account: AccountRule::GroupOnly,
+                roles: &[],
+            },
+            Endpoint::Heartbeat => Rules {
+                path: "/v1/heartbeat",
+                account: AccountRule::Optional,
+                roles: &[Role::Trader],
+            },
+        }
+    }
+}
+
+/// What a request amounted to, for the counters.
+enum Tally {
+    Ok,
+    Error(ErrorClass),
+    Fault(&'static str),
+    /// Already counted, because the request may be abandoned before it finishes.
+    Recorded,
+}
+
+/// `None` as the response means: close the connection without answering.
+struct Outcome {
+    response: Option<Response>,
+    tally: Tally,
+    delay: Option<Duration>,
+}
+
+impl Outcome {
+    fn reply(response: Response, tally: Tally) -> Self {
+        Outcome {
+            response: Some(response),
+            tally,
+            delay: None,
+        }
+    }
+
+    fn error(e: ApiError) -> Self {
+        let class = e.class;
+        Outcome::reply(
+            error_response(e.status, e.reason, &e.message),
+            Tally::Error(class),
+        )
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+async fn handle(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let serial = {
+        let mut w = s.world();
+        w.counters.requests += 1;
+        w.counters.requests
+    };
+    let path = uri.path();
+    if path == "/admin/ledger" && method == Method::GET {
+        let ledger = s.world().ledger();
+        return axum::Json(ledger).into_response();
+    }
+    let outcome = match Endpoint::from_path(path) {
+        _ if path == "/admin/ledger" => Outcome::error(method_not_allowed(path)),
+        None => Outcome::error(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "EndpointNotFound",
+            format!("API entry point `{path}` not found"),
+        )),
+        Some(_) if method != Method::POST => Outcome::error(method_not_allowed(path)),
+        Some(endpoint) => serve(&s, endpoint, &headers).await,
+    };
+
+    {
+        let mut w = s.world();
+        let c = &mut w.counters;
+        match outcome.tally {
+            Tally::Ok => c.ok += 1,
+            Tally::Error(ErrorClass::Nonce) => c.nonce_errors += 1,
+            Tally::Error(ErrorClass::Signature) => c.signature_errors += 1,
+            Tally::Error(ErrorClass::RateLimit) => c.rate_limited += 1,
+            Tally::Error(ErrorClass::Other) => c.other_errors += 1,
+            Tally::Fault(kind) => *c.faults.entry(kind.to_owned()).or_default() += 1,
+            Tally::Recorded => {}
+        }
+    }
+    s.changed.notify_one();
+
+    let delay = outcome.delay.unwrap_or_else(|| s.faults.delay_for(serial));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match outcome.response {
+        Some(response) => response,
+        // Unwinding out of the connection task makes hyper drop the socket without writing a
+        // byte; `resume_unwind` skips the panic hook, so nothing is printed either.
+        None => std::panic::resume_unwind(Box::new(())),
+    }
+}
+
+async fn serve(s: &Shared, endpoint: Endpoint, headers: &HeaderMap) -> Outcome {
+    let header = |name: &str, reason: &'static str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    reason,
+                    format!("Must provide '{name}' header"),
+                )
+            })
+    };
+    let (key, payload, signature) = match (
+        header(API_KEY, "MissingApikeyHeader"),
+        header(PAYLOAD, "MissingPayloadHeader"),
+        header(SIGNATURE, "MissingSignatureHeader"),
+    ) {
+        (Ok(k), Ok(p), Ok(sig)) => (k, p, sig),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Outcome::error(e),
+    };
+
+    if let Some(limiter) = &s.limiter {
+        match limiter.admit(&key) {
+            Admission::Now => {}
+            Admission::After(wait) => stoppable_sleep(s, wait).await,
+            Admission::Refused { retry_after_secs } => {
+                let mut response = error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RateLimit",
+                    "Requests were made too frequently. Please wait before retrying.",
+                );
+                if limiter.config.send_retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                }
+                return Outcome::reply(response, Tally::Error(ErrorClass::RateLimit));
+            }
+        }
+    }
+
+    let rules = endpoint.rules();
+    let authed = match s.auth.check(&key, &payload, &signature, &rules, |name| {
+        s.world().account(name).map(|a| a.spec.status)
+    }) {
+        Ok(a) => a,
+        Err(e) => return Outcome::error(e),
+    };
+
+    if let Some(name) = &authed.account {
+        let mut w = s.world();
+        if let Some(a) = w.account(name) {
+            a.count_request();
+        }
+        let is_custody = w.is_custody(name);
+        if is_custody && matches!(endpoint, Endpoint::CancelAll | Endpoint::Orders) {
+            return Outcome::error(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "NotGroupApiCompatible",
+                format!("Account '{name}' is a custody account and holds no orders"),
+            ));
+        }
+    }
+
+    let decision = s.faults.decide(authed.account.as_deref(), rules.path);
+    let mut outcome = answer(s, endpoint, &authed, decision).await;
+    outcome.delay = Some(decision.delay);
+    outcome
+}
+
+/// Faults first (they stop the request before it acts), then the endpoint itself.
+async fn answer(s: &Shared, endpoint: Endpoint, authed: &Authed, decision: Decision) -> Outcome {
+    if let Some(account) = &authed.account
+        && s.faults.config.failing_accounts.contains(account)
+    {
+        return Outcome::reply(system_error(), Tally::Fault("failing_account"));
+    }
+    if let Some(fault) = decision.before {
+        let mut tally = Tally::Fault(fault.label());
+        let response = match fault {
+            Fault::Http500 => Some(system_error()),
+            Fault::Http502 => Some(html(StatusCode::BAD_GATEWAY, HTML_502)),
+            Fault::Http503 => Some(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Maintenance",
+                "The Gemini Exchange is currently undergoing maintenance. Please try again later.",
+            )),
+            Fault::Stall => {
+                // Clients give up on a stall and hang up, which abandons this handler.
+                *s.world().counters.faults.entry("stall".into()).or_default() += 1;
+                s.changed.notify_one();
+                tally = Tally::Recorded;
+                stoppable_sleep(s, s.faults.config.stall_for).await;
+                Some(html(StatusCode::GATEWAY_TIMEOUT, HTML_504))
+            }
+            Fault::Drop => None,
+            Fault::Garbage { html: true } => Some(html(StatusCode::OK, HTML_502)),
+            Fault::Garbage { html: false } => Some(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    TRUNCATED_JSON,
+                )
+                    .into_response(),
+            ),
+        };
+        return Outcome {
+            response,
+            tally,
+            delay: None,
+        };
+    }
+
+    let account = authed.account.as_deref().unwrap_or_default();
+    let body = match endpoint {
+        Endpoint::CancelAll => {
+            let (cancelled, rejects) = s.world().cancel_all(account, &authed.nonce);
+            match decision.lost_reply {
+                Some(LostReply::Drop) => {
+                    return Outcome {
+                        response: None,
+                        tally: Tally::Fault("lost_reply"),
+                        delay: None,
+                    };
+                }
+                Some(LostReply::Http502) => {
+                    return Outcome::reply(
+                        html(StatusCode::BAD_GATEWAY, HTML_502),
+                        Tally::Fault("lost_reply"),
+                    );
+                }
+                None => json!({
+                    "result": "ok",
+                    "details": {"cancelledOrders": cancelled, "cancelRejects": rejects},
+                }),
+            }
+        }
+        Endpoint::Orders => Value::Array(s.world().list_orders(account)),
+        Endpoint::AccountList => {
+            let (since, limit) = paging(&authed.payload);
+            Value::Array(s.world().account_list(since, limit))
+        }
+        Endpoint::Heartbeat => json!({"result": "ok"}),
+    };
+    Outcome::reply(axum::Json(body).into_response(), Tally::Ok)
+}
+
+/// `limit_accounts` (default and maximum 500) and `timestamp` (seconds or milliseconds).
+fn paging(payload: &serde_json::Map<String, Value>) -> (u64, usize) {
+    let number = |field: &str| {
+        payload.get(field).and_then(|v| match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+    };
+    let limit = number("limit_accounts").unwrap_or(500).clamp(1, 500) as usize;
+    let since = match number("timestamp") {
+        // Ten-digit values are seconds; the exchange accepts both forms elsewhere.
+        Some(t) if t < 100_000_000_000 => t * 1000,
+        Some(t) => t,
+        None => 0,
+    };
+    (since, limit)
+}
+
+/// Sleeps, but wakes early when the server is shutting down so it can stop promptly.
+async fn stoppable_sleep(s: &Shared, d: Duration) {
+    let mut stopping = s.stopping.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stopping.wait_for(|v| *v) => {}
+    }
+}
+
+fn method_not_allowed(path: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("API entry point `{path}` only accepts POST"),
+    )
+}
+
+fn system_error() -> Response {
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "System",
+        "We are experiencing technical issues. Please try again later.",
+    )
+}
+
+fn error_response(status: StatusCode, reason: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"result": "error", "reason": reason, "message": message})),
+    )
+        .into_response()
+}
+
+fn html(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
+}

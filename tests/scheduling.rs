@@ -1,0 +1,356 @@
+//! Safe to schedule: signals, kill -9 and resume, locks, dry runs, a busy database, secrets.
+//! Each test does the bad thing for real to a child process, then compares the database with the
+//! simulator's ledger.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gemini_sweep::sim::{RateLimitConfig, SimConfig, SimServer};
+
+fn rate_limited(accounts: usize, per_second: f64) -> SimConfig {
+    let mut config = sim_config(accounts);
+    config.orders_per_account = 1..=8;
+    config.rate_limit = Some(RateLimitConfig {
+        per_second,
+        burst_queue: 5,
+        send_retry_after: false,
+    });
+    config
+}
+
+fn spawn_sweep(args: &[String]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_gemini-sweep"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("GEMINI_API_KEY", KEY)
+        .env("GEMINI_API_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the binary")
+}
+
+fn send(signal: &str, child: &tokio::process::Child) {
+    let pid = child.id().expect("child is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits until the run has committed at least `n` attempts (read-only, like an auditor would).
+async fn wait_for_attempts(db_path: &std::path::Path, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the sweep never reached {n} attempts"
+        );
+        if let Ok(conn) = rusqlite::Connection::open_with_flags(
+            db_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) && let Ok(done) =
+            conn.query_row("SELECT count(*) FROM attempts", [], |r| r.get::<_, i64>(0))
+            && done >= n
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn finish(child: tokio::process::Child) -> std::process::Output {
+    tokio::time::timeout(TEST_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("child finishes in time")
+        .expect("child output")
+}
+
+/// Nothing the exchange cancelled and said so in a committed reply is missing; nothing is there
+/// that the exchange did not cancel; no order appears twice.
+fn assert_db_matches_ledger(server: &SimServer, conn: &rusqlite::Connection) -> OrderSet {
+    let (truth, _) = ledger_truth(server);
+    let rows = order_rows(conn, "cancelled_orders", 1);
+    let recorded: OrderSet = rows.iter().cloned().collect();
+    assert_eq!(rows.len(), recorded.len(), "no duplicate rows");
+    assert!(
+        recorded.is_subset(&truth),
+        "only what the exchange cancelled"
+    );
+    truth.difference(&recorded).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_new_requests_lets_in_flight_ones_finish_and_exits_143() {
+    let server = start(rate_limited(60, 25.0)).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let mut args = run_args(&url, &csv, &ws.db());
+    args.extend(["--rate".into(), "25".into()]);
+    let child = spawn_sweep(&args);
+    wait_for_attempts(&ws.db(), 15).await;
+    send("-TERM", &child);
+    let output = finish(child).await;
+    assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    assert_eq!(summary["status"], "interrupted");
+    assert_eq!(summary["exit_code"], 143);
+    assert!(summary["accounts_unfinished"].as_i64().unwrap() > 0);
+
+    let conn = db(&ws.db());
+    let missing = assert_db_matches_ledger(&server, &conn);
+    assert!(
+        missing.is_empty(),
+        "in-flight replies were recorded: {missing:?}"
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM attempts") as u64,
+        server.ledger().counters.requests,
+        "every request sent was recorded"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM run_accounts WHERE status = 'pending'"
+        ),
+        0,
+        "unfinished accounts are marked interrupted"
+    );
+
+    // Resume finishes the rest under the same run id.
+    let db_text = ws.db().display().to_string();
+    let lock_dir = ws.dir.path().display().to_string();
+    let output = run_binary(
+        &[
+            "run",
+            "--resume",
+            "latest",
+            "--db",
+            &db_text,
+            "--lock-dir",
+            &lock_dir,
+            "--rate",
+            "500",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    assert_eq!(summary["run_id"], 1);
+    assert_eq!(summary["accounts_ok"], 60);
+    let missing = assert_db_matches_ledger(&server, &conn);
+    assert!(missing.is_empty());
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT clean FROM run_reconciliation WHERE run_id = 1"
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_several_points_then_resume_loses_nothing_confirmed() {
+    for kill_after in [1, 20, 70] {
+        let server = start(rate_limited(40, 40.0)).await;
+        let ws = Workspace::new();
+        let csv = ws.accounts_csv(&account_names(&server));
+        let url = server.base_url();
+        let mut args = run_args(&url, &csv, &ws.db());
+        args.extend(["--rate".into(), "40".into()]);
+        let child = spawn_sweep(&args);
+        wait_for_attempts(&ws.db(), kill_after).await;
+        send("-KILL", &child);
+        let output = finish(child).await;
+        assert_eq!(output.status.code(), None, "killed by a signal");
+
+        let conn = db(&ws.db());
+        let status: String = conn
+            .query_row("SELECT status FROM runs WHERE run_id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(status, "running", "a killed run shows as running");
+        assert_db_matches_ledger(&server, &conn);
+
+        let db_text = ws.db().display().to_string();
+        let lock_dir = ws.dir.path().display().to_string();
+        let output = run_binary(
+            &[
+                "run",
+                "--resume",
+                "1",
+                "--db",
+                &db_text,
+                "--lock-dir",
+                &lock_dir,
+                "--rate",
+                "500",
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "after {kill_after}: {}",
+            stderr(&output)
+        );
+        let summary = stdout_json(&output);
+        assert_eq!(summary["accounts_ok"], 40, "after {kill_after}");
+        assert!(
+            stderr(&output).contains("taking it over"),
+            "{}",
+            stderr(&output)
+        );
+
+        // What the killed process had in flight was cancelled by the exchange without a reply
+        // reaching the database: it must show as unexplained, never vanish.
+        let lost = assert_db_matches_ledger(&server, &conn);
+        let unexplained = count(
+            &conn,
+            "SELECT count(*) FROM order_reconciliation WHERE outcome = 'unexplained'",
+        );
+        assert_eq!(unexplained as usize, lost.len(), "after {kill_after}");
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT clean FROM run_reconciliation WHERE run_id = 1"
+            ),
+            1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_database_or_key_is_refused() {
+    let server = start(rate_limited(30, 10.0)).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let mut args = run_args(&url, &csv, &ws.db());
+    args.extend(["--rate".into(), "10".into()]);
+    let first = spawn_sweep(&args);
+    wait_for_attempts(&ws.db(), 1).await;
+    let pid = first.id().unwrap();
+
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let second = run_binary(&args_ref, &[]).await;
+    assert_eq!(second.status.code(), Some(2));
+    let err = stderr(&second);
+    assert!(err.contains("already running with this database"), "{err}");
+    assert!(err.contains(&format!("pid={pid} run=1")), "{err}");
+
+    let other_db = ws.path("other.db");
+    let other_args = run_args(&url, &csv, &other_db);
+    let other_ref: Vec<&str> = other_args.iter().map(String::as_str).collect();
+    let third = run_binary(&other_ref, &[]).await;
+    assert_eq!(third.status.code(), Some(2));
+    assert!(
+        stderr(&third).contains("already running with this API key"),
+        "{}",
+        stderr(&third)
+    );
+
+    send("-INT", &first);
+    let output = finish(first).await;
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_sends_nothing_and_writes_nothing() {
+    let server = start(sim_config(25)).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let mut args = run_args(&url, &csv, &ws.db());
+    args.extend(["--dry-run".into(), "--rate".into(), "5".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run_binary(&args, &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plan = stdout_json(&output);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["accounts_enabled"], 25);
+    assert_eq!(plan["requests"], 75);
+    assert_eq!(plan["expected_seconds"], 14.8);
+    assert_eq!(server.ledger().counters.requests, 0);
+    assert!(!ws.db().exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_database_delays_the_run_but_loses_nothing() {
+    let server = start(sim_config(30)).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    // Create and migrate the database, then hold its write lock as a careless auditor might.
+    let url = server.base_url();
+    let mut args = run_args(&url, &csv, &ws.db());
+    args.extend(["--rate".into(), "1000".into()]);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = run_binary(&args_ref, &[]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let blocker = db(&ws.db());
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let sweep = run_binary(&args_ref, &[]);
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        blocker.execute_batch("COMMIT").unwrap();
+    };
+    let (output, ()) = tokio::join!(sweep, release);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stderr(&output).contains("locked"), "the wait was logged");
+    let conn = db(&ws.db());
+    let summary = stdout_json(&output);
+    assert_eq!(summary["run_id"], 2);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM attempts") as u64,
+        server.ledger().counters.requests,
+        "every request of both runs is recorded"
+    );
+    assert_eq!(summary["accounts_ok"], 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_and_the_key_never_appear_in_output_or_database_even_at_trace_level() {
+    let mut config = sim_config(6);
+    config.faults.p_500 = 0.2;
+    config.faults.failing_accounts.insert("acct-0002".into());
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let mut names = account_names(&server);
+    names.push("no-such-account".into());
+    let csv = ws.accounts_csv(&names);
+    let url = server.base_url();
+    let mut args = run_args(&url, &csv, &ws.db());
+    args.extend(["--rate".into(), "1000".into()]);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run_binary(&args_ref, &[("RUST_LOG", "trace")]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("TRACE"), "trace logging was on");
+
+    let mut haystacks = vec![
+        ("stdout", output.stdout.clone()),
+        ("stderr", output.stderr.clone()),
+    ];
+    for entry in std::fs::read_dir(ws.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            haystacks.push(("file", std::fs::read(&path).unwrap_or_default()));
+        }
+    }
+    for (what, bytes) in &haystacks {
+        for needle in [SECRET, KEY] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle:?} found in {what}"
+            );
+        }
+    }
+}

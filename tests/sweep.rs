@@ -1,0 +1,415 @@
+//! End to end: the real binary (or the library's engine) against the simulator over loopback.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use gemini_sweep::accounts::AccountEntry;
+use gemini_sweep::client::{Clock, Credentials, NonceMode, SystemClock};
+use gemini_sweep::config::SweepConfig;
+use gemini_sweep::engine::{self, Target};
+use gemini_sweep::sim::{FaultConfig, RateLimitConfig};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+fn args_with<'a>(base: &'a [String], extra: &'a [&'a str]) -> Vec<&'a str> {
+    base.iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_order_the_exchange_reports_is_recorded_once_and_nothing_else() {
+    let mut config = sim_config(200);
+    config.orders_per_account = 0..=40;
+    config.reject_fraction = 0.02;
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let base = run_args(&url, &csv, &ws.db());
+    let output = run_binary(
+        &args_with(&base, &["--rate", "2000", "--concurrency", "16"]),
+        &[],
+    )
+    .await;
+    let summary = stdout_json(&output);
+
+    let conn = db(&ws.db());
+    let run_id = summary["run_id"].as_i64().expect("run_id");
+    let (cancelled, rejected) = ledger_truth(&server);
+    let db_cancelled = order_rows(&conn, "cancelled_orders", run_id);
+    let db_rejected = order_rows(&conn, "cancel_rejects", run_id);
+    assert!(
+        !cancelled.is_empty() && !rejected.is_empty(),
+        "the test book has both"
+    );
+    assert_eq!(
+        db_cancelled.iter().cloned().collect::<BTreeSet<_>>(),
+        cancelled,
+        "cancelled_orders is exactly what the exchange cancelled"
+    );
+    assert_eq!(
+        db_cancelled.len(),
+        cancelled.len(),
+        "no duplicate cancelled rows"
+    );
+    assert_eq!(
+        db_rejected.iter().cloned().collect::<BTreeSet<_>>(),
+        rejected,
+        "cancel_rejects is exactly what the exchange rejected"
+    );
+
+    // The simulator's rejects stay rejected, so the run must say so with exit code 1.
+    let still_open: usize = server
+        .ledger()
+        .accounts
+        .values()
+        .map(|a| a.open.len())
+        .sum();
+    assert!(still_open > 0);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+
+    // The JSON line agrees with the database.
+    assert_eq!(
+        summary["orders_cancelled"].as_i64().unwrap(),
+        cancelled.len() as i64
+    );
+    assert_eq!(
+        summary["orders_rejected"].as_i64().unwrap(),
+        still_open as i64
+    );
+    assert_eq!(summary["accounts_total"], 200);
+    assert_eq!(
+        summary["attempts"].as_i64().unwrap(),
+        count(&conn, "SELECT count(*) FROM attempts")
+    );
+    assert_eq!(
+        summary["attempts"].as_u64().unwrap(),
+        server.ledger().counters.requests,
+        "every request the exchange saw is an attempt row"
+    );
+    assert_eq!(
+        summary["accounts_ok"].as_i64().unwrap()
+            + summary["accounts_rejects_left"].as_i64().unwrap(),
+        200
+    );
+    assert_eq!(summary["exit_code"], 1);
+    assert_eq!(summary["db"], ws.db().display().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_honoured_and_the_exchange_never_says_429() {
+    const ACCOUNTS: usize = 40;
+    const RATE: f64 = 20.0;
+    let mut config = sim_config(ACCOUNTS);
+    config.rate_limit = Some(RateLimitConfig {
+        per_second: RATE,
+        burst_queue: 5,
+        send_retry_after: false,
+    });
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let base = run_args(&url, &csv, &ws.db());
+    let started = Instant::now();
+    let output = run_binary(
+        &args_with(
+            &base,
+            &["--rate", "20", "--concurrency", "16", "--no-verify"],
+        ),
+        &[],
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    assert_eq!(summary["rate_limited"], 0);
+    assert_eq!(server.ledger().counters.rate_limited, 0);
+    // One request every 1/RATE seconds after the first: the run cannot be faster than that.
+    let bound = Duration::from_secs_f64((ACCOUNTS - 1) as f64 / RATE);
+    assert!(elapsed >= bound, "{elapsed:?} < {bound:?}");
+    let wall = Duration::from_millis(summary["wall_ms"].as_u64().unwrap());
+    assert!(wall >= bound, "{wall:?} < {bound:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_set_too_high_backs_off_instead_of_hammering() {
+    const ACCOUNTS: usize = 40;
+    let mut config = sim_config(ACCOUNTS);
+    config.rate_limit = Some(RateLimitConfig {
+        per_second: 20.0,
+        burst_queue: 2,
+        send_retry_after: false,
+    });
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let base = run_args(&url, &csv, &ws.db());
+    let output = run_binary(
+        &args_with(
+            &base,
+            &["--rate", "400", "--no-verify", "--max-attempts", "8"],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    let refused = summary["rate_limited"].as_u64().unwrap();
+    assert_eq!(refused, server.ledger().counters.rate_limited);
+    assert!(refused > 0, "the exchange did push back");
+    // Without the slowdown, 40 accounts at 20 times the granted rate earn hundreds of 429s.
+    assert!(
+        refused < ACCOUNTS as u64,
+        "{refused} 429s for {ACCOUNTS} accounts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_until_every_account_is_swept() {
+    let mut config = sim_config(80);
+    config.faults = FaultConfig {
+        p_500: 0.03,
+        p_502: 0.02,
+        p_503: 0.01,
+        p_drop: 0.02,
+        p_garbage: 0.01,
+        p_stall: 0.01,
+        stall_for: Duration::from_secs(3),
+        ..FaultConfig::default()
+    };
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let mut base = run_args(&url, &csv, &ws.db());
+    base.retain(|a| a != "--timeout" && a != "2");
+    let output = run_binary(
+        &args_with(
+            &base,
+            &["--rate", "500", "--timeout", "0.5", "--max-attempts", "10"],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    assert_eq!(summary["accounts_ok"], 80);
+    let ledger = server.ledger();
+    let injected: u64 = ledger.counters.faults.values().sum();
+    assert!(
+        injected > 0,
+        "faults were injected: {:?}",
+        ledger.counters.faults
+    );
+    let conn = db(&ws.db());
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM attempts") as u64,
+        ledger.counters.requests,
+        "every attempt is recorded"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM attempts WHERE outcome = 'transient'"
+        ) as u64,
+        injected + ledger.counters.nonce_errors,
+        "every injected fault (and lost nonce race) is a recorded transient attempt"
+    );
+    let (cancelled, _) = ledger_truth(&server);
+    assert_eq!(
+        order_rows(&conn, "cancelled_orders", 1)
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        cancelled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_fails_every_account_at_once_without_retries() {
+    let server = start(sim_config(12)).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let base = run_args(&url, &csv, &ws.db());
+    let output = run_binary(
+        &args_with(&base, &["--rate", "1000"]),
+        &[("GEMINI_API_SECRET", "not-the-secret")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    assert_eq!(summary["accounts_failed"], 12);
+    // Snapshot and cancel-all are each tried once (the cancel is tried even though the snapshot
+    // failed: cancelling matters more); nothing is retried and there is nothing to verify.
+    assert_eq!(summary["attempts"], 24, "no retries");
+    let conn = db(&ws.db());
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM (SELECT account, phase FROM attempts GROUP BY 1, 2 HAVING count(*) > 1)"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM run_accounts WHERE last_error LIKE 'InvalidSignature%'"
+        ),
+        12
+    );
+    assert_eq!(server.ledger().counters.signature_errors, 24);
+}
+
+/// A clock the test can step.
+struct OffsetClock(AtomicU64);
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms() - self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn library_config(url: String, db: std::path::PathBuf, concurrency: u32) -> SweepConfig {
+    SweepConfig {
+        accounts_file: "accounts.csv".into(),
+        base_url: url,
+        rate: 5000.0,
+        burst: 1,
+        concurrency,
+        timeout: Duration::from_secs(5),
+        max_attempts: 5,
+        reject_retries: 1,
+        verify: true,
+        nonce_mode: NonceMode::Increasing,
+        lock_dir: db.parent().unwrap().to_path_buf(),
+        db,
+        retry_base: Duration::from_millis(20),
+        grace: Duration::from_secs(5),
+    }
+}
+
+fn entries(names: &[String]) -> Vec<AccountEntry> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| AccountEntry {
+            account: n.clone(),
+            enabled: true,
+            note: None,
+            line: i as u64 + 2,
+        })
+        .collect()
+}
+
+fn credentials() -> Credentials {
+    Credentials {
+        key: KEY.into(),
+        secret: SecretString::from(SECRET),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonces_survive_a_second_run_and_a_clock_stepped_back_an_hour() {
+    let mut config = sim_config(20);
+    config.orders_per_account = 1..=3;
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let names = account_names(&server);
+    let clock = Arc::new(OffsetClock(AtomicU64::new(0)));
+    for (run, offset_ms) in [(1, 0), (2, 0), (3, 3_600_000)] {
+        clock.0.store(offset_ms, Ordering::SeqCst);
+        // One request at a time: concurrent requests can race each other to the exchange (see
+        // the concurrency test); here only the nonce's memory across runs is on trial.
+        let summary = tokio::time::timeout(
+            TEST_TIMEOUT,
+            engine::run(
+                library_config(server.base_url(), ws.db(), 1),
+                credentials(),
+                Target::New(entries(&names)),
+                clock.clone(),
+                CancellationToken::new(),
+                || None,
+            ),
+        )
+        .await
+        .expect("run finishes")
+        .expect("run succeeds");
+        assert_eq!(summary.totals.run_id, run);
+        assert_eq!(summary.totals.accounts_ok, 20, "run {run}");
+    }
+    assert_eq!(
+        server.ledger().counters.nonce_errors,
+        0,
+        "no nonce ever went backwards"
+    );
+    // Every attempt's nonce is above every earlier one, across the three runs.
+    let conn = db(&ws.db());
+    let mut stmt = conn
+        .prepare("SELECT CAST(nonce AS INTEGER) FROM attempts ORDER BY attempt_id")
+        .unwrap();
+    let nonces: Vec<i64> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        nonces.len(),
+        3 * 20 * 3,
+        "three runs, 20 accounts, three calls each"
+    );
+    let last_of_run: Vec<i64> = (1..=3)
+        .map(|run| {
+            count(
+                &conn,
+                &format!("SELECT max(CAST(nonce AS INTEGER)) FROM attempts WHERE run_id = {run}"),
+            )
+        })
+        .collect();
+    for run in 2..=3 {
+        let first_of_run = count(
+            &conn,
+            &format!("SELECT min(CAST(nonce AS INTEGER)) FROM attempts WHERE run_id = {run}"),
+        );
+        assert!(first_of_run > last_of_run[run as usize - 2]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_in_flight_lose_no_account_to_nonce_races() {
+    let mut config = sim_config(150);
+    config.orders_per_account = 0..=5;
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let names = account_names(&server);
+    let summary = tokio::time::timeout(
+        TEST_TIMEOUT,
+        engine::run(
+            library_config(server.base_url(), ws.db(), 32),
+            credentials(),
+            Target::New(entries(&names)),
+            Arc::new(SystemClock),
+            CancellationToken::new(),
+            || None,
+        ),
+    )
+    .await
+    .expect("run finishes")
+    .expect("run succeeds");
+    assert_eq!(summary.totals.accounts_ok, 150);
+    assert_eq!(summary.totals.accounts_failed, 0);
+    assert_eq!(summary.exit_code, 0);
+    // Races may cost a retry (the exchange's InvalidNonce), never an account.
+    let ledger = server.ledger();
+    assert_eq!(
+        summary.totals.attempts as u64,
+        150 * 3 + ledger.counters.nonce_errors
+    );
+}
