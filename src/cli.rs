@@ -290,7 +290,7 @@ async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
         summary.wall_ms
     );
     println!(
-        "A real run would exit {} here. Audit trail: sqlite3 {} 'SELECT * FROM run_accounts WHERE run_id = {}'",
+        "A real run would exit {} here. Audit trail: sqlite3 {} 'SELECT * FROM account_reconciliation WHERE run_id = {}'",
         summary.exit_code,
         args.db.display(),
         summary.totals.run_id

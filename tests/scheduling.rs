@@ -354,3 +354,149 @@ async fn the_secret_and_the_key_never_appear_in_output_or_database_even_at_trace
         }
     }
 }
+
+/// A simulator whose every request hangs, so requests stay in flight as long as a test needs.
+async fn stalling_server(accounts: usize) -> SimServer {
+    let mut config = sim_config(accounts);
+    config.faults.p_stall = 1.0;
+    config.faults.stall_for = Duration::from_secs(60);
+    start(config).await
+}
+
+async fn wait_for_requests(server: &SimServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.ledger().counters.requests < n {
+        assert!(
+            Instant::now() < deadline,
+            "the sweep never sent {n} requests"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn integrity(conn: &rusqlite::Connection) -> String {
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_and_leaves_the_database_consistent() {
+    let server = stalling_server(10).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let mut args = run_args(&url, &csv, &ws.db());
+    args.retain(|a| a != "--timeout" && a != "2");
+    args.extend(["--timeout", "50", "--grace", "50", "--rate", "100"].map(String::from));
+    let child = spawn_sweep(&args);
+    wait_for_requests(&server, 4).await;
+    send("-INT", &child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send("-INT", &child);
+    let started = Instant::now();
+    let output = finish(child).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exited at once"
+    );
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("second signal"),
+        "{}",
+        stderr(&output)
+    );
+    let conn = db(&ws.db());
+    assert_eq!(integrity(&conn), "ok");
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_still_in_flight_after_the_grace_period_are_abandoned() {
+    let server = stalling_server(10).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let mut args = run_args(&url, &csv, &ws.db());
+    args.retain(|a| a != "--timeout" && a != "2");
+    args.extend(["--timeout", "50", "--grace", "1", "--rate", "100"].map(String::from));
+    let child = spawn_sweep(&args);
+    wait_for_requests(&server, 4).await;
+    let started = Instant::now();
+    send("-TERM", &child);
+    let output = finish(child).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "the grace period was given: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "and not much more: {took:?}"
+    );
+    assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    assert_eq!(summary["status"], "interrupted");
+    assert_eq!(summary["accounts_unfinished"], 10);
+    let conn = db(&ws.db());
+    assert_eq!(integrity(&conn), "ok");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM run_accounts WHERE status = 'interrupted'"
+        ),
+        10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_are_resumed_only_when_asked() {
+    let mut config = sim_config(5);
+    config.accounts[2].status = gemini_sweep::sim::AccountStatus::Closed;
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let mut args = run_args(&url, &csv, &ws.db());
+    args.extend(["--rate".into(), "1000".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = run_binary(&args, &[]).await;
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+    let conn = db(&ws.db());
+    let attempts = count(&conn, "SELECT count(*) FROM attempts");
+    assert!(
+        count(
+            &conn,
+            "SELECT count(*) FROM run_accounts WHERE last_error LIKE 'AccountClosed%'"
+        ) == 1
+    );
+
+    let db_text = ws.db().display().to_string();
+    let lock_dir = ws.dir.path().display().to_string();
+    let resume = [
+        "run",
+        "--resume",
+        "latest",
+        "--db",
+        &db_text,
+        "--lock-dir",
+        &lock_dir,
+    ];
+    let again = run_binary(&resume, &[]).await;
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM attempts"),
+        attempts,
+        "nothing to redo without --retry-permanent"
+    );
+
+    let mut with_permanent = resume.to_vec();
+    with_permanent.push("--retry-permanent");
+    let retried = run_binary(&with_permanent, &[]).await;
+    assert_eq!(retried.status.code(), Some(1), "{}", stderr(&retried));
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM attempts"),
+        attempts + 2,
+        "the closed account was tried again (snapshot and cancel-all), the others were not"
+    );
+    assert_eq!(stdout_json(&retried)["run_id"], 1);
+}
