@@ -217,35 +217,30 @@ fn field<'a>(row: &'a Row, name: &str) -> &'a Value {
 
 /// At most 80 columns: the long fields (last error, URLs) are in the CSV and JSON formats.
 fn table(run: &Row, accounts: &[Row]) -> String {
+    let line = |label: String, row: &Row| {
+        format!(
+            "{:<20} {:<12} {:>6} {:>6} {:>5} {:>5} {:>6} {:>4} {:>5}\n",
+            clip(&label, 20),
+            text(field(row, "status")),
+            text(field(row, "open_before")),
+            text(field(row, "cancelled")),
+            text(field(row, "rejected")),
+            text(field(row, "open_after")),
+            text(field(row, "unexplained")),
+            text(field(row, "late")),
+            yes_no(field(row, "clean")),
+        )
+    };
     let mut out = format!(
         "{:<20} {:<12} {:>6} {:>6} {:>5} {:>5} {:>6} {:>4} {:>5}\n",
         "ACCOUNT", "STATUS", "BEFORE", "CANCEL", "REJ", "AFTER", "UNEXPL", "LATE", "CLEAN"
     );
     for a in accounts {
-        out.push_str(&format!(
-            "{:<20} {:<12} {:>6} {:>6} {:>5} {:>5} {:>6} {:>4} {:>5}\n",
-            clip(&text(field(a, "account")), 20),
-            text(field(a, "status")),
-            text(field(a, "open_before")),
-            text(field(a, "cancelled")),
-            text(field(a, "rejected")),
-            text(field(a, "open_after")),
-            text(field(a, "unexplained")),
-            text(field(a, "late")),
-            yes_no(field(a, "clean")),
-        ));
+        out.push_str(&line(text(field(a, "account")), a));
     }
-    out.push_str(&format!(
-        "{:<20} {:<12} {:>6} {:>6} {:>5} {:>5} {:>6} {:>4} {:>5}\n",
-        clip(&format!("run {} total", text(field(run, "run_id"))), 20),
-        text(field(run, "status")),
-        text(field(run, "open_before")),
-        text(field(run, "cancelled")),
-        text(field(run, "rejected")),
-        text(field(run, "open_after")),
-        text(field(run, "unexplained")),
-        text(field(run, "late")),
-        yes_no(field(run, "clean")),
+    out.push_str(&line(
+        format!("run {} total", text(field(run, "run_id"))),
+        run,
     ));
     out
 }

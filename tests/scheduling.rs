@@ -126,23 +126,7 @@ async fn sigterm_stops_new_requests_lets_in_flight_ones_finish_and_exits_143() {
     );
 
     // Resume finishes the rest under the same run id.
-    let db_text = ws.db().display().to_string();
-    let lock_dir = ws.dir.path().display().to_string();
-    let output = run_binary(
-        &[
-            "run",
-            "--resume",
-            "latest",
-            "--db",
-            &db_text,
-            "--lock-dir",
-            &lock_dir,
-            "--rate",
-            "500",
-        ],
-        &[],
-    )
-    .await;
+    let output = resume(&ws, "latest", &["--rate", "500"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let summary = stdout_json(&output);
     assert_eq!(summary["run_id"], 1);
@@ -180,23 +164,7 @@ async fn kill_9_at_several_points_then_resume_loses_nothing_confirmed() {
         assert_eq!(status, "running", "a killed run shows as running");
         assert_db_matches_ledger(&server, &conn);
 
-        let db_text = ws.db().display().to_string();
-        let lock_dir = ws.dir.path().display().to_string();
-        let output = run_binary(
-            &[
-                "run",
-                "--resume",
-                "1",
-                "--db",
-                &db_text,
-                "--lock-dir",
-                &lock_dir,
-                "--rate",
-                "500",
-            ],
-            &[],
-        )
-        .await;
+        let output = resume(&ws, "1", &["--rate", "500"]).await;
         assert_eq!(
             output.status.code(),
             Some(0),
@@ -470,18 +438,7 @@ async fn permanent_failures_are_resumed_only_when_asked() {
         ) == 1
     );
 
-    let db_text = ws.db().display().to_string();
-    let lock_dir = ws.dir.path().display().to_string();
-    let resume = [
-        "run",
-        "--resume",
-        "latest",
-        "--db",
-        &db_text,
-        "--lock-dir",
-        &lock_dir,
-    ];
-    let again = run_binary(&resume, &[]).await;
+    let again = resume(&ws, "latest", &[]).await;
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
     assert_eq!(
         count(&conn, "SELECT count(*) FROM attempts"),
@@ -489,9 +446,7 @@ async fn permanent_failures_are_resumed_only_when_asked() {
         "nothing to redo without --retry-permanent"
     );
 
-    let mut with_permanent = resume.to_vec();
-    with_permanent.push("--retry-permanent");
-    let retried = run_binary(&with_permanent, &[]).await;
+    let retried = resume(&ws, "latest", &["--retry-permanent"]).await;
     assert_eq!(retried.status.code(), Some(1), "{}", stderr(&retried));
     assert_eq!(
         count(&conn, "SELECT count(*) FROM attempts"),

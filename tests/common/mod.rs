@@ -179,3 +179,12 @@ pub fn statuses(conn: &rusqlite::Connection, run_id: i64) -> BTreeMap<String, St
         .map(Result::unwrap)
         .collect()
 }
+
+/// `run --resume RUN` on the workspace's database, with extra flags.
+pub async fn resume(ws: &Workspace, run: &str, extra: &[&str]) -> Output {
+    let db = ws.db().display().to_string();
+    let lock_dir = ws.dir.path().display().to_string();
+    let mut args = vec!["run", "--resume", run, "--db", &db, "--lock-dir", &lock_dir];
+    args.extend(extra);
+    run_binary(&args, &[]).await
+}
