@@ -20,8 +20,9 @@ pub const ENV_API_SECRET: &str = "GEMINI_API_SECRET";
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0    every account swept, no order left rejected
-  1    the run finished, but some account failed or some order stayed rejected
+  0    every account swept and verified flat, no order left rejected
+  1    the run finished, but some account failed, some order stayed rejected,
+       or some account is not verified flat
   2    bad input or configuration: nothing was sent
   3    internal, database or environment error
   130  interrupted by SIGINT;  143  interrupted by SIGTERM

@@ -413,3 +413,43 @@ async fn thirty_two_in_flight_lose_no_account_to_nonce_races() {
         150 * 3 + ledger.counters.nonce_errors
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_mode_key_is_swept_with_second_nonces_and_never_races() {
+    let mut config = sim_config(60);
+    config.keys[0].nonce_mode = gemini_sweep::sim::NonceMode::Time;
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let base = run_args(&url, &csv, &ws.db());
+    let output = run_binary(
+        &args_with(
+            &base,
+            &[
+                "--nonce-mode",
+                "time",
+                "--rate",
+                "2000",
+                "--concurrency",
+                "16",
+            ],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // Time mode only asks for unused nonces near server time, so concurrency cannot reorder them.
+    assert_eq!(server.ledger().counters.nonce_errors, 0);
+    let conn = db(&ws.db());
+    let nonce: String = conn
+        .query_row("SELECT nonce FROM attempts LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    let (secs, millis) = nonce.split_once('.').expect("seconds.millis");
+    assert_eq!(millis.len(), 3, "{nonce}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(secs.parse::<u64>().unwrap()) < 60, "{nonce}");
+}
