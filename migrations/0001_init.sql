@@ -123,6 +123,18 @@ CREATE TABLE open_orders_after (
     PRIMARY KEY (run_id, account, order_id)
 ) STRICT;
 
+-- Order ids that do not fit SQLite's INTEGER (above 2^63 - 1; never seen on Gemini, but the
+-- API says u64). Kept as text so that no reported id is ever dropped; normally empty.
+CREATE TABLE unstorable_order_ids (
+    run_id          INTEGER NOT NULL REFERENCES runs (run_id),
+    account         TEXT    NOT NULL,
+    order_id        TEXT    NOT NULL,
+    -- cancelled, rejected, open_orders_before or open_orders_after
+    listed_as       TEXT    NOT NULL,
+    attempt_id      INTEGER NOT NULL REFERENCES attempts (attempt_id),
+    PRIMARY KEY (run_id, account, order_id, listed_as)
+) STRICT;
+
 -- The highest nonce (milliseconds) that any run may have used with a key. Every new nonce is
 -- above it, so nonces never go backwards, across runs and clock steps.
 CREATE TABLE nonce_high_water (

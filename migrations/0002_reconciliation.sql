@@ -3,11 +3,12 @@
 
 -- Every order a run knows of, per account, with what happened to it.
 --   in_snapshot: listed open before the cancel-all;  cancelled / rejected: reported by a cancel-all
---   reply;  open_after: listed open after the sweep.
+--   reply;  open_after: listed open after the sweep;  snapshot_taken: the account's "before"
+--   listing exists (not with --no-verify, or when it failed).
 --   outcome: still_open   — open after the sweep (whatever else happened);
---            cancelled    — in the snapshot and cancelled;
---            rejected     — refused cancellation, and no longer open after;
---            late         — not in the snapshot but cancelled (placed during the sweep);
+--            cancelled    — cancelled, and in the snapshot (or there is no snapshot to compare);
+--            late         — cancelled but not in the snapshot: placed during the sweep;
+--            rejected     — refused cancellation, never cancelled, and not open after;
 --            unexplained  — in the snapshot, but neither cancelled, rejected nor open after
 --                           (filled, or cancelled elsewhere, or by a reply we never received).
 CREATE VIEW order_reconciliation AS
@@ -25,31 +26,37 @@ WITH ids AS (
            EXISTS (SELECT 1 FROM cancel_rejects r
                    WHERE r.run_id = i.run_id AND r.account = i.account AND r.order_id = i.order_id) AS rejected,
            EXISTS (SELECT 1 FROM open_orders_after a
-                   WHERE a.run_id = i.run_id AND a.account = i.account AND a.order_id = i.order_id) AS open_after
+                   WHERE a.run_id = i.run_id AND a.account = i.account AND a.order_id = i.order_id) AS open_after,
+           EXISTS (SELECT 1 FROM run_accounts s
+                   WHERE s.run_id = i.run_id AND s.account = i.account AND s.snapshot_at IS NOT NULL) AS snapshot_taken
     FROM ids i
 )
 SELECT run_id, account, order_id, in_snapshot, cancelled, rejected, open_after,
        CASE
            WHEN open_after THEN 'still_open'
-           WHEN cancelled AND in_snapshot THEN 'cancelled'
-           WHEN rejected THEN 'rejected'
+           WHEN cancelled AND (in_snapshot OR NOT snapshot_taken) THEN 'cancelled'
            WHEN cancelled THEN 'late'
+           WHEN rejected THEN 'rejected'
            ELSE 'unexplained'
        END AS outcome,
        -- Placed during the sweep: not in the snapshot, yet cancelled or open after.
-       (NOT in_snapshot AND (cancelled OR open_after)) AS late_arrival
+       (snapshot_taken AND NOT in_snapshot AND (cancelled OR open_after)) AS late_arrival
 FROM flags;
 
 -- One row per account of each run.
 --   verified: the account was listed after the sweep;  clean: verified and nothing open after
---   (NULL for skipped accounts and for runs made with --no-verify, where it is unknown).
+--   (NULL for skipped accounts and for runs made with --no-verify, where it is unknown; 0 for an
+--   account not yet verified).
 CREATE VIEW account_reconciliation AS
 SELECT a.run_id, a.account, a.csv_line, a.status, a.attempts, a.last_error,
        a.snapshot_at IS NOT NULL AS snapshot_taken,
        a.verified_at IS NOT NULL AS verified,
        (SELECT count(*) FROM open_orders_before b WHERE b.run_id = a.run_id AND b.account = a.account) AS open_before,
        (SELECT count(*) FROM cancelled_orders c WHERE c.run_id = a.run_id AND c.account = a.account) AS cancelled,
-       (SELECT count(*) FROM cancel_rejects r WHERE r.run_id = a.run_id AND r.account = a.account) AS rejected,
+       -- Refused cancellation and never cancelled later in the run (a reject that a re-try
+       -- cancelled counts as cancelled). The same count as run_accounts.rejected_count.
+       (SELECT count(*) FROM order_reconciliation x
+        WHERE x.run_id = a.run_id AND x.account = a.account AND x.rejected AND NOT x.cancelled) AS rejected,
        (SELECT count(*) FROM open_orders_after o WHERE o.run_id = a.run_id AND o.account = a.account) AS open_after,
        (SELECT count(*) FROM order_reconciliation x
         WHERE x.run_id = a.run_id AND x.account = a.account AND x.outcome = 'unexplained') AS unexplained,

@@ -80,7 +80,8 @@ pub struct RunArgs {
 
     /// Finish an earlier run (`latest` or a run id): only its unfinished accounts, under the same
     /// run id, with the run's stored accounts, URL and options (flags given here override them).
-    #[arg(long, value_name = "RUN", conflicts_with = "accounts")]
+    /// (--accounts and GEMINI_SWEEP_ACCOUNTS are then ignored.)
+    #[arg(long, value_name = "RUN")]
     pub resume: Option<String>,
 
     /// With --resume: also retry accounts that failed on a permanent error.

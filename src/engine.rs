@@ -267,6 +267,12 @@ async fn sweep_with_store(
         .try_collect::<Vec<AccountStatus>>()
         .await;
     grace_timer.abort();
+    // Abandoned requests (after the grace period) may still be in flight with their nonces, but
+    // those are at or below the last issued one, so the exact mark stays safe.
+    let last_nonce = sweep.client.nonces().last_issued().await;
+    let nonce_settled = store
+        .settle_nonce_high_water(&fingerprint, last_nonce)
+        .await;
 
     if let Err(e) = &outcome {
         tracing::error!(run_id, error = %e, "sweep aborted");
@@ -275,6 +281,7 @@ async fn sweep_with_store(
     // included), using the same reconciliation views the reports read.
     let settled = store.settle_run(run_id, outcome.is_err()).await;
     outcome?;
+    nonce_settled?;
     let status = settled?;
     tracing::info!(run_id, status = status.as_str(), "sweep finished");
     Ok((run_id, status))

@@ -20,7 +20,7 @@ pub enum Only {
     All,
     /// Accounts that failed, were interrupted or never finished.
     Failed,
-    /// Accounts not verified flat (failed, rejects left, open after, or not verified).
+    /// Accounts not swept, or swept but not verified flat.
     Dirty,
 }
 
@@ -112,7 +112,7 @@ fn account_rows(conn: &Connection, run_id: i64, only: Only) -> rusqlite::Result<
     let filter = match only {
         Only::All => "",
         Only::Failed => " AND status IN ('failed', 'interrupted', 'pending')",
-        Only::Dirty => " AND status <> 'skipped' AND coalesce(clean, 0) = 0",
+        Only::Dirty => " AND status <> 'skipped' AND (status <> 'swept' OR coalesce(clean, 1) = 0)",
     };
     query_rows(
         conn,

@@ -288,6 +288,9 @@ async fn a_busy_database_delays_the_run_but_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_and_the_key_never_appear_in_output_or_database_even_at_trace_level() {
     let mut config = sim_config(6);
+    // An Auditor-only key: listing works, cancel-all earns MissingRole, whose message quotes
+    // the key.
+    config.keys[0].roles = vec![gemini_sweep::sim::Role::Auditor];
     config.faults.p_500 = 0.2;
     config.faults.failing_accounts.insert("acct-0002".into());
     let server = start(config).await;
@@ -302,6 +305,15 @@ async fn the_secret_and_the_key_never_appear_in_output_or_database_even_at_trace
     let output = run_binary(&args_ref, &[("RUST_LOG", "trace")]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("TRACE"), "trace logging was on");
+    let conn = db(&ws.db());
+    assert!(
+        count(
+            &conn,
+            "SELECT count(*) FROM attempts WHERE error_reason = 'MissingRole'"
+        ) > 0,
+        "the reply that quotes the key was received and recorded"
+    );
+    drop(conn);
 
     let mut haystacks = vec![
         ("stdout", output.stdout.clone()),

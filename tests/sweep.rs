@@ -453,3 +453,78 @@ async fn a_time_mode_key_is_swept_with_second_nonces_and_never_races() {
         .as_secs();
     assert!(now.abs_diff(secs.parse::<u64>().unwrap()) < 60, "{nonce}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_successive_time_mode_runs_keep_their_nonces_near_the_clock() {
+    let mut config = sim_config(3);
+    config.keys[0].nonce_mode = gemini_sweep::sim::NonceMode::Time;
+    let server = start(config).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let base = run_args(&url, &csv, &ws.db());
+    for run in 1..=8 {
+        let output = run_binary(
+            &args_with(
+                &base,
+                &["--nonce-mode", "time", "--rate", "1000", "--no-verify"],
+            ),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "run {run}: {}",
+            stderr(&output)
+        );
+    }
+    assert_eq!(server.ledger().counters.nonce_errors, 0);
+    let conn = db(&ws.db());
+    let mark = count(&conn, "SELECT high_water_ms FROM nonce_high_water");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        mark - now < 1_000,
+        "the mark is the last nonce used, not leases stacked: {} ms ahead",
+        mark - now
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_verification_orders_are_cancelled_not_late_and_the_sweep_decides_the_exit() {
+    let server = start(sim_config(10)).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let base = run_args(&url, &csv, &ws.db());
+    let output = run_binary(&args_with(&base, &["--rate", "1000", "--no-verify"]), &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let conn = db(&ws.db());
+    let (cancelled, _) = ledger_truth(&server);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM order_reconciliation WHERE outcome = 'cancelled'"
+        ) as usize,
+        cancelled.len()
+    );
+    assert_eq!(
+        count(&conn, "SELECT sum(late) FROM account_reconciliation"),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM account_reconciliation WHERE clean IS NULL"
+        ),
+        10,
+        "unknown, not dirty"
+    );
+    let runs_clean: Option<i64> = conn
+        .query_row("SELECT clean FROM run_reconciliation", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs_clean, None);
+}

@@ -156,6 +156,10 @@ impl ExchangeClient {
         &self.credentials
     }
 
+    pub fn nonces(&self) -> &NonceSource {
+        &self.nonces
+    }
+
     /// `POST /v1/order/cancel/all` for one account (`None`: the account key's own account).
     pub async fn cancel_all(&self, account: Option<&str>) -> Result<Attempt, ClientError> {
         self.call(CANCEL_ALL, account, parse_cancel_all).await
@@ -244,10 +248,12 @@ impl ExchangeClient {
             }
         };
         attempt.body_truncated = bytes.len() > RECORDED_BODY_BYTES || !complete;
-        attempt.body =
-            String::from_utf8_lossy(&bytes[..bytes.len().min(RECORDED_BODY_BYTES)]).into_owned();
+        // Some replies quote the key (MissingRole: "...roles [Trader] to API key master-..."); the
+        // audit trail and the logs get its fingerprint instead.
+        attempt.body = String::from_utf8_lossy(&bytes[..bytes.len().min(RECORDED_BODY_BYTES)])
+            .replace(&self.credentials.key, &self.credentials.fingerprint());
         attempt.outcome = if complete {
-            classify(status, &bytes, retry_after, parse_ok)
+            self.redact_key(classify(status, &bytes, retry_after, parse_ok))
         } else {
             Outcome::Transient {
                 reason: REASON_TOO_LARGE.into(),
@@ -256,6 +262,29 @@ impl ExchangeClient {
             }
         };
         Ok(attempt)
+    }
+}
+
+impl ExchangeClient {
+    fn redact_key(&self, outcome: Outcome) -> Outcome {
+        let redact =
+            |text: String| text.replace(&self.credentials.key, &self.credentials.fingerprint());
+        match outcome {
+            Outcome::Transient {
+                reason,
+                message,
+                retry_after,
+            } => Outcome::Transient {
+                reason: redact(reason),
+                message: redact(message),
+                retry_after,
+            },
+            Outcome::Permanent { reason, message } => Outcome::Permanent {
+                reason: redact(reason),
+                message: redact(message),
+            },
+            ok => ok,
+        }
     }
 }
 

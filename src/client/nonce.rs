@@ -112,6 +112,12 @@ impl NonceSource {
         self.mode
     }
 
+    /// The last nonce handed out (or the starting mark if none was): everything ever sent with
+    /// this key from this source is at or below it.
+    pub async fn last_issued(&self) -> u64 {
+        self.state.lock().await.last_issued
+    }
+
     /// Issues the next nonce. Call it at the moment of sending, after the rate limiter.
     pub async fn next(&self) -> Result<Nonce, NonceError> {
         // The lock is held across the persist so that no nonce above the durable mark can be

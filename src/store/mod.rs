@@ -107,8 +107,10 @@ fn configure_writer(conn: &Connection) -> Result<(), String> {
             "cannot switch to WAL journaling (got {mode}); is it on a network file system?"
         ));
     }
-    // NORMAL in WAL mode survives a process crash, which is the failure we design for.
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+    // FULL: a commit is on disk before the writer answers, so an order id (or a nonce mark) that
+    // was reported committed survives a power cut too, not only a process crash. Commits are
+    // batched and come at the exchange's pace, so the fsyncs cost nothing that matters.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(|e| e.to_string())
 }
 
@@ -210,10 +212,32 @@ pub fn epoch_ms(t: SystemTime) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Order ids are u64 on the wire and INTEGER (i64) in SQLite; an id past i64::MAX is refused
-/// rather than silently wrapped.
-fn order_id_sql(id: u64) -> rusqlite::Result<i64> {
-    i64::try_from(id).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, id as i64))
+/// Order ids are u64 on the wire and INTEGER (i64) in SQLite. An id past i64::MAX (none has
+/// ever been seen) must neither wrap nor cost the rest of its reply, so it goes to
+/// `unstorable_order_ids` as text and the caller skips it. Returns the id when it fits.
+fn storable_id(
+    c: &Connection,
+    run_id: i64,
+    account: &str,
+    id: u64,
+    listed_as: &str,
+    attempt_id: i64,
+) -> rusqlite::Result<Option<i64>> {
+    if let Ok(v) = i64::try_from(id) {
+        return Ok(Some(v));
+    }
+    tracing::error!(
+        account,
+        order_id = id,
+        listed_as,
+        "order id beyond SQLite's INTEGER range; kept as text in unstorable_order_ids"
+    );
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO unstorable_order_ids (run_id, account, order_id, listed_as, attempt_id)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![run_id, account, id.to_string(), listed_as, attempt_id])?;
+    Ok(None)
 }
 
 /// Which step of an account's sweep an attempt belongs to, as `attempts.phase` spells it.
@@ -359,6 +383,32 @@ impl Store {
         .map(|_| ())
     }
 
+    /// At the end of a run, replaces the lease-ahead mark with the last nonce really used, so the
+    /// next run does not start a lease ahead (in time mode, leases stacked by quick successive
+    /// runs would drift past the exchange's ±30 s window). Nothing above `last_used_ms` was sent.
+    pub async fn settle_nonce_high_water(
+        &self,
+        key_fingerprint: &str,
+        last_used_ms: u64,
+    ) -> Result<(), Error> {
+        let fp = key_fingerprint.to_owned();
+        let mark = i64::try_from(last_used_ms).unwrap_or(i64::MAX);
+        let now = epoch_ms(SystemTime::now());
+        self.exec(Box::new(move |c| {
+            c.execute(
+                concat!(
+                    "UPDATE nonce_high_water SET high_water_ms = ?2, updated_at = ",
+                    utc_text!("?3"),
+                    " WHERE key_fingerprint = ?1 AND high_water_ms > ?2"
+                ),
+                params![fp, mark, now],
+            )
+            .map(|_| 0)
+        }))
+        .await
+        .map(|_| ())
+    }
+
     pub async fn begin_run(&self, run: NewRun<'_>) -> Result<i64, Error> {
         let base_url = run.base_url.to_owned();
         let fp = run.key_fingerprint.to_owned();
@@ -450,14 +500,18 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for id in cancelled {
-                    insert.execute(params![run_id, account, order_id_sql(*id)?, attempt_id])?;
+                    if let Some(id) = storable_id(c, run_id, &account, *id, "cancelled", attempt_id)? {
+                        insert.execute(params![run_id, account, id, attempt_id])?;
+                    }
                 }
                 let mut insert = c.prepare_cached(
                     "INSERT OR IGNORE INTO cancel_rejects (run_id, account, order_id, attempt_id)
                      VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for id in rejected {
-                    insert.execute(params![run_id, account, order_id_sql(*id)?, attempt_id])?;
+                    if let Some(id) = storable_id(c, run_id, &account, *id, "rejected", attempt_id)? {
+                        insert.execute(params![run_id, account, id, attempt_id])?;
+                    }
                 }
             }
             if let Outcome::Orders(orders) = &attempt.outcome {
@@ -555,7 +609,8 @@ impl Store {
 
     /// Decides and records the run's final status from all its accounts, through the same
     /// reconciliation view the reports read: completed when every account is swept and (when
-    /// verifying) clean, interrupted when any is unfinished, incomplete otherwise.
+    /// verifying) clean, interrupted when any is unfinished, incomplete otherwise. With
+    /// --no-verify `clean` is unknown (NULL) and only the sweep itself is judged.
     pub async fn settle_run(&self, run_id: i64, aborted: bool) -> Result<RunStatus, Error> {
         let now = epoch_ms(SystemTime::now());
         let code = self
@@ -566,7 +621,7 @@ impl Store {
                     let (unfinished, not_done): (i64, i64) = c.query_row(
                         "SELECT coalesce(sum(status IN ('pending', 'interrupted')), 0),
                                 coalesce(sum(status <> 'skipped'
-                                             AND (status <> 'swept' OR clean = 0)), 0)
+                                             AND (status <> 'swept' OR coalesce(clean, 1) = 0)), 0)
                          FROM account_reconciliation WHERE run_id = ?1",
                         [run_id],
                         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -628,10 +683,13 @@ fn record_listing(
         table
     ))?;
     for o in orders {
+        let Some(order_id) = storable_id(c, run_id, account, o.order_id, table, attempt_id)? else {
+            continue;
+        };
         insert.execute(params![
             run_id,
             account,
-            order_id_sql(o.order_id)?,
+            order_id,
             o.symbol,
             o.side,
             o.price,
@@ -757,4 +815,69 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
             })
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_id_beyond_sqlite_integers_is_kept_as_text_without_losing_its_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (store, writer) = open(&path).unwrap();
+        let run_id = store
+            .begin_run(NewRun {
+                base_url: "http://127.0.0.1:1/",
+                key_fingerprint: "master:00",
+                options_json: "{}".into(),
+                accounts: vec![NewRunAccount {
+                    account: "a".into(),
+                    csv_line: 2,
+                    note: None,
+                    enabled: true,
+                }],
+            })
+            .await
+            .unwrap();
+        let attempt = Attempt {
+            endpoint: crate::client::CANCEL_ALL,
+            nonce: "1".into(),
+            sent_at: SystemTime::now(),
+            latency: Duration::from_millis(3),
+            http_status: Some(200),
+            body: String::new(),
+            body_truncated: false,
+            outcome: Outcome::CancelAll {
+                cancelled: vec![7, u64::MAX, 9],
+                rejected: vec![u64::MAX - 1],
+            },
+        };
+        store
+            .record_attempt(run_id, "a", 1, Phase::Cancel, &attempt)
+            .await
+            .unwrap();
+        drop(store);
+        writer.join();
+        let conn = Connection::open(&path).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT count(*) FROM attempts"), 1);
+        assert_eq!(count("SELECT count(*) FROM cancelled_orders"), 2);
+        assert_eq!(count("SELECT count(*) FROM cancel_rejects"), 0);
+        let kept: Vec<(String, String)> = conn
+            .prepare("SELECT order_id, listed_as FROM unstorable_order_ids ORDER BY listed_as")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                (u64::MAX.to_string(), "cancelled".to_string()),
+                ((u64::MAX - 1).to_string(), "rejected".to_string())
+            ]
+        );
+    }
 }

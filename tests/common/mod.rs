@@ -186,5 +186,10 @@ pub async fn resume(ws: &Workspace, run: &str, extra: &[&str]) -> Output {
     let lock_dir = ws.dir.path().display().to_string();
     let mut args = vec!["run", "--resume", run, "--db", &db, "--lock-dir", &lock_dir];
     args.extend(extra);
-    run_binary(&args, &[]).await
+    // A scheduler's environment may still name the CSV; --resume must not care.
+    run_binary(
+        &args,
+        &[("GEMINI_SWEEP_ACCOUNTS", "/nonexistent/accounts.csv")],
+    )
+    .await
 }
