@@ -343,6 +343,20 @@ async fn stalling_server(accounts: usize) -> SimServer {
     start(config).await
 }
 
+/// A sweep of 10 accounts against a stalling simulator, with requests in flight when it returns.
+async fn stalled_sweep(grace: &str) -> (SimServer, Workspace, tokio::process::Child) {
+    let server = stalling_server(10).await;
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(&server));
+    let url = server.base_url();
+    let mut args = run_args(&url, &csv, &ws.db());
+    args.retain(|a| a != "--timeout" && a != "2");
+    args.extend(["--timeout", "50", "--grace", grace, "--rate", "100"].map(String::from));
+    let child = spawn_sweep(&args);
+    wait_for_requests(&server, 4).await;
+    (server, ws, child)
+}
+
 async fn wait_for_requests(server: &SimServer, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.ledger().counters.requests < n {
@@ -361,15 +375,7 @@ fn integrity(conn: &rusqlite::Connection) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once_and_leaves_the_database_consistent() {
-    let server = stalling_server(10).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut args = run_args(&url, &csv, &ws.db());
-    args.retain(|a| a != "--timeout" && a != "2");
-    args.extend(["--timeout", "50", "--grace", "50", "--rate", "100"].map(String::from));
-    let child = spawn_sweep(&args);
-    wait_for_requests(&server, 4).await;
+    let (_server, ws, child) = stalled_sweep("50").await;
     send("-INT", &child);
     tokio::time::sleep(Duration::from_millis(300)).await;
     send("-INT", &child);
@@ -392,15 +398,7 @@ async fn a_second_signal_exits_at_once_and_leaves_the_database_consistent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_still_in_flight_after_the_grace_period_are_abandoned() {
-    let server = stalling_server(10).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut args = run_args(&url, &csv, &ws.db());
-    args.retain(|a| a != "--timeout" && a != "2");
-    args.extend(["--timeout", "50", "--grace", "1", "--rate", "100"].map(String::from));
-    let child = spawn_sweep(&args);
-    wait_for_requests(&server, 4).await;
+    let (_server, ws, child) = stalled_sweep("1").await;
     let started = Instant::now();
     send("-TERM", &child);
     let output = finish(child).await;

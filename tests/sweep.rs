@@ -416,9 +416,7 @@ async fn thirty_two_in_flight_lose_no_account_to_nonce_races() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_time_mode_key_is_swept_with_second_nonces_and_never_races() {
-    let mut config = sim_config(60);
-    config.keys[0].nonce_mode = gemini_sweep::sim::NonceMode::Time;
-    let server = start(config).await;
+    let server = time_mode_server(60).await;
     let ws = Workspace::new();
     let csv = ws.accounts_csv(&account_names(&server));
     let url = server.base_url();
@@ -456,9 +454,7 @@ async fn a_time_mode_key_is_swept_with_second_nonces_and_never_races() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_successive_time_mode_runs_keep_their_nonces_near_the_clock() {
-    let mut config = sim_config(3);
-    config.keys[0].nonce_mode = gemini_sweep::sim::NonceMode::Time;
-    let server = start(config).await;
+    let server = time_mode_server(3).await;
     let ws = Workspace::new();
     let csv = ws.accounts_csv(&account_names(&server));
     let url = server.base_url();
@@ -527,4 +523,10 @@ async fn without_verification_orders_are_cancelled_not_late_and_the_sweep_decide
         .query_row("SELECT clean FROM run_reconciliation", [], |r| r.get(0))
         .unwrap();
     assert_eq!(runs_clean, None);
+}
+
+async fn time_mode_server(accounts: usize) -> gemini_sweep::sim::SimServer {
+    let mut config = sim_config(accounts);
+    config.keys[0].nonce_mode = gemini_sweep::sim::NonceMode::Time;
+    start(config).await
 }
