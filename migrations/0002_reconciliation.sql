@@ -47,7 +47,11 @@ FROM flags;
 --   verified: the account was listed after the sweep;  clean: verified and nothing open after
 --   (NULL for skipped accounts and for runs made with --no-verify, where it is unknown; 0 for an
 --   account not yet verified).
+--   dirty: not swept, or swept but not verified flat (what `report --only dirty` lists and what
+--   makes a run incomplete).
 CREATE VIEW account_reconciliation AS
+SELECT *, (status <> 'skipped' AND (status <> 'swept' OR coalesce(clean, 1) = 0)) AS dirty
+FROM (
 SELECT a.run_id, a.account, a.csv_line, a.status, a.attempts, a.last_error,
        a.snapshot_at IS NOT NULL AS snapshot_taken,
        a.verified_at IS NOT NULL AS verified,
@@ -69,7 +73,8 @@ SELECT a.run_id, a.account, a.csv_line, a.status, a.attempts, a.last_error,
                 AND NOT EXISTS (SELECT 1 FROM open_orders_after o WHERE o.run_id = a.run_id AND o.account = a.account)
        END AS clean
 FROM run_accounts a
-JOIN runs r ON r.run_id = a.run_id;
+JOIN runs r ON r.run_id = a.run_id
+);
 
 -- One row per run. clean: every swept account verified with nothing open after (skipped
 -- accounts do not count); NULL while the run is still going or when it ran with --no-verify.

@@ -226,8 +226,7 @@ fn print_plan(config: &SweepConfig, target: &Target, credentials: &client::Crede
         ),
     };
     let enabled = names.iter().filter(|(_, e)| *e).count();
-    // Snapshot, cancel-all and verify when verifying; retries come on top.
-    let requests = enabled * if config.verify { 3 } else { 1 };
+    let requests = enabled * config.calls_per_account();
     let seconds = requests.saturating_sub(config.burst as usize) as f64 / config.rate;
     for (account, enabled) in &names {
         eprintln!(

@@ -275,6 +275,12 @@ fn from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Erro
 }
 
 impl SweepConfig {
+    /// Requests an account costs when nothing fails: snapshot, cancel-all and verify, or just the
+    /// cancel-all without verification.
+    pub fn calls_per_account(&self) -> usize {
+        if self.verify { 3 } else { 1 }
+    }
+
     pub fn base_url(&self) -> reqwest::Url {
         reqwest::Url::parse(&self.base_url).expect("validated when the config was built")
     }

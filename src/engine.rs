@@ -236,7 +236,7 @@ async fn sweep_with_store(
         key = %fingerprint,
         base_url = %config.base_url,
         "sweep started; at least {:.1} s at this rate",
-        (to_sweep.len() * if config.verify { 3 } else { 1 }) as f64 / config.rate
+        (to_sweep.len() * config.calls_per_account()) as f64 / config.rate
     );
 
     // After a stop signal, requests in flight get `grace` to finish; then they are abandoned.

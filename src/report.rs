@@ -112,7 +112,7 @@ fn account_rows(conn: &Connection, run_id: i64, only: Only) -> rusqlite::Result<
     let filter = match only {
         Only::All => "",
         Only::Failed => " AND status IN ('failed', 'interrupted', 'pending')",
-        Only::Dirty => " AND status <> 'skipped' AND (status <> 'swept' OR coalesce(clean, 1) = 0)",
+        Only::Dirty => " AND dirty",
     };
     query_rows(
         conn,

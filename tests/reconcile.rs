@@ -47,10 +47,7 @@ async fn sweep(
     std::process::Output,
 ) {
     let server = start(config).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut args = run_args(&url, &csv, &ws.db());
+    let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate".into(), "2000".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -334,10 +331,7 @@ async fn reports_work_while_a_sweep_is_writing() {
         send_retry_after: false,
     });
     let server = start(config).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut args = run_args(&url, &csv, &ws.db());
+    let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate".into(), "30".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let db_path = ws.db().display().to_string();

@@ -90,10 +90,7 @@ fn assert_db_matches_ledger(server: &SimServer, conn: &rusqlite::Connection) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_new_requests_lets_in_flight_ones_finish_and_exits_143() {
     let server = start(rate_limited(60, 25.0)).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut args = run_args(&url, &csv, &ws.db());
+    let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate".into(), "25".into()]);
     let child = spawn_sweep(&args);
     wait_for_attempts(&ws.db(), 15).await;
@@ -146,10 +143,7 @@ async fn sigterm_stops_new_requests_lets_in_flight_ones_finish_and_exits_143() {
 async fn kill_9_at_several_points_then_resume_loses_nothing_confirmed() {
     for kill_after in [1, 20, 70] {
         let server = start(rate_limited(40, 40.0)).await;
-        let ws = Workspace::new();
-        let csv = ws.accounts_csv(&account_names(&server));
-        let url = server.base_url();
-        let mut args = run_args(&url, &csv, &ws.db());
+        let (ws, mut args) = sweep_setup(&server);
         args.extend(["--rate".into(), "40".into()]);
         let child = spawn_sweep(&args);
         wait_for_attempts(&ws.db(), kill_after).await;
@@ -200,10 +194,7 @@ async fn kill_9_at_several_points_then_resume_loses_nothing_confirmed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_the_same_database_or_key_is_refused() {
     let server = start(rate_limited(30, 10.0)).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut args = run_args(&url, &csv, &ws.db());
+    let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate".into(), "10".into()]);
     let first = spawn_sweep(&args);
     wait_for_attempts(&ws.db(), 1).await;
@@ -217,7 +208,7 @@ async fn a_second_run_on_the_same_database_or_key_is_refused() {
     assert!(err.contains(&format!("pid={pid} run=1")), "{err}");
 
     let other_db = ws.path("other.db");
-    let other_args = run_args(&url, &csv, &other_db);
+    let other_args = run_args(&server.base_url(), &ws.path("accounts.csv"), &other_db);
     let other_ref: Vec<&str> = other_args.iter().map(String::as_str).collect();
     let third = run_binary(&other_ref, &[]).await;
     assert_eq!(third.status.code(), Some(2));
@@ -235,10 +226,7 @@ async fn a_second_run_on_the_same_database_or_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_sends_nothing_and_writes_nothing() {
     let server = start(sim_config(25)).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut args = run_args(&url, &csv, &ws.db());
+    let (ws, mut args) = sweep_setup(&server);
     args.extend(["--dry-run".into(), "--rate".into(), "5".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run_binary(&args, &[]).await;
@@ -346,10 +334,7 @@ async fn stalling_server(accounts: usize) -> SimServer {
 /// A sweep of 10 accounts against a stalling simulator, with requests in flight when it returns.
 async fn stalled_sweep(grace: &str) -> (SimServer, Workspace, tokio::process::Child) {
     let server = stalling_server(10).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut args = run_args(&url, &csv, &ws.db());
+    let (ws, mut args) = sweep_setup(&server);
     args.retain(|a| a != "--timeout" && a != "2");
     args.extend(["--timeout", "50", "--grace", grace, "--rate", "100"].map(String::from));
     let child = spawn_sweep(&args);
@@ -431,10 +416,7 @@ async fn permanent_failures_are_resumed_only_when_asked() {
     let mut config = sim_config(5);
     config.accounts[2].status = gemini_sweep::sim::AccountStatus::Closed;
     let server = start(config).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut args = run_args(&url, &csv, &ws.db());
+    let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate".into(), "1000".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = run_binary(&args, &[]).await;

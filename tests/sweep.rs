@@ -29,10 +29,7 @@ async fn every_order_the_exchange_reports_is_recorded_once_and_nothing_else() {
     config.orders_per_account = 0..=40;
     config.reject_fraction = 0.02;
     let server = start(config).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let base = run_args(&url, &csv, &ws.db());
+    let (ws, base) = sweep_setup(&server);
     let output = run_binary(
         &args_with(&base, &["--rate", "2000", "--concurrency", "16"]),
         &[],
@@ -114,10 +111,7 @@ async fn the_rate_limit_is_honoured_and_the_exchange_never_says_429() {
         send_retry_after: false,
     });
     let server = start(config).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let base = run_args(&url, &csv, &ws.db());
+    let (_ws, base) = sweep_setup(&server);
     let started = Instant::now();
     let output = run_binary(
         &args_with(
@@ -149,10 +143,7 @@ async fn a_rate_set_too_high_backs_off_instead_of_hammering() {
         send_retry_after: false,
     });
     let server = start(config).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let base = run_args(&url, &csv, &ws.db());
+    let (_ws, base) = sweep_setup(&server);
     let output = run_binary(
         &args_with(
             &base,
@@ -187,10 +178,7 @@ async fn transient_faults_are_retried_until_every_account_is_swept() {
         ..FaultConfig::default()
     };
     let server = start(config).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let mut base = run_args(&url, &csv, &ws.db());
+    let (ws, mut base) = sweep_setup(&server);
     base.retain(|a| a != "--timeout" && a != "2");
     let output = run_binary(
         &args_with(
@@ -236,10 +224,7 @@ async fn transient_faults_are_retried_until_every_account_is_swept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_fails_every_account_at_once_without_retries() {
     let server = start(sim_config(12)).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let base = run_args(&url, &csv, &ws.db());
+    let (ws, base) = sweep_setup(&server);
     let output = run_binary(
         &args_with(&base, &["--rate", "1000"]),
         &[("GEMINI_API_SECRET", "not-the-secret")],
@@ -417,10 +402,7 @@ async fn thirty_two_in_flight_lose_no_account_to_nonce_races() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_time_mode_key_is_swept_with_second_nonces_and_never_races() {
     let server = time_mode_server(60).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let base = run_args(&url, &csv, &ws.db());
+    let (ws, base) = sweep_setup(&server);
     let output = run_binary(
         &args_with(
             &base,
@@ -455,10 +437,7 @@ async fn a_time_mode_key_is_swept_with_second_nonces_and_never_races() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_successive_time_mode_runs_keep_their_nonces_near_the_clock() {
     let server = time_mode_server(3).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let base = run_args(&url, &csv, &ws.db());
+    let (ws, base) = sweep_setup(&server);
     for run in 1..=8 {
         let output = run_binary(
             &args_with(
@@ -492,10 +471,7 @@ async fn quick_successive_time_mode_runs_keep_their_nonces_near_the_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_verification_orders_are_cancelled_not_late_and_the_sweep_decides_the_exit() {
     let server = start(sim_config(10)).await;
-    let ws = Workspace::new();
-    let csv = ws.accounts_csv(&account_names(&server));
-    let url = server.base_url();
-    let base = run_args(&url, &csv, &ws.db());
+    let (ws, base) = sweep_setup(&server);
     let output = run_binary(&args_with(&base, &["--rate", "1000", "--no-verify"]), &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let conn = db(&ws.db());

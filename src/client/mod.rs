@@ -126,6 +126,8 @@ pub struct ExchangeClient {
     http: reqwest::Client,
     base_url: reqwest::Url,
     credentials: Credentials,
+    /// Computed once: every reply is scrubbed with it.
+    key_fingerprint: String,
     nonces: Arc<NonceSource>,
 }
 
@@ -147,6 +149,7 @@ impl ExchangeClient {
         Ok(ExchangeClient {
             http,
             base_url: options.base_url.clone(),
+            key_fingerprint: credentials.fingerprint(),
             credentials,
             nonces,
         })
@@ -158,6 +161,31 @@ impl ExchangeClient {
 
     pub fn nonces(&self) -> &NonceSource {
         &self.nonces
+    }
+
+    /// Some replies quote the key (MissingRole: "...roles [Trader] to API key master-..."); the
+    /// audit trail and the logs get its fingerprint instead.
+    fn redact(&self, text: &str) -> String {
+        text.replace(&self.credentials.key, &self.key_fingerprint)
+    }
+
+    fn redact_outcome(&self, outcome: Outcome) -> Outcome {
+        match outcome {
+            Outcome::Transient {
+                reason,
+                message,
+                retry_after,
+            } => Outcome::Transient {
+                reason: self.redact(&reason),
+                message: self.redact(&message),
+                retry_after,
+            },
+            Outcome::Permanent { reason, message } => Outcome::Permanent {
+                reason: self.redact(&reason),
+                message: self.redact(&message),
+            },
+            ok => ok,
+        }
     }
 
     /// `POST /v1/order/cancel/all` for one account (`None`: the account key's own account).
@@ -248,12 +276,11 @@ impl ExchangeClient {
             }
         };
         attempt.body_truncated = bytes.len() > RECORDED_BODY_BYTES || !complete;
-        // Some replies quote the key (MissingRole: "...roles [Trader] to API key master-..."); the
-        // audit trail and the logs get its fingerprint instead.
-        attempt.body = String::from_utf8_lossy(&bytes[..bytes.len().min(RECORDED_BODY_BYTES)])
-            .replace(&self.credentials.key, &self.credentials.fingerprint());
+        attempt.body = self.redact(&String::from_utf8_lossy(
+            &bytes[..bytes.len().min(RECORDED_BODY_BYTES)],
+        ));
         attempt.outcome = if complete {
-            self.redact_key(classify(status, &bytes, retry_after, parse_ok))
+            self.redact_outcome(classify(status, &bytes, retry_after, parse_ok))
         } else {
             Outcome::Transient {
                 reason: REASON_TOO_LARGE.into(),
@@ -262,29 +289,6 @@ impl ExchangeClient {
             }
         };
         Ok(attempt)
-    }
-}
-
-impl ExchangeClient {
-    fn redact_key(&self, outcome: Outcome) -> Outcome {
-        let redact =
-            |text: String| text.replace(&self.credentials.key, &self.credentials.fingerprint());
-        match outcome {
-            Outcome::Transient {
-                reason,
-                message,
-                retry_after,
-            } => Outcome::Transient {
-                reason: redact(reason),
-                message: redact(message),
-                retry_after,
-            },
-            Outcome::Permanent { reason, message } => Outcome::Permanent {
-                reason: redact(reason),
-                message: redact(message),
-            },
-            ok => ok,
-        }
     }
 }
 

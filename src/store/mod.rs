@@ -620,8 +620,7 @@ impl Store {
                 } else {
                     let (unfinished, not_done): (i64, i64) = c.query_row(
                         "SELECT coalesce(sum(status IN ('pending', 'interrupted')), 0),
-                                coalesce(sum(status <> 'skipped'
-                                             AND (status <> 'swept' OR coalesce(clean, 1) = 0)), 0)
+                                coalesce(sum(dirty), 0)
                          FROM account_reconciliation WHERE run_id = ?1",
                         [run_id],
                         |r| Ok((r.get(0)?, r.get(1)?)),

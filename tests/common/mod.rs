@@ -111,6 +111,15 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A workspace whose accounts CSV names every account of `server`, and the `run` arguments
+/// (see [`run_args`]) that sweep them into the workspace's database.
+pub fn sweep_setup(server: &SimServer) -> (Workspace, Vec<String>) {
+    let ws = Workspace::new();
+    let csv = ws.accounts_csv(&account_names(server));
+    let args = run_args(&server.base_url(), &csv, &ws.db());
+    (ws, args)
+}
+
 /// Common run arguments against a simulator.
 pub fn run_args<'a>(server_url: &'a str, csv: &'a Path, db: &'a Path) -> Vec<String> {
     vec![
