@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::SweepConfig;
 use crate::config::{Cli, Command, DemoArgs, LogFormat, ReportArgs, RunArgs, RunsArgs};
-use crate::engine::{self, StopSignal, SweepSummary, Target};
+use crate::engine::{self, StopSignal, Stopping, SweepSummary, Target};
 use crate::error::{Error, exit_code};
 use crate::{accounts, client, demo, report, store};
 
@@ -54,7 +53,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e}");
+            // One line, whatever the log format: the README promises it.
             eprintln!("error: {e}");
             e.exit_code()
         }
@@ -75,8 +74,10 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Cancels `token` on SIGINT or SIGTERM and remembers which one came.
-fn watch_signals(token: CancellationToken) -> Arc<AtomicU8> {
+/// Folds SIGINT and SIGTERM into the run's stop tokens and remembers which came first:
+/// the first stops new requests (those in flight get the grace period), the second stops waiting
+/// for them (the run is still settled and its summary printed), the third exits at once.
+fn watch_signals(stopping: Stopping) -> Arc<AtomicU8> {
     const NONE: u8 = 0;
     let seen = Arc::new(AtomicU8::new(NONE));
     let flag = seen.clone();
@@ -95,19 +96,31 @@ fn watch_signals(token: CancellationToken) -> Arc<AtomicU8> {
         };
         flag.store(which as u8 + 1, Ordering::SeqCst);
         tracing::warn!(
-            "{which:?} received: finishing requests in flight, starting no new ones (send again to exit at once)"
+            "{which:?} received: finishing requests in flight, starting no new ones (send again to stop waiting for them)"
         );
-        token.cancel();
+        stopping.shutdown.cancel();
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        // SQLite's journal keeps the database consistent even when we leave mid-transaction.
-        eprintln!("second signal: exiting now");
-        std::process::exit(match which {
+        tracing::warn!(
+            "second signal: abandoning requests in flight; recording the run (send again to exit at once)"
+        );
+        stopping.hard_stop.cancel();
+        let code = match which {
             StopSignal::Interrupt => exit_code::SIGINT,
             StopSignal::Terminate => exit_code::SIGTERM,
-        });
+        };
+        // Settling the run takes a few commits; a database that hangs must not hold the process.
+        tokio::select! {
+            _ = int.recv() => eprintln!("third signal: exiting now"),
+            _ = term.recv() => eprintln!("third signal: exiting now"),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+                eprintln!("the run could not be recorded within 10 s of the second signal: exiting now");
+            }
+        }
+        // SQLite's journal keeps the database consistent even when we leave mid-transaction.
+        std::process::exit(code);
     });
     seen
 }
@@ -128,34 +141,48 @@ async fn run(args: RunArgs) -> Result<i32, Error> {
             let entries = accounts::load(&config.accounts_file)?;
             (config, credentials, Target::New(entries))
         }
-        Some(run) => resume_target(&args, run, &env)?,
+        Some(run) => match resume_target(&args, run, &env)? {
+            ResumePlan::Sweep(config, credentials, target) => (config, credentials, target),
+            ResumePlan::NothingToDo(summary) => {
+                print_summary(&summary);
+                return Ok(summary.exit_code);
+            }
+        },
     };
     engine::plan(&credentials, &target, &config)?;
     if args.dry_run {
         print_plan(&config, &target, &credentials);
         return Ok(exit_code::OK);
     }
-    let shutdown = CancellationToken::new();
-    let signal = watch_signals(shutdown.clone());
+    let stopping = Stopping::default();
+    let signal = watch_signals(stopping.clone());
     let summary = engine::run(
         config,
         credentials,
         target,
         Arc::new(client::SystemClock),
-        shutdown,
-        || signal_seen(&signal),
+        stopping,
+        move || signal_seen(&signal),
     )
     .await?;
     print_summary(&summary);
     Ok(summary.exit_code)
 }
 
-/// Rebuilds a run's configuration from the database, with the flags given now on top.
+enum ResumePlan {
+    Sweep(SweepConfig, client::Credentials, Target),
+    /// The run is finished or has nothing left that a resume may pick up: nothing is sent and
+    /// nothing written; its summary is printed as it stands.
+    NothingToDo(SweepSummary),
+}
+
+/// Rebuilds a run's configuration from the database (its latest invocation's options), with the
+/// flags given now on top.
 fn resume_target(
     args: &RunArgs,
     run: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(SweepConfig, client::Credentials, Target), Error> {
+) -> Result<ResumePlan, Error> {
     let conn = store::open_read_only(&args.db)?;
     let db_error = |e: rusqlite::Error| Error::Store {
         path: args.db.clone(),
@@ -173,6 +200,15 @@ fn resume_target(
     let stored = store::resumable(&conn, run_id, args.retry_permanent)
         .map_err(db_error)?
         .ok_or_else(no_run)?;
+    if run == "latest" && stored.age_secs > args.resume_within * 3600.0 {
+        return Err(Error::Config(format!(
+            "{}: the latest run (#{run_id}, started {}, {:.1} h ago) is older than --resume-within {} h, so today's job did not start it; nothing was resumed. Give its id (--resume {run_id}) to resume it anyway",
+            args.db.display(),
+            stored.started_at,
+            stored.age_secs / 3600.0,
+            args.resume_within
+        )));
+    }
     let mut base: SweepConfig =
         serde_json::from_str(&stored.options_json).map_err(|e| Error::Store {
             path: args.db.clone(),
@@ -187,21 +223,42 @@ fn resume_target(
             credentials.fingerprint()
         )));
     }
-    if stored.status == "running" {
+    if stored.accounts.is_empty() {
+        let totals = store::run_totals(&conn, run_id).map_err(db_error)?;
+        let dirty = totals.accounts_total - totals.accounts_skipped - totals.accounts_ok;
+        let hint = if dirty > 0 && !args.retry_permanent {
+            format!(
+                "; {dirty} accounts were refused by the exchange for good (see `gemini-sweep report --run {run_id} --only failed`; --retry-permanent retries them)"
+            )
+        } else {
+            String::new()
+        };
         tracing::warn!(
             run_id,
-            pid = stored.pid,
-            "run {run_id} is marked running, but its owner (pid {}) is gone; taking it over",
-            stored.pid
+            "run {run_id} ({}) has nothing left to resume{hint}; nothing sent, nothing written",
+            stored.status
         );
+        return Ok(ResumePlan::NothingToDo(SweepSummary {
+            exit_code: if dirty > 0 {
+                exit_code::INCOMPLETE
+            } else {
+                exit_code::OK
+            },
+            totals,
+            invocation_id: None,
+            wall_ms: 0,
+            db: args.db.display().to_string(),
+            nothing_to_resume: true,
+        }));
     }
     tracing::info!(
         run_id,
         accounts = stored.accounts.len(),
-        "resuming run {run_id} (status {})",
-        stored.status
+        "resuming run {run_id} (status {}, last worked on by pid {})",
+        stored.status,
+        stored.pid
     );
-    Ok((
+    Ok(ResumePlan::Sweep(
         config,
         credentials,
         Target::Resume {
@@ -258,7 +315,12 @@ fn print_plan(config: &SweepConfig, target: &Target, credentials: &client::Crede
 
 /// The last stdout line, one JSON object: what schedulers (Airflow's XCom among them) pick up.
 fn print_summary(summary: &SweepSummary) {
-    let line = serde_json::to_string(summary).expect("summary serializes");
+    let line = serde_json::to_string(summary).unwrap_or_else(|e| {
+        format!(
+            r#"{{"error":"the summary could not be written ({e})","exit_code":{}}}"#,
+            summary.exit_code
+        )
+    });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();

@@ -21,11 +21,16 @@ pub const ENV_API_SECRET: &str = "GEMINI_API_SECRET";
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    every account swept and verified flat, no order left rejected
+       (with --no-verify: every account swept, nothing verified)
   1    the run finished, but some account failed, some order stayed rejected,
-       or some account is not verified flat
+       or some account is not verified flat: orders may be open
   2    bad input or configuration: nothing was sent
   3    internal, database or environment error
+  4    the exchange refused the key or the configuration (signature, role,
+       nonce mode, IP allow-list, redirect): the run stopped sending at once;
+       fix the key or the flags, then run again
   130  interrupted by SIGINT;  143  interrupted by SIGTERM
+Only 0 means no order is left open. Alert on anything else.
 
 Credentials come from the environment (GEMINI_API_KEY, GEMINI_API_SECRET) or
 --api-secret-file, never from the command line.";
@@ -78,26 +83,34 @@ pub struct RunArgs {
     )]
     pub accounts: Option<PathBuf>,
 
-    /// Finish an earlier run (`latest` or a run id): only its unfinished accounts, under the same
-    /// run id, with the run's stored accounts, URL and options (flags given here override them).
-    /// (--accounts and GEMINI_SWEEP_ACCOUNTS are then ignored.)
+    /// Finish an earlier run (`latest` or a run id): only its accounts not yet swept and
+    /// verified, under the same run id, with the run's stored accounts, URL and options (flags
+    /// given here override them). `latest` only picks a run started within --resume-within
+    /// hours, so a scheduled resume never picks up yesterday's run. A run with nothing left to
+    /// do is left untouched. (--accounts and GEMINI_SWEEP_ACCOUNTS are then ignored.)
     #[arg(long, value_name = "RUN")]
     pub resume: Option<String>,
 
-    /// With --resume: also retry accounts that failed on a permanent error.
+    /// With --resume latest: how recent (hours, 0.1-168) a run must be to be picked up.
+    #[arg(long, value_name = "HOURS", default_value_t = 12.0, requires = "resume",
+          value_parser = bounded_f64("HOURS", 0.1, 168.0))]
+    pub resume_within: f64,
+
+    /// With --resume: also retry accounts the exchange refused for good (unknown, closed...).
     #[arg(long, requires = "resume")]
     pub retry_permanent: bool,
 
-    /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM before they are
-    /// abandoned [default: 15].
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = positive_secs)]
+    /// Seconds (0-600) in-flight requests may take to finish after SIGINT/SIGTERM before they
+    /// are abandoned [default: 15].
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = bounded_f64("SECS", 0.0, 600.0))]
     pub grace: Option<f64>,
 
     /// Read the API secret from the first line of FILE instead of GEMINI_API_SECRET.
     #[arg(long, value_name = "FILE")]
     pub api_secret_file: Option<PathBuf>,
 
-    /// Exchange base URL; plain http:// only to loopback addresses.
+    /// Exchange base URL; plain http:// only to loopback addresses; no user:password.
     #[arg(
         long,
         value_name = "URL",
@@ -110,28 +123,38 @@ pub struct RunArgs {
     #[arg(long)]
     pub sandbox: bool,
 
-    /// Requests per second for the whole key (all accounts share it) [default: 5].
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = positive_rate, env = "GEMINI_SWEEP_RATE")]
+    /// Send every request through this proxy (https://, or http:// to a loopback address). The
+    /// environment's HTTP_PROXY/HTTPS_PROXY/ALL_PROXY are never used.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+
+    /// Requests per second (0.1-100000) for the whole key; all accounts share it [default: 5].
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = bounded_f64("requests per second", 0.1, 100_000.0), env = "GEMINI_SWEEP_RATE")]
     pub rate: Option<f64>,
 
-    /// Requests the limiter lets through back to back before spacing them at --rate [default: 1].
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Requests (1-100) the pacer lets through back to back before spacing them at --rate
+    /// [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub burst: Option<u32>,
 
-    /// Requests in flight at once [default: 8].
+    /// Requests (1-1024) in flight at once [default: 8].
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1024), env = "GEMINI_SWEEP_CONCURRENCY")]
     pub concurrency: Option<u32>,
 
-    /// Seconds one request may take, connection included [default: 10].
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = positive_secs)]
+    /// Seconds (0.1-600) one request may take to connect and answer; a long reply gets one more
+    /// second per MiB received [default: 10].
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = bounded_f64("SECS", 0.1, 600.0))]
     pub timeout: Option<f64>,
 
-    /// Attempts per call before an account is given up (transient errors only) [default: 5].
+    /// Attempts (1-100) per call before an account is given up (transient errors only)
+    /// [default: 5].
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: Option<u32>,
 
-    /// Extra cancel-alls for an account whose orders were rejected, to catch briefly stuck ones
-    /// [default: 1].
+    /// Extra cancel-alls (0-10) for an account whose orders were rejected, to catch briefly
+    /// stuck ones [default: 1].
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub reject_retries: Option<u32>,
 
@@ -139,7 +162,7 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub nonce_mode: Option<NonceModeArg>,
 
-    /// SQLite database for the audit trail; created and migrated on first use.
+    /// SQLite database for the audit trail; created (mode 0600) and migrated on first use.
     #[arg(
         long,
         value_name = "FILE",
@@ -148,7 +171,8 @@ pub struct RunArgs {
     )]
     pub db: PathBuf,
 
-    /// Where the per-key lock file lives (one run per API key on this machine) [default: the temp dir].
+    /// Where the per-key lock file lives (one run per API key) [default: the database's
+    /// directory]. Give every job that uses the key the same directory.
     #[arg(long, value_name = "DIR", env = "GEMINI_SWEEP_LOCK_DIR")]
     pub lock_dir: Option<PathBuf>,
 
@@ -223,20 +247,22 @@ pub struct RunsArgs {
     pub limit: u32,
 }
 
-fn positive_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if !(v.is_finite() && v > 0.0 && v <= 100_000.0) {
-        return Err("must be above 0 and at most 100000 requests per second".into());
+/// A parser for a number within `min..=max` (in `unit`), for clap.
+pub fn bounded_f64(
+    unit: &'static str,
+    min: f64,
+    max: f64,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let v: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number"))?;
+        if !(v.is_finite() && (min..=max).contains(&v)) {
+            return Err(format!("must be from {min} to {max} ({unit})"));
+        }
+        Ok(v)
     }
-    Ok(v)
-}
-
-fn positive_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
-        return Err("must be above 0 and at most 3600 seconds".into());
-    }
-    Ok(v)
 }
 
 /// Everything a sweep needs, validated. Stored with the run (as `runs.options`) so that
@@ -256,7 +282,14 @@ pub struct SweepConfig {
     pub verify: bool,
     pub nonce_mode: NonceMode,
     pub db: PathBuf,
-    pub lock_dir: PathBuf,
+    /// Where the key's lock lives; `None`: beside the database.
+    pub lock_dir: Option<PathBuf>,
+    /// The only proxy requests may use (validated); `None`: no proxy at all.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// The group (master key) this sweep works for; `default` without a group configuration.
+    #[serde(default = "default_group")]
+    pub group: String,
     /// First back-off pause after a failed attempt; doubles with each further failure.
     #[serde(serialize_with = "as_secs", deserialize_with = "from_secs")]
     pub retry_base: Duration,
@@ -264,6 +297,12 @@ pub struct SweepConfig {
     #[serde(serialize_with = "as_secs", deserialize_with = "from_secs")]
     pub grace: Duration,
 }
+
+fn default_group() -> String {
+    DEFAULT_GROUP.to_string()
+}
+
+pub const DEFAULT_GROUP: &str = "default";
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
@@ -283,6 +322,12 @@ impl SweepConfig {
 
     pub fn base_url(&self) -> reqwest::Url {
         reqwest::Url::parse(&self.base_url).expect("validated when the config was built")
+    }
+
+    pub fn proxy_url(&self) -> Option<reqwest::Url> {
+        self.proxy
+            .as_deref()
+            .map(|p| reqwest::Url::parse(p).expect("validated when the config was built"))
     }
 }
 
@@ -305,7 +350,9 @@ impl RunArgs {
             verify: true,
             nonce_mode: NonceMode::Increasing,
             db: self.db.clone(),
-            lock_dir: std::env::temp_dir(),
+            lock_dir: None,
+            proxy: None,
+            group: default_group(),
             retry_base: Duration::from_millis(250),
             grace: Duration::from_secs(15),
         };
@@ -325,6 +372,12 @@ impl RunArgs {
             (None, false) => {}
         }
         config.base_url = validate_base_url(&config.base_url)?.to_string();
+        if let Some(proxy) = &self.proxy {
+            config.proxy = Some(validate_proxy(proxy)?.to_string());
+        }
+        if let Some(proxy) = &config.proxy {
+            validate_proxy(proxy)?;
+        }
         if let Some(v) = self.rate {
             config.rate = v;
         }
@@ -357,29 +410,45 @@ impl RunArgs {
         }
         config.db = self.db.clone();
         if let Some(dir) = &self.lock_dir {
-            config.lock_dir = dir.clone();
+            config.lock_dir = Some(dir.clone());
         }
         let credentials = load_credentials(self.api_secret_file.as_deref(), env)?;
         Ok((config, credentials))
     }
 }
 
-/// https anywhere; http only where the traffic cannot leave the machine.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// https anywhere; http only where the traffic cannot leave the machine; never credentials in the
+/// URL (they would be stored with the run).
 pub fn validate_base_url(text: &str) -> Result<reqwest::Url, Error> {
     let url = reqwest::Url::parse(text).map_err(|e| {
         Error::Config(format!(
             "--base-url {text:?} is not a URL ({e}); e.g. {SANDBOX_URL}"
         ))
     })?;
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
+    // Named without the credentials, which must not reach the message either.
+    let shown = format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port().map(|p| format!(":{p}")).unwrap_or_default()
+    );
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Config(format!(
+            "--base-url {shown}: remove the user:password part; Gemini authenticates with the API key, and the URL is stored with the run"
+        )));
+    }
     match url.scheme() {
         "https" if url.host().is_some() => {}
-        "http" if loopback => {}
+        "http" if is_loopback(&url) => {}
         "http" => {
             return Err(Error::Config(format!(
                 "--base-url {text}: plain http:// is allowed only to loopback addresses (127.0.0.1, ::1, localhost); use https://"
@@ -387,7 +456,7 @@ pub fn validate_base_url(text: &str) -> Result<reqwest::Url, Error> {
         }
         _ => {
             return Err(Error::Config(format!(
-                "--base-url {text}: must be an https:// URL, e.g. {SANDBOX_URL}"
+                "--base-url {shown}: must be an https:// URL, e.g. {SANDBOX_URL}"
             )));
         }
     }
@@ -397,6 +466,26 @@ pub fn validate_base_url(text: &str) -> Result<reqwest::Url, Error> {
         )));
     }
     Ok(url)
+}
+
+/// The proxy follows the base URL's rule: it sees the signed key, so https, or http that stays on
+/// the machine.
+pub fn validate_proxy(text: &str) -> Result<reqwest::Url, Error> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| Error::Config(format!("--proxy: not a URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Config(
+            "--proxy: remove the user:password part; it would be stored with the run".into(),
+        ));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        _ => Err(Error::Config(format!(
+            "--proxy {}: must be https:// (or http:// to a loopback address): the proxy sees the signed API key",
+            url.host_str().unwrap_or("?")
+        ))),
+    }
 }
 
 fn load_credentials(
@@ -484,9 +573,37 @@ mod tests {
             "ftp://127.0.0.1",
             "api.gemini.com",
             "https://api.gemini.com/v1",
+            "https://user:hunter2@api.gemini.com",
+            "http://ops:hunter2@127.0.0.1:8080",
         ] {
             let err = validate_base_url(bad).unwrap_err();
             assert_eq!(err.exit_code(), crate::error::exit_code::BAD_INPUT, "{bad}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_proxy_must_keep_the_key_encrypted_or_on_the_machine() {
+        assert!(validate_proxy("https://proxy.corp.example:3128").is_ok());
+        assert!(validate_proxy("http://127.0.0.1:3128").is_ok());
+        for bad in [
+            "http://proxy.corp.example:3128",
+            "socks5://127.0.0.1:1080",
+            "https://u:hunter2@proxy.corp.example",
+            "not a url",
+        ] {
+            let err = validate_proxy(bad).unwrap_err().to_string();
+            assert!(err.starts_with("--proxy"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn numeric_flags_are_bounded() {
+        let rate = bounded_f64("requests per second", 0.1, 100_000.0);
+        assert_eq!(rate("5"), Ok(5.0));
+        for bad in ["0", "1e-20", "1e-9", "-1", "NaN", "inf", "1e9", "x", ""] {
+            assert!(rate(bad).is_err(), "{bad}");
         }
     }
 

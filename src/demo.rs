@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 
 use crate::accounts::AccountEntry;
 use crate::client::{Credentials, NonceMode, SystemClock};
@@ -78,7 +77,9 @@ pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
         verify: true,
         nonce_mode: NonceMode::Increasing,
         db: db.to_path_buf(),
-        lock_dir: std::env::temp_dir(),
+        lock_dir: None,
+        proxy: None,
+        group: crate::config::DEFAULT_GROUP.to_string(),
         retry_base: Duration::from_millis(100),
         grace: Duration::from_secs(5),
     };
@@ -91,7 +92,7 @@ pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
         credentials,
         Target::New(entries),
         Arc::new(SystemClock),
-        CancellationToken::new(),
+        engine::Stopping::default(),
         || None,
     )
     .await;

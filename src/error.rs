@@ -4,18 +4,39 @@ use std::path::PathBuf;
 
 /// Exit codes are part of the interface schedulers script against; the README lists them.
 pub mod exit_code {
-    /// Every account swept, nothing left rejected.
+    use crate::engine::StopSignal;
+    use crate::store::RunStatus;
+
+    /// Every account swept, nothing left rejected, verified flat (or swept, with --no-verify).
     pub const OK: i32 = 0;
-    /// The run finished, but some account failed or some order stayed rejected.
+    /// The run finished, but some account failed, kept rejected orders or is not verified flat.
     pub const INCOMPLETE: i32 = 1;
     /// Bad input or configuration; nothing was sent to the exchange.
     pub const BAD_INPUT: i32 = 2;
     /// Internal, database or environment error.
     pub const INTERNAL: i32 = 3;
+    /// The exchange refused the key or the request as configured (signature, role, nonce mode,
+    /// IP allow-list, redirect, unknown endpoint): the run stopped sending at once, and nothing
+    /// will work until the key or the configuration is fixed.
+    pub const REFUSED: i32 = 4;
     /// Interrupted by SIGINT (128 + 2).
     pub const SIGINT: i32 = 130;
     /// Interrupted by SIGTERM (128 + 15).
     pub const SIGTERM: i32 = 143;
+
+    /// The exit code of a run that ended with `status`, stopped by `signal` if any.
+    pub fn for_run(status: RunStatus, signal: Option<StopSignal>) -> i32 {
+        match status {
+            RunStatus::Completed => OK,
+            RunStatus::Incomplete => INCOMPLETE,
+            RunStatus::Refused => REFUSED,
+            RunStatus::Aborted => INTERNAL,
+            RunStatus::Interrupted => match signal {
+                Some(StopSignal::Terminate) => SIGTERM,
+                _ => SIGINT,
+            },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,12 @@
 //! interleave their audit trails. Each is guarded by an OS file lock (released by the kernel when
 //! the holder dies, so a crash never leaves a lock that blocks forever). The lock file also holds
 //! the holder's pid and run id, so the refusal can name them.
+//!
+//! Both locks live beside the database by default (`<db>.lock` and
+//! `<db's directory>/gemini-sweep-<key fingerprint>.lock`), never in a world-writable temp
+//! directory where another user could pre-create them, or where systemd's `PrivateTmp` would give
+//! each service its own copy and let two runs share a key. `--lock-dir` moves the key's lock to a
+//! directory every job using the key shares.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -16,19 +22,33 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Takes the database's lock (`<db>.lock`) and the key's lock (`<lock_dir>/gemini-sweep-<key
-    /// fingerprint>.lock`), or says who holds them.
-    pub fn acquire(db: &Path, lock_dir: &Path, key_fingerprint: &str) -> Result<RunLock, Error> {
+    /// Takes the database's lock (`<db>.lock`) and the key's lock (see [`key_lock_path`]), or
+    /// says who holds them.
+    pub fn acquire(
+        db: &Path,
+        lock_dir: Option<&Path>,
+        key_fingerprint: &str,
+    ) -> Result<RunLock, Error> {
         let mut db_lock = db.as_os_str().to_owned();
         db_lock.push(".lock");
-        let key_file = format!("gemini-sweep-{}.lock", key_fingerprint.replace(':', "-"));
-        let mut files = Vec::new();
-        for (path, what) in [
-            (PathBuf::from(db_lock), "this database"),
-            (lock_dir.join(key_file), "this API key"),
-        ] {
-            files.push((path.clone(), take(&path, what)?));
-        }
+        let db_lock = PathBuf::from(db_lock);
+        let db_file = take(&db_lock, "this database").map_err(|e| {
+            e.into_error(|reason| Error::Store {
+                path: db.to_path_buf(),
+                reason,
+            })
+        })?;
+        let key_lock = key_lock_path(db, lock_dir, key_fingerprint);
+        let key_file = take(&key_lock, "this API key").map_err(|e| {
+            e.into_error(|reason| match lock_dir {
+                Some(dir) => Error::Config(format!("--lock-dir {}: {reason}", dir.display())),
+                None => Error::Store {
+                    path: db.to_path_buf(),
+                    reason,
+                },
+            })
+        })?;
+        let files = vec![(db_lock, db_file), (key_lock, key_file)];
         let mut lock = RunLock { files };
         lock.set_run(None);
         Ok(lock)
@@ -61,17 +81,44 @@ impl Drop for RunLock {
     }
 }
 
-fn take(path: &Path, what: &str) -> Result<File, Error> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| Error::Store {
-            path: path.to_path_buf(),
-            reason: format!("cannot create the lock file: {e}"),
-        })?;
+/// Where the key's lock lives: in `lock_dir` when given, else beside the database.
+pub fn key_lock_path(db: &Path, lock_dir: Option<&Path>, key_fingerprint: &str) -> PathBuf {
+    let name = format!("gemini-sweep-{}.lock", key_fingerprint.replace(':', "-"));
+    match lock_dir {
+        Some(dir) => dir.join(name),
+        None => match db.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.join(name),
+            _ => PathBuf::from(name),
+        },
+    }
+}
+
+/// Why a lock was not taken: someone holds it (a refusal), or the file cannot be used.
+enum TakeError {
+    Held(Error),
+    Unusable(String),
+}
+
+impl TakeError {
+    fn into_error(self, unusable: impl FnOnce(String) -> Error) -> Error {
+        match self {
+            TakeError::Held(e) => e,
+            TakeError::Unusable(reason) => unusable(reason),
+        }
+    }
+}
+
+fn take(path: &Path, what: &str) -> Result<File, TakeError> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| {
+        TakeError::Unusable(format!(
+            "cannot create the lock file {}: {e}",
+            path.display()
+        ))
+    })?;
     let mut previous = String::new();
     let _ = file.read_to_string(&mut previous);
     let previous = previous.trim().to_string();
@@ -85,7 +132,7 @@ fn take(path: &Path, what: &str) -> Result<File, Error> {
             }
             Ok(file)
         }
-        Err(TryLockError::WouldBlock) => Err(Error::Config(format!(
+        Err(TryLockError::WouldBlock) => Err(TakeError::Held(Error::Config(format!(
             "another gemini-sweep is already running with {what} ({}; lock {}); wait for it to finish or stop it",
             if previous.is_empty() {
                 "holder unknown"
@@ -93,11 +140,11 @@ fn take(path: &Path, what: &str) -> Result<File, Error> {
                 &previous
             },
             path.display()
+        )))),
+        Err(TryLockError::Error(e)) => Err(TakeError::Unusable(format!(
+            "cannot lock {}: {e}",
+            path.display()
         ))),
-        Err(TryLockError::Error(e)) => Err(Error::Store {
-            path: path.to_path_buf(),
-            reason: format!("cannot lock: {e}"),
-        }),
     }
 }
 
@@ -116,9 +163,9 @@ mod tests {
     fn a_second_holder_is_refused_with_the_first_ones_pid_and_run() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
-        let mut first = RunLock::acquire(&db, dir.path(), "master:0011").unwrap();
+        let mut first = RunLock::acquire(&db, None, "master:0011").unwrap();
         first.set_run(Some(42));
-        let err = RunLock::acquire(&db, dir.path(), "master:0011")
+        let err = RunLock::acquire(&db, None, "master:0011")
             .err()
             .expect("refused");
         let msg = err.to_string();
@@ -131,14 +178,14 @@ mod tests {
 
         // Same key, other database: refused because of the key.
         let other = dir.path().join("b.db");
-        let msg = RunLock::acquire(&other, dir.path(), "master:0011")
+        let msg = RunLock::acquire(&other, None, "master:0011")
             .err()
             .expect("refused")
             .to_string();
         assert!(msg.contains("this API key"), "{msg}");
 
         drop(first);
-        assert!(RunLock::acquire(&db, dir.path(), "master:0011").is_ok());
+        assert!(RunLock::acquire(&db, None, "master:0011").is_ok());
     }
 
     #[test]
@@ -146,6 +193,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
         std::fs::write(dir.path().join("a.db.lock"), "pid=999999999 run=7\n").unwrap();
-        assert!(RunLock::acquire(&db, dir.path(), "master:22").is_ok());
+        assert!(RunLock::acquire(&db, None, "master:22").is_ok());
+    }
+
+    #[test]
+    fn lock_files_are_private_and_a_bad_lock_dir_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let lock = RunLock::acquire(&db, None, "master:33").unwrap();
+        #[cfg(unix)]
+        for (path, _) in &lock.files {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+            assert_eq!(path.parent(), Some(dir.path()), "beside the database");
+        }
+        drop(lock);
+        let missing = dir.path().join("no-such-dir");
+        let err = RunLock::acquire(&db, Some(&missing), "master:33")
+            .err()
+            .expect("refused");
+        assert_eq!(err.exit_code(), crate::error::exit_code::BAD_INPUT);
+        let msg = err.to_string();
+        assert!(msg.starts_with("--lock-dir "), "{msg}");
+        assert!(!msg.contains("database"), "{msg}");
     }
 }

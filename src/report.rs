@@ -1,7 +1,8 @@
 //! Reading runs back out of the database: the reconciliation views as a table, CSV or JSON.
 //!
 //! Every number comes from the views in `migrations/` (nothing is recomputed here), so the tool
-//! and an auditor's `sqlite3` always agree.
+//! and an auditor's `sqlite3` always agree. What the database does not know is shown as unknown
+//! (`-` in a table, empty in CSV, `null` in JSON), never as zero.
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
@@ -18,7 +19,7 @@ pub enum Format {
 pub enum Only {
     /// Every account.
     All,
-    /// Accounts that failed, were interrupted or never finished.
+    /// Accounts that failed, were interrupted, not attempted or never finished.
     Failed,
     /// Accounts not swept, or swept but not verified flat.
     Dirty,
@@ -28,12 +29,14 @@ pub enum Only {
 const ACCOUNT_COLUMNS: &[&str] = &[
     "account",
     "status",
+    "failure",
     "attempts",
     "open_before",
     "cancelled",
     "rejected",
     "open_after",
     "unexplained",
+    "unverified",
     "late",
     "verified",
     "clean",
@@ -43,23 +46,32 @@ const ACCOUNT_COLUMNS: &[&str] = &[
 /// The columns of `run_reconciliation` a report shows.
 const RUN_COLUMNS: &[&str] = &[
     "run_id",
+    "group_name",
     "started_at",
     "ended_at",
     "duration_ms",
     "status",
+    "stop_reason",
     "base_url",
     "key_fingerprint",
     "accounts",
     "accounts_skipped",
     "accounts_clean",
+    "accounts_dirty",
+    "accounts_without_snapshot",
+    "accounts_unverified",
     "open_before",
     "cancelled",
     "rejected",
     "open_after",
     "unexplained",
+    "unverified",
     "late",
     "clean",
 ];
+
+/// Flag columns, shown as booleans in JSON.
+const FLAGS: &[&str] = &["verified", "clean"];
 
 /// Resolves `latest` or a run id to an existing run id.
 pub fn resolve_run(conn: &Connection, run: &str) -> rusqlite::Result<Option<i64>> {
@@ -105,13 +117,49 @@ fn run_row(conn: &Connection, run_id: i64) -> rusqlite::Result<Row> {
         "run_reconciliation WHERE run_id = ?1",
         [run_id],
     )?;
-    rows.pop().ok_or(rusqlite::Error::QueryReturnedNoRows)
+    let mut row = rows.pop().ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    mark_dead(conn, &mut row)?;
+    Ok(row)
+}
+
+/// A run still marked `running` whose process is gone reads `died` (the next run on the
+/// database records it so; until then only the process table knows).
+fn mark_dead(conn: &Connection, row: &mut Row) -> rusqlite::Result<()> {
+    let is_running = matches!(field(row, "status"), Value::Text(s) if s == "running");
+    if !is_running {
+        return Ok(());
+    }
+    let Value::Integer(run_id) = *field(row, "run_id") else {
+        return Ok(());
+    };
+    let pid: Option<i64> = conn.query_row(
+        "SELECT max(pid) FROM invocations WHERE run_id = ?1 AND status = 'running'",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    if pid.is_some_and(|pid| !process_alive(pid)) {
+        for (name, value) in row.iter_mut() {
+            if *name == "status" {
+                *value = Value::Text("died".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a process with this id exists on this machine (Linux's /proc; elsewhere, assumed).
+fn process_alive(pid: i64) -> bool {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return true;
+    }
+    pid > 0 && proc.join(pid.to_string()).exists()
 }
 
 fn account_rows(conn: &Connection, run_id: i64, only: Only) -> rusqlite::Result<Vec<Row>> {
     let filter = match only {
         Only::All => "",
-        Only::Failed => " AND status IN ('failed', 'interrupted', 'pending')",
+        Only::Failed => " AND status IN ('failed', 'interrupted', 'pending', 'not_attempted')",
         Only::Dirty => " AND dirty",
     };
     query_rows(
@@ -148,6 +196,7 @@ pub fn render(
 pub fn runs(conn: &Connection, format: Format, limit: u32) -> rusqlite::Result<String> {
     const COLUMNS: &[&str] = &[
         "run_id",
+        "group_name",
         "started_at",
         "duration_ms",
         "status",
@@ -155,35 +204,54 @@ pub fn runs(conn: &Connection, format: Format, limit: u32) -> rusqlite::Result<S
         "accounts_clean",
         "clean",
     ];
-    let rows = query_rows(
-        conn,
-        COLUMNS,
-        "run_reconciliation ORDER BY run_id DESC LIMIT ?1",
-        [limit],
-    )?;
+    // One indexed lookup per run listed: the cost does not grow with the runs not listed.
+    let mut ids = conn.prepare("SELECT run_id FROM runs ORDER BY run_id DESC LIMIT ?1")?;
+    let ids = ids
+        .query_map([limit], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let mut row = query_rows(conn, COLUMNS, "run_reconciliation WHERE run_id = ?1", [id])?
+            .pop()
+            .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        mark_dead(conn, &mut row)?;
+        rows.push(row);
+    }
     Ok(match format {
         Format::Json => format!("{}\n", Json::Array(rows.iter().map(to_json).collect())),
         Format::Csv => csv_text(&rows, COLUMNS, None),
         Format::Table => {
-            let mut out = format!(
-                "{:>6}  {:<24}  {:>9}  {:<11}  {:>8}  {:>5}  {}\n",
-                "RUN", "STARTED (UTC)", "DURATION", "STATUS", "ACCOUNTS", "CLEAN", "FLAT"
-            );
+            let line = |cells: [&str; 8]| {
+                format!(
+                    "{:>5}  {:<10}  {:<24}  {:>8}  {:<11}  {:>8}  {:>5}  {}\n",
+                    cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]
+                )
+            };
+            let mut out = line([
+                "RUN",
+                "GROUP",
+                "STARTED (UTC)",
+                "DURATION",
+                "STATUS",
+                "ACCOUNTS",
+                "CLEAN",
+                "FLAT",
+            ]);
             for r in &rows {
-                let duration = match &r[2].1 {
+                let duration = match field(r, "duration_ms") {
                     Value::Integer(ms) => format!("{:.1}s", *ms as f64 / 1000.0),
                     _ => "-".into(),
                 };
-                out.push_str(&format!(
-                    "{:>6}  {:<24}  {:>9}  {:<11}  {:>8}  {:>5}  {}\n",
-                    text(&r[0].1),
-                    text(&r[1].1),
-                    duration,
-                    text(&r[3].1),
-                    text(&r[4].1),
-                    text(&r[5].1),
-                    yes_no(&r[6].1)
-                ));
+                out.push_str(&line([
+                    &text(field(r, "run_id")),
+                    &clip(&text(field(r, "group_name")), 10),
+                    &text(field(r, "started_at")),
+                    &duration,
+                    &text(field(r, "status")),
+                    &text(field(r, "accounts")),
+                    &text(field(r, "accounts_clean")),
+                    yes_no(field(r, "clean")),
+                ]));
             }
             out
         }
@@ -197,6 +265,14 @@ fn text(v: &Value) -> String {
         Value::Real(f) => f.to_string(),
         Value::Text(t) => t.clone(),
         Value::Blob(b) => hex::encode(b),
+    }
+}
+
+/// A count in a table: `-` when unknown.
+fn count(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        other => text(other),
     }
 }
 
@@ -217,31 +293,61 @@ fn field<'a>(row: &'a Row, name: &str) -> &'a Value {
 
 /// At most 80 columns: the long fields (last error, URLs) are in the CSV and JSON formats.
 fn table(run: &Row, accounts: &[Row]) -> String {
-    let line = |label: String, row: &Row| {
+    let line = |cells: [&str; 10]| {
         format!(
-            "{:<20} {:<12} {:>6} {:>6} {:>5} {:>5} {:>6} {:>4} {:>5}\n",
-            clip(&label, 20),
-            text(field(row, "status")),
-            text(field(row, "open_before")),
-            text(field(row, "cancelled")),
-            text(field(row, "rejected")),
-            text(field(row, "open_after")),
-            text(field(row, "unexplained")),
-            text(field(row, "late")),
-            yes_no(field(row, "clean")),
+            "{:<15} {:<13} {:>6} {:>6} {:>5} {:>5} {:>5} {:>5} {:>5} {:>4}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            cells[7],
+            cells[8],
+            cells[9]
         )
     };
-    let mut out = format!(
-        "{:<20} {:<12} {:>6} {:>6} {:>5} {:>5} {:>6} {:>4} {:>5}\n",
-        "ACCOUNT", "STATUS", "BEFORE", "CANCEL", "REJ", "AFTER", "UNEXPL", "LATE", "CLEAN"
-    );
+    let mut out = line([
+        "ACCOUNT", "STATUS", "BEFORE", "CANCEL", "REJ", "OPEN", "UNVER", "UNEXP", "LATE", "FLAT",
+    ]);
     for a in accounts {
-        out.push_str(&line(text(field(a, "account")), a));
+        out.push_str(&line([
+            &clip(&text(field(a, "account")), 15),
+            &text(field(a, "status")),
+            &count(field(a, "open_before")),
+            &count(field(a, "cancelled")),
+            &count(field(a, "rejected")),
+            &count(field(a, "open_after")),
+            &count(field(a, "unverified")),
+            &count(field(a, "unexplained")),
+            &count(field(a, "late")),
+            yes_no(field(a, "clean")),
+        ]));
     }
-    out.push_str(&line(
-        format!("run {} total", text(field(run, "run_id"))),
-        run,
-    ));
+    // A total over accounts some of which were never listed is a lower bound: marked `+?`.
+    let partial = |total: &str, missing: &str| {
+        let t = text(field(run, total));
+        match field(run, missing) {
+            Value::Integer(n) if *n > 0 => format!("{t}+?"),
+            _ => t,
+        }
+    };
+    out.push_str(&line([
+        &format!("run {} total", text(field(run, "run_id"))),
+        &text(field(run, "status")),
+        &partial("open_before", "accounts_without_snapshot"),
+        &count(field(run, "cancelled")),
+        &count(field(run, "rejected")),
+        &partial("open_after", "accounts_unverified"),
+        &count(field(run, "unverified")),
+        &count(field(run, "unexplained")),
+        &count(field(run, "late")),
+        yes_no(field(run, "clean")),
+    ]));
+    if let Value::Text(reason) = field(run, "stop_reason") {
+        out.push_str(&format!("stopped: {reason}\n"));
+    }
     out
 }
 
@@ -274,7 +380,10 @@ fn csv_text(rows: &[Row], columns: &[&str], total: Option<&Row>) -> String {
     if let Some(run) = total {
         let cells = columns.iter().map(|c| match *c {
             "account" => format!("TOTAL run {}", text(field(run, "run_id"))),
-            "last_error" | "attempts" | "verified" => String::new(),
+            "last_error" => run
+                .iter()
+                .find(|(name, _)| *name == "stop_reason")
+                .map_or(String::new(), |(_, v)| spreadsheet_safe(text(v))),
             other => run
                 .iter()
                 .find(|(name, _)| *name == other)
@@ -291,7 +400,7 @@ fn to_json(row: &Row) -> Json {
         let v = match value {
             Value::Null => Json::Null,
             // SQLite has no booleans; the flag columns are 0/1 and read better as JSON booleans.
-            Value::Integer(i) if matches!(*name, "verified" | "clean") => Json::Bool(*i != 0),
+            Value::Integer(i) if FLAGS.contains(name) => Json::Bool(*i != 0),
             Value::Integer(i) => Json::from(*i),
             Value::Real(f) => Json::from(*f),
             Value::Text(t) => Json::from(t.as_str()),
@@ -316,5 +425,43 @@ mod tests {
         assert_eq!(spreadsheet_safe("-1".into()), "'-1");
         assert_eq!(spreadsheet_safe("@SUM(A1)".into()), "'@SUM(A1)");
         assert_eq!(spreadsheet_safe("acct-0001".into()), "acct-0001");
+    }
+
+    #[test]
+    fn the_table_fits_80_columns_and_shows_unknown_as_unknown() {
+        let account: Row = ACCOUNT_COLUMNS
+            .iter()
+            .map(|c| {
+                let v = match *c {
+                    "account" => Value::Text("a-very-long-account-nickname".into()),
+                    "status" => Value::Text("not_attempted".into()),
+                    "open_before" | "open_after" | "clean" => Value::Null,
+                    _ => Value::Integer(99_999),
+                };
+                (*c, v)
+            })
+            .collect();
+        let run: Row = RUN_COLUMNS
+            .iter()
+            .map(|c| {
+                let v = match *c {
+                    "status" => Value::Text("incomplete".into()),
+                    "stop_reason" => Value::Null,
+                    "accounts_without_snapshot" => Value::Integer(1),
+                    "accounts_unverified" => Value::Integer(0),
+                    _ => Value::Integer(99_999),
+                };
+                (*c, v)
+            })
+            .collect();
+        let out = table(&run, &[account]);
+        for line in out.lines() {
+            assert!(line.chars().count() <= 80, "{line:?}");
+        }
+        let row = out.lines().nth(1).unwrap();
+        assert!(row.contains("not_attempted"), "{row}");
+        assert_eq!(row.split_whitespace().nth(2), Some("-"), "{row}");
+        let total = out.lines().nth(2).unwrap();
+        assert!(total.contains("99999+?"), "{total}");
     }
 }

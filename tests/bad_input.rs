@@ -125,7 +125,7 @@ const CASES: &[Case] = &[
         csv: Csv::Bytes(GOOD_CSV),
         extra_args: &["--rate", "0"],
         env: &[],
-        expect: &["--rate", "must be above 0"],
+        expect: &["--rate", "must be from 0.1 to 100000"],
     },
     Case {
         name: "concurrency zero",
@@ -210,13 +210,23 @@ async fn an_unusable_database_exits_3_and_sends_nothing() {
     let newer = ws.path("newer.db");
     {
         let conn = rusqlite::Connection::open(&newer).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            .unwrap();
         conn.pragma_update(None, "user_version", 999).unwrap();
-        conn.execute_batch("CREATE TABLE t (x)").unwrap();
+    }
+    // Another program's database: its user_version must not be read as ours.
+    let foreign = ws.path("foreign.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER)")
+            .unwrap();
+        conn.pragma_update(None, "user_version", 5).unwrap();
     }
     let missing_dir = ws.path("no/such/dir/sweep.db");
     for (db, expect) in [
         (not_sqlite, "not a usable SQLite database"),
         (newer, "newer than this gemini-sweep knows"),
+        (foreign.clone(), "not a gemini-sweep database"),
         (missing_dir, "sweep.db"),
         (
             "/proc/gemini-sweep-test.db".into(),
@@ -234,6 +244,11 @@ async fn an_unusable_database_exits_3_and_sends_nothing() {
         assert!(!err.contains("panicked"), "{err}");
     }
     assert_eq!(server.ledger().counters.requests, 0);
+    let untouched = rusqlite::Connection::open(&foreign).unwrap();
+    let tables: i64 = untouched
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 1, "nothing was added to another program's database");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,109 +1,366 @@
-//! An "exchange" that misbehaves at the HTTP level (a huge reply, a reply that drips a byte at a
-//! time): the sweep records a failed attempt, gives the account up, and neither hangs, panics
-//! nor runs out of memory. A raw TCP server plays the exchange, since the simulator is too
-//! well-behaved for this.
+//! An "exchange" that misbehaves, or behaves in ways the simulator does not: replies too large to
+//! hold, replies that drip, Retry-After in its date form or beyond what a run waits, maintenance,
+//! redirects, proxies. A raw HTTP server on loopback plays the exchange, scripted per test, and
+//! records every request it sees.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine as _;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-#[derive(Clone, Copy)]
-enum Misbehaviour {
-    /// A 200 announcing and sending 40 MiB.
-    Huge,
-    /// A 200 whose body arrives one byte every 200 ms.
-    Drip,
+/// A request as the raw server saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// The request target: a path, or an absolute URL when sent to a proxy.
+    target: String,
+    api_key: Option<String>,
+    account: Option<String>,
+    at: Instant,
 }
 
-async fn serve(listener: TcpListener, how: Misbehaviour) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let mut buf = [0u8; 8192];
-            // The request has an empty body; its headers fit in one read on loopback.
-            if socket.read(&mut buf).await.unwrap_or(0) == 0 {
-                return;
-            }
-            match how {
-                Misbehaviour::Huge => {
-                    let len = 40 * 1024 * 1024;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
-                    );
-                    if socket.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let chunk = vec![b' '; 1024 * 1024];
-                    for _ in 0..40 {
-                        if socket.write_all(&chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Misbehaviour::Drip => {
-                    let body =
-                        br#"{"result":"ok","details":{"cancelledOrders":[],"cancelRejects":[]}}"#;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    if socket.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    for b in body {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        if socket.write_all(&[*b]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+enum Body {
+    Bytes(Vec<u8>),
+    /// Written one byte every `every`.
+    Drip(Vec<u8>, Duration),
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Body,
+}
+
+impl Reply {
+    fn json(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: Body::Bytes(body.into()),
+        }
+    }
+
+    fn empty_cancel_all() -> Reply {
+        Reply::json(
+            200,
+            r#"{"result":"ok","details":{"cancelledOrders":[],"cancelRejects":[]}}"#,
+        )
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
-async fn sweep_against(how: Misbehaviour) -> (std::process::Output, Workspace, Duration) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(serve(listener, how));
+type Script = Arc<dyn Fn(&Seen, usize) -> Reply + Send + Sync>;
+
+/// A scripted exchange: `script(request, ordinal)` answers each request (ordinal counts from 0).
+struct RawExchange {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawExchange {
+    async fn start(script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Script = Arc::new(script);
+        let task = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    tokio::spawn(serve(socket, script.clone(), seen.clone()));
+                }
+            })
+        };
+        RawExchange { url, seen, task }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RawExchange {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves requests on one connection until it closes (reqwest keeps connections alive).
+async fn serve(mut socket: TcpStream, script: Script, seen: Arc<Mutex<Vec<Seen>>>) {
+    let mut buffer = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        buffer.drain(..head_end);
+        let mut lines = head.split("\r\n");
+        let target = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .unwrap_or("")
+            .to_owned();
+        let header = |name: &str| {
+            head.split("\r\n").find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        let account = header("x-gemini-payload").and_then(|p| {
+            let json = base64::engine::general_purpose::STANDARD.decode(p).ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+            v["account"].as_str().map(str::to_owned)
+        });
+        let request = Seen {
+            target,
+            api_key: header("x-gemini-apikey"),
+            account,
+            at: Instant::now(),
+        };
+        let ordinal = {
+            let mut seen = seen.lock().unwrap();
+            seen.push(request.clone());
+            seen.len() - 1
+        };
+        let reply = script(&request, ordinal);
+        let reason = match reply.status {
+            200 => "OK",
+            307 => "Temporary Redirect",
+            429 => "Too Many Requests",
+            503 => "Service Unavailable",
+            _ => "Whatever",
+        };
+        let len = match &reply.body {
+            Body::Bytes(b) | Body::Drip(b, _) => b.len(),
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-length: {len}\r\n",
+            reply.status
+        );
+        for (name, value) in &reply.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        if socket.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+        let written = match reply.body {
+            Body::Bytes(bytes) => socket.write_all(&bytes).await,
+            Body::Drip(bytes, every) => {
+                let mut result = Ok(());
+                for b in bytes {
+                    tokio::time::sleep(every).await;
+                    result = socket.write_all(&[b]).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
+            }
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+}
+
+fn is_listing(seen: &Seen) -> bool {
+    seen.target.ends_with("/v1/orders")
+}
+
+/// Runs a sweep of `accounts` against `url` with `extra` flags and `envs`.
+async fn sweep(
+    url: &str,
+    accounts: &[&str],
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (std::process::Output, Workspace) {
     let ws = Workspace::new();
-    let csv = ws.accounts_csv(&["acct-0001".to_string(), "acct-0002".to_string()]);
-    let mut args = run_args(&url, &csv, &ws.db());
-    args.extend(
-        ["--no-verify", "--max-attempts", "2", "--rate", "100"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
+    let names: Vec<String> = accounts.iter().map(|s| s.to_string()).collect();
+    let csv = ws.accounts_csv(&names);
+    let mut args = run_args(url, &csv, &ws.db());
+    if extra.contains(&"--timeout") {
+        let at = args.iter().position(|a| a == "--timeout").unwrap();
+        args.drain(at..at + 2);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let started = Instant::now();
-    let output = run_binary(&args, &[]).await;
-    server.abort();
-    (output, ws, started.elapsed())
+    let output = run_binary(&args, envs).await;
+    (output, ws)
+}
+
+/// `n` ids from 7,000,000,000, joined for a JSON array.
+fn ids(n: u64) -> String {
+    let mut out = String::with_capacity(n as usize * 11);
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&(7_000_000_000 + i).to_string());
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_huge_reply_is_cut_off_and_recorded_as_a_failed_attempt() {
-    let (output, ws, _) = sweep_against(Misbehaviour::Huge).await;
+async fn a_cancel_all_reply_of_millions_of_ids_is_recorded_in_full() {
+    // 3,200,000 ids: 35 MB, beyond the 32 MiB the reader used to drop (and record as swept).
+    const N: u64 = 3_200_000;
+    let body = Arc::new(format!(
+        r#"{{"result":"ok","details":{{"cancelledOrders":[{}],"cancelRejects":[]}}}}"#,
+        ids(N)
+    ));
+    assert!(body.len() > 33_554_432);
+    let exchange = RawExchange::start(move |_, _| Reply::json(200, body.as_bytes())).await;
+    let (output, ws) = sweep(
+        &exchange.url,
+        &["acct-0001"],
+        &["--no-verify", "--timeout", "30"],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout_json(&output)["orders_cancelled"], N);
+    let conn = db(&ws.db());
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM cancelled_orders") as u64,
+        N
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM cancelled_orders WHERE order_id BETWEEN 7000000000 AND 7003199999"
+        ) as u64,
+        N
+    );
+    assert_eq!(
+        count(&conn, "SELECT items FROM attempts WHERE outcome = 'ok'") as u64,
+        N
+    );
+    assert_eq!(exchange.seen().len(), 1, "one request: nothing retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_too_large_to_hold_is_streamed_and_reconciled() {
+    // 80,000 open orders: a 34 MB listing, before and (empty) after the cancel-all.
+    const N: u64 = 80_000;
+    let mut listing = String::from("[");
+    for i in 0..N {
+        if i > 0 {
+            listing.push(',');
+        }
+        let id = 7_000_000_000 + i;
+        listing.push_str(&format!(
+            r#"{{"order_id":"{id}","id":"{id}","symbol":"btcusd","exchange":"gemini","avg_execution_price":"0.00","side":"buy","type":"exchange limit","timestamp":"1700000000","timestampms":1700000000000,"is_live":true,"is_cancelled":false,"is_hidden":false,"was_forced":false,"executed_amount":"0","remaining_amount":"1.25","client_order_id":"cl-{id:012}-padding-to-make-it-long","options":[],"price":"60000.00","original_amount":"1.25"}}"#
+        ));
+    }
+    listing.push(']');
+    assert!(listing.len() > 33_554_432, "{}", listing.len());
+    let listing = Arc::new(listing);
+    let cancel = Arc::new(format!(
+        r#"{{"result":"ok","details":{{"cancelledOrders":[{}],"cancelRejects":[]}}}}"#,
+        ids(N)
+    ));
+    let listed = Arc::new(Mutex::new(0));
+    let exchange = RawExchange::start(move |seen, _| {
+        if is_listing(seen) {
+            let mut n = listed.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                return Reply::json(200, listing.as_bytes());
+            }
+            return Reply::json(200, "[]");
+        }
+        Reply::json(200, cancel.as_bytes())
+    })
+    .await;
+    let (output, ws) = sweep(&exchange.url, &["acct-0001"], &["--timeout", "30"], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let conn = db(&ws.db());
+    let (before, cancelled, after, clean): (i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT open_before, cancelled, open_after, clean FROM account_reconciliation",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (before, cancelled, after, clean),
+        (N as i64, N as i64, 0, 1)
+    );
+    assert_eq!(
+        exchange.seen().len(),
+        3,
+        "listed once, cancelled once, listed once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_all_ids_as_strings_and_missing_arrays_are_read() {
+    let exchange = RawExchange::start(|_, _| {
+        Reply::json(
+            200,
+            r#"{"result":"ok","details":{"cancelledOrders":["7000000001", 7000000002]}}"#,
+        )
+    })
+    .await;
+    let (output, ws) = sweep(&exchange.url, &["acct-0001"], &["--no-verify"], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let conn = db(&ws.db());
+    assert_eq!(
+        order_rows(&conn, "cancelled_orders", 1),
+        vec![
+            ("acct-0001".to_string(), 7_000_000_001),
+            ("acct-0001".to_string(), 7_000_000_002)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_reply_that_is_not_json_counts_nothing() {
+    // 40 MiB of blanks and a stray '[1,2': read to the end, found invalid, recorded as a failed
+    // attempt; the ids it seemed to start do not count.
+    let mut body = vec![b' '; 40 * 1024 * 1024];
+    body.extend_from_slice(br#"{"result":"ok","details":{"cancelledOrders":[1,2"#);
+    let body = Arc::new(body);
+    let exchange = RawExchange::start(move |_, _| Reply::json(200, body.to_vec())).await;
+    let (output, ws) = sweep(
+        &exchange.url,
+        &["acct-0001", "acct-0002"],
+        &["--no-verify", "--max-attempts", "2", "--timeout", "30"],
+        &[],
+    )
+    .await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let conn = db(&ws.db());
     assert_eq!(
         count(
             &conn,
-            "SELECT count(*) FROM attempts WHERE error_reason = 'ResponseTooLarge' AND body_truncated = 1 AND length(body) <= 4096"
+            "SELECT count(*) FROM attempts WHERE error_reason = 'UnparseableBody' AND body_truncated = 1 AND length(body) <= 4096"
         ),
         4,
         "two accounts, two attempts each"
     );
+    assert_eq!(count(&conn, "SELECT count(*) FROM cancelled_orders"), 0);
     assert_eq!(
         count(
             &conn,
-            "SELECT count(*) FROM run_accounts WHERE status = 'failed'"
+            "SELECT count(*) FROM run_accounts WHERE status = 'failed' AND failure = 'out_of_attempts'"
         ),
         2
     );
@@ -111,7 +368,24 @@ async fn a_huge_reply_is_cut_off_and_recorded_as_a_failed_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_drip_reply_times_out_instead_of_hanging() {
-    let (output, ws, elapsed) = sweep_against(Misbehaviour::Drip).await;
+    let exchange = RawExchange::start(|_, _| Reply {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        body: Body::Drip(
+            br#"{"result":"ok","details":{"cancelledOrders":[],"cancelRejects":[]}}"#.to_vec(),
+            Duration::from_millis(200),
+        ),
+    })
+    .await;
+    let started = Instant::now();
+    let (output, ws) = sweep(
+        &exchange.url,
+        &["acct-0001", "acct-0002"],
+        &["--no-verify", "--max-attempts", "2"],
+        &[],
+    )
+    .await;
+    let elapsed = started.elapsed();
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let conn = db(&ws.db());
     assert_eq!(
@@ -123,4 +397,163 @@ async fn a_slow_drip_reply_times_out_instead_of_hanging() {
     );
     // --timeout 2 bounds each attempt; the whole body would take 14 s per attempt to drip.
     assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_date_is_followed_to_the_second() {
+    let exchange = RawExchange::start(|_, ordinal| {
+        if ordinal == 0 {
+            let when = SystemTime::now() + Duration::from_secs(3);
+            return Reply::json(
+                429,
+                r#"{"result":"error","reason":"RateLimit","message":"slow down"}"#,
+            )
+            .header("retry-after", httpdate::fmt_http_date(when));
+        }
+        Reply::empty_cancel_all()
+    })
+    .await;
+    let (output, _ws) = sweep(&exchange.url, &["acct-0001"], &["--no-verify"], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let seen = exchange.seen();
+    assert_eq!(seen.len(), 2);
+    // An HTTP date has whole seconds: three seconds ahead is between two and three from now.
+    let waited = seen[1].at - seen[0].at;
+    assert!(waited >= Duration::from_secs(2), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_what_a_run_waits_stops_it_loudly() {
+    let exchange = RawExchange::start(|_, _| {
+        Reply::json(
+            429,
+            r#"{"result":"error","reason":"RateLimit","message":"slow down"}"#,
+        )
+        .header("retry-after", "3600")
+    })
+    .await;
+    let (output, ws) = sweep(
+        &exchange.url,
+        &["acct-0001", "acct-0002", "acct-0003"],
+        &["--no-verify", "--concurrency", "1"],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    let reason = summary["stop_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("3600 s"), "{reason}");
+    assert_eq!(summary["accounts_not_attempted"], 2);
+    assert_eq!(exchange.seen().len(), 1, "nothing more was sent");
+    let conn = db(&ws.db());
+    let status: String = conn
+        .query_row("SELECT status FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "incomplete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_pauses_the_whole_key() {
+    let exchange = RawExchange::start(|_, ordinal| {
+        if ordinal == 0 {
+            return Reply::json(
+                503,
+                r#"{"result":"error","reason":"Maintenance","message":"maintenance"}"#,
+            )
+            .header("retry-after", "2");
+        }
+        Reply::empty_cancel_all()
+    })
+    .await;
+    let accounts = ["acct-0001", "acct-0002", "acct-0003", "acct-0004"];
+    // Four accounts in parallel at 5/s: without a key-wide pause the next one would leave
+    // 200 ms after the first, while the 503 only paused the account that heard it.
+    let (output, _ws) = sweep(
+        &exchange.url,
+        &accounts,
+        &["--no-verify", "--concurrency", "4", "--rate", "5"],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let seen = exchange.seen();
+    assert_eq!(seen.len(), accounts.len() + 1, "{seen:?}");
+    for later in &seen[1..] {
+        let after = later.at - seen[0].at;
+        assert!(
+            after >= Duration::from_millis(1900),
+            "{:?} left {after:?} after the 503",
+            later.account
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_stops_the_run() {
+    let elsewhere = RawExchange::start(|_, _| Reply::empty_cancel_all()).await;
+    let target = format!("{}/v1/order/cancel/all", elsewhere.url);
+    let exchange =
+        RawExchange::start(move |_, _| Reply::json(307, "").header("location", target.clone()))
+            .await;
+    let (output, _ws) = sweep(
+        &exchange.url,
+        &["acct-0001", "acct-0002", "acct-0003"],
+        &["--no-verify", "--concurrency", "1"],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    assert!(
+        summary["stop_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Redirect"),
+        "{summary}"
+    );
+    assert_eq!(exchange.seen().len(), 1);
+    assert!(
+        elsewhere.seen().is_empty(),
+        "the signed request went nowhere else"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environments_proxy_is_ignored_and_only_an_explicit_one_is_used() {
+    let exchange = RawExchange::start(|_, _| Reply::empty_cancel_all()).await;
+    let proxy = RawExchange::start(|_, _| Reply::empty_cancel_all()).await;
+    let (output, _ws) = sweep(
+        &exchange.url,
+        &["acct-0001"],
+        &["--no-verify"],
+        &[
+            ("HTTP_PROXY", &proxy.url),
+            ("http_proxy", &proxy.url),
+            ("HTTPS_PROXY", &proxy.url),
+            ("ALL_PROXY", &proxy.url),
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(proxy.seen().is_empty(), "no request went to HTTP_PROXY");
+    assert_eq!(exchange.seen().len(), 1);
+
+    let (output, _ws) = sweep(
+        &exchange.url,
+        &["acct-0001"],
+        &["--no-verify", "--proxy", &proxy.url],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let through = proxy.seen();
+    assert_eq!(through.len(), 1, "the request went through --proxy");
+    assert!(
+        through[0].target.starts_with(&exchange.url),
+        "{}",
+        through[0].target
+    );
+    assert_eq!(through[0].api_key.as_deref(), Some(KEY));
+    assert_eq!(exchange.seen().len(), 1, "and not directly");
 }

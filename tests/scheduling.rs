@@ -291,7 +291,8 @@ async fn the_secret_and_the_key_never_appear_in_output_or_database_even_at_trace
     args.extend(["--rate".into(), "1000".into()]);
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run_binary(&args_ref, &[("RUST_LOG", "trace")]).await;
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    // The missing Trader role refuses the key: the run stops at once.
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     assert!(stderr(&output).contains("TRACE"), "trace logging was on");
     let conn = db(&ws.db());
     assert!(
@@ -331,15 +332,36 @@ async fn stalling_server(accounts: usize) -> SimServer {
     start(config).await
 }
 
-/// A sweep of 10 accounts against a stalling simulator, with requests in flight when it returns.
+/// A sweep of 10 accounts against a stalling simulator, with a request in flight when it
+/// returns (only one: until the exchange accepts a cancel-all, a key sends one at a time).
 async fn stalled_sweep(grace: &str) -> (SimServer, Workspace, tokio::process::Child) {
     let server = stalling_server(10).await;
     let (ws, mut args) = sweep_setup(&server);
     args.retain(|a| a != "--timeout" && a != "2");
     args.extend(["--timeout", "50", "--grace", grace, "--rate", "100"].map(String::from));
     let child = spawn_sweep(&args);
-    wait_for_requests(&server, 4).await;
+    wait_for_requests(&server, 1).await;
     (server, ws, child)
+}
+
+/// The request left in flight reads `abandoned`, with the nonce and the time it was sent.
+fn assert_abandoned_with_nonce(conn: &rusqlite::Connection) {
+    let (abandoned, with_nonce): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), sum(nonce <> '' AND sent_at LIKE '20%') FROM attempts WHERE outcome = 'abandoned'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(abandoned, 1, "the request in flight");
+    assert_eq!(with_nonce, 1);
+    assert_eq!(
+        count(
+            conn,
+            "SELECT count(*) FROM attempts WHERE outcome = 'in_flight'"
+        ),
+        0
+    );
 }
 
 async fn wait_for_requests(server: &SimServer, n: u64) {
@@ -359,7 +381,7 @@ fn integrity(conn: &rusqlite::Connection) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_signal_exits_at_once_and_leaves_the_database_consistent() {
+async fn a_second_signal_stops_waiting_but_still_settles_the_run_and_prints_the_summary() {
     let (_server, ws, child) = stalled_sweep("50").await;
     send("-INT", &child);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -368,7 +390,7 @@ async fn a_second_signal_exits_at_once_and_leaves_the_database_consistent() {
     let output = finish(child).await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
-        "exited at once"
+        "did not wait out the 50 s grace period"
     );
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     assert!(
@@ -376,9 +398,24 @@ async fn a_second_signal_exits_at_once_and_leaves_the_database_consistent() {
         "{}",
         stderr(&output)
     );
+    let summary = stdout_json(&output);
+    assert_eq!(summary["status"], "interrupted");
+    assert_eq!(summary["exit_code"], 130);
+    assert_eq!(summary["accounts_unfinished"], 10);
     let conn = db(&ws.db());
     assert_eq!(integrity(&conn), "ok");
-    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
+    let status: String = conn
+        .query_row("SELECT status FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "interrupted", "settled, not left running");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM run_accounts WHERE status = 'pending'"
+        ),
+        0
+    );
+    assert_abandoned_with_nonce(&conn);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,6 +446,7 @@ async fn requests_still_in_flight_after_the_grace_period_are_abandoned() {
         ),
         10
     );
+    assert_abandoned_with_nonce(&conn);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,6 @@ use gemini_sweep::config::SweepConfig;
 use gemini_sweep::engine::{self, Target};
 use gemini_sweep::sim::{FaultConfig, RateLimitConfig};
 use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 
 fn args_with<'a>(base: &'a [String], extra: &'a [&'a str]) -> Vec<&'a str> {
     base.iter()
@@ -221,44 +220,142 @@ async fn transient_faults_are_retried_until_every_account_is_swept() {
     );
 }
 
+/// How a key can be refused, and what the run must then say.
+struct Refusal {
+    name: &'static str,
+    /// Changes the simulator's key.
+    key: fn(&mut gemini_sweep::sim::KeySpec),
+    extra: &'static [&'static str],
+    envs: &'static [(&'static str, &'static str)],
+    /// Said by the stop reason.
+    says: &'static [&'static str],
+    /// Another process uses the key first, with nonces far ahead of the clock.
+    other_process_first: bool,
+}
+
+async fn another_process_ran_ahead(server: &gemini_sweep::sim::SimServer) {
+    let payload = r#"{"request":"/v1/heartbeat","nonce":9000000000000000}"#;
+    let signed = gemini_sweep::signing::sign(SECRET.as_bytes(), payload.as_bytes());
+    let reply = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/heartbeat", server.base_url()))
+        .header("X-GEMINI-APIKEY", KEY)
+        .header("X-GEMINI-PAYLOAD", signed.payload_b64)
+        .header("X-GEMINI-SIGNATURE", signed.signature_hex)
+        .send()
+        .await
+        .expect("the other process's request");
+    assert_eq!(reply.status(), 200);
+}
+
+const REFUSALS: &[Refusal] = &[
+    Refusal {
+        name: "wrong secret",
+        key: |_| {},
+        extra: &[],
+        envs: &[("GEMINI_API_SECRET", "not-the-secret")],
+        says: &["InvalidSignature"],
+        other_process_first: false,
+    },
+    Refusal {
+        name: "no Trader role",
+        key: |k| k.roles = vec![gemini_sweep::sim::Role::Auditor],
+        extra: &[],
+        envs: &[],
+        says: &["MissingRole"],
+        other_process_first: false,
+    },
+    Refusal {
+        name: "a time-based key swept with increasing nonces",
+        key: |k| k.nonce_mode = gemini_sweep::sim::NonceMode::Time,
+        extra: &[],
+        envs: &[],
+        says: &["InvalidNonce", "--nonce-mode time"],
+        other_process_first: false,
+    },
+    Refusal {
+        name: "an increasing key swept with time nonces",
+        key: |_| {},
+        extra: &["--nonce-mode", "time"],
+        envs: &[],
+        says: &["InvalidNonce", "--nonce-mode increasing"],
+        other_process_first: false,
+    },
+    Refusal {
+        name: "another process ahead on the key",
+        key: |_| {},
+        extra: &[],
+        envs: &[],
+        says: &["InvalidNonce", "another process"],
+        other_process_first: true,
+    },
+];
+
+/// A key the exchange refuses stops the run at once: at most --concurrency + 2 requests for any
+/// number of accounts, exit 4, and every account not reached recorded as not attempted, with
+/// the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_secret_fails_every_account_at_once_without_retries() {
-    let server = start(sim_config(12)).await;
-    let (ws, base) = sweep_setup(&server);
-    let output = run_binary(
-        &args_with(&base, &["--rate", "1000"]),
-        &[("GEMINI_API_SECRET", "not-the-secret")],
-    )
-    .await;
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let summary = stdout_json(&output);
-    assert_eq!(summary["accounts_failed"], 12);
-    // Snapshot and cancel-all are each tried once (the cancel is tried even though the snapshot
-    // failed: cancelling matters more); nothing is retried and there is nothing to verify.
-    assert_eq!(summary["attempts"], 24, "no retries");
-    let conn = db(&ws.db());
-    assert_eq!(
-        count(
+async fn a_refused_key_stops_the_run_at_once() {
+    const ACCOUNTS: usize = 200;
+    const CONCURRENCY: u64 = 8;
+    for case in REFUSALS {
+        let mut config = sim_config(ACCOUNTS);
+        (case.key)(&mut config.keys[0]);
+        let server = start(config).await;
+        if case.other_process_first {
+            another_process_ran_ahead(&server).await;
+        }
+        let requests_before = server.ledger().counters.requests;
+        let (ws, base) = sweep_setup(&server);
+        let mut extra = vec!["--rate", "1000", "--concurrency", "8"];
+        extra.extend(case.extra);
+        let output = run_binary(&args_with(&base, &extra), case.envs).await;
+        let name = case.name;
+        assert_eq!(output.status.code(), Some(4), "{name}: {}", stderr(&output));
+        let sent = server.ledger().counters.requests - requests_before;
+        assert!(
+            sent <= CONCURRENCY + 2,
+            "{name}: {sent} requests reached the exchange"
+        );
+        let summary = stdout_json(&output);
+        assert_eq!(summary["status"], "refused", "{name}");
+        let reason = summary["stop_reason"].as_str().unwrap_or_default();
+        for needle in case.says {
+            assert!(
+                reason.contains(needle),
+                "{name}: {needle:?} not in {reason}"
+            );
+        }
+        let conn = db(&ws.db());
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM attempts") as u64,
+            sent,
+            "{name}: every request that left has a row"
+        );
+        let not_attempted = count(
             &conn,
-            "SELECT count(*) FROM (SELECT account, phase FROM attempts GROUP BY 1, 2 HAVING count(*) > 1)"
-        ),
-        0
-    );
-    assert_eq!(
-        count(
-            &conn,
-            "SELECT count(*) FROM run_accounts WHERE last_error LIKE 'InvalidSignature%'"
-        ),
-        12
-    );
-    assert_eq!(server.ledger().counters.signature_errors, 24);
+            "SELECT count(*) FROM run_accounts WHERE status = 'not_attempted' AND last_error LIKE 'not attempted: %'",
+        );
+        assert!(
+            not_attempted >= (ACCOUNTS as i64) - sent as i64,
+            "{name}: {not_attempted} not attempted"
+        );
+        assert_eq!(summary["accounts_not_attempted"], not_attempted, "{name}");
+        assert_eq!(summary["accounts_ok"], 0, "{name}");
+        assert!(
+            stderr(&output).contains("no further request will be sent"),
+            "{name}"
+        );
+    }
 }
 
 /// A clock the test can step.
 struct OffsetClock(AtomicU64);
 impl Clock for OffsetClock {
-    fn now_ms(&self) -> u64 {
-        SystemClock.now_ms() - self.0.load(Ordering::SeqCst)
+    fn now_us(&self) -> u64 {
+        SystemClock.now_us() - self.0.load(Ordering::SeqCst) * 1000
     }
 }
 
@@ -274,7 +371,9 @@ fn library_config(url: String, db: std::path::PathBuf, concurrency: u32) -> Swee
         reject_retries: 1,
         verify: true,
         nonce_mode: NonceMode::Increasing,
-        lock_dir: db.parent().unwrap().to_path_buf(),
+        lock_dir: None,
+        proxy: None,
+        group: gemini_sweep::config::DEFAULT_GROUP.into(),
         db,
         retry_base: Duration::from_millis(20),
         grace: Duration::from_secs(5),
@@ -320,7 +419,7 @@ async fn nonces_survive_a_second_run_and_a_clock_stepped_back_an_hour() {
                 credentials(),
                 Target::New(entries(&names)),
                 clock.clone(),
-                CancellationToken::new(),
+                engine::Stopping::default(),
                 || None,
             ),
         )
@@ -381,7 +480,7 @@ async fn thirty_two_in_flight_lose_no_account_to_nonce_races() {
             credentials(),
             Target::New(entries(&names)),
             Arc::new(SystemClock),
-            CancellationToken::new(),
+            engine::Stopping::default(),
             || None,
         ),
     )
@@ -425,8 +524,8 @@ async fn a_time_mode_key_is_swept_with_second_nonces_and_never_races() {
     let nonce: String = conn
         .query_row("SELECT nonce FROM attempts LIMIT 1", [], |r| r.get(0))
         .unwrap();
-    let (secs, millis) = nonce.split_once('.').expect("seconds.millis");
-    assert_eq!(millis.len(), 3, "{nonce}");
+    let (secs, micros) = nonce.split_once('.').expect("seconds.micros");
+    assert_eq!(micros.len(), 6, "{nonce}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -456,14 +555,14 @@ async fn quick_successive_time_mode_runs_keep_their_nonces_near_the_clock() {
     }
     assert_eq!(server.ledger().counters.nonce_errors, 0);
     let conn = db(&ws.db());
-    let mark = count(&conn, "SELECT high_water_ms FROM nonce_high_water");
+    let mark = count(&conn, "SELECT high_water_us FROM nonce_high_water");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as i64;
+        .as_micros() as i64;
     assert!(
-        mark - now < 1_000,
-        "the mark is the last nonce used, not leases stacked: {} ms ahead",
+        mark - now < 1_000_000,
+        "the mark is the last nonce used, not leases stacked: {} us ahead",
         mark - now
     );
 }

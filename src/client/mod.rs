@@ -1,30 +1,55 @@
 //! Talking to the exchange: signed private calls over reqwest, and what each reply means.
 //!
-//! The client knows HTTP, signing and nonces; it does not retry or rate-limit (the engine does).
-//! Every call returns an [`Attempt`] describing exactly what was sent and what came back, so the
-//! engine can record it whatever happened.
+//! The client knows HTTP, signing and the wire format; it does not retry, pace or record (the
+//! engine does). One call is [`ExchangeClient::exchange`]: it signs the payload with the nonce it
+//! is given, sends it, reads the reply within its deadline and returns an [`Exchanged`] that says
+//! exactly what came back, whatever happened.
 
 pub mod nonce;
+pub mod reply;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use crate::signing;
 pub use nonce::{Clock, Nonce, NonceMode, NonceSource, SystemClock};
+pub use reply::{Chunk, Collected, Expect, NonceRefusal, OpenOrder, Pause, Verdict};
 
-pub const CANCEL_ALL: &str = "/v1/order/cancel/all";
-pub const LIST_ORDERS: &str = "/v1/orders";
+/// The private endpoints gemini-sweep calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    CancelAll,
+    ListOrders,
+}
 
-/// Replies larger than this are not read further: no legitimate cancel-all answer comes close,
-/// and an unbounded read is how a broken proxy exhausts memory.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::CancelAll => "/v1/order/cancel/all",
+            Endpoint::ListOrders => "/v1/orders",
+        }
+    }
+
+    fn expect(self) -> Expect {
+        match self {
+            Endpoint::CancelAll => Expect::CancelAll,
+            Endpoint::ListOrders => Expect::Orders,
+        }
+    }
+}
 
 /// How much of a reply is kept for the audit trail.
 pub const RECORDED_BODY_BYTES: usize = 4 * 1024;
+/// Successful replies up to this size are parsed in memory; larger ones are streamed.
+const IN_MEMORY_BYTES: usize = 1024 * 1024;
+/// Error replies are read this far (the JSON error is small; an HTML page is not worth more).
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Once the headers are in, a reply may take `--timeout` plus one second per this many bytes:
+/// a 5 GB listing can finish, a reply dripping a byte at a time cannot hold a request hostage.
+const BYTES_PER_EXTRA_SECOND: u64 = 1024 * 1024;
 
 /// The API key and its secret. The secret is only exposed to the signer.
 pub struct Credentials {
@@ -59,108 +84,63 @@ impl std::fmt::Debug for Credentials {
 pub struct ClientOptions {
     pub base_url: reqwest::Url,
     pub timeout: Duration,
+    /// The only proxy requests may go through; without it, none (the environment's HTTP_PROXY
+    /// and friends are ignored, so the signed key never goes anywhere the user did not name).
+    pub proxy: Option<reqwest::Url>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot build the HTTP client: {0}")]
-    Build(String),
-    #[error(transparent)]
-    Nonce(#[from] nonce::NonceError),
-}
-
-/// What the exchange's answer to one call means for the caller.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    CancelAll {
-        cancelled: Vec<u64>,
-        rejected: Vec<u64>,
-    },
-    /// The account's active orders.
-    Orders(Vec<OpenOrder>),
-    /// Worth another attempt with a fresh nonce after a pause.
-    Transient {
-        reason: String,
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    /// Repeating the call cannot succeed.
-    Permanent { reason: String, message: String },
-}
-
-impl Outcome {
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Outcome::CancelAll { .. } | Outcome::Orders(_) => None,
-            Outcome::Transient { reason, .. } | Outcome::Permanent { reason, .. } => Some(reason),
-        }
-    }
-
-    pub fn is_rate_limited(&self) -> bool {
-        matches!(self, Outcome::Transient { reason, .. } if reason == REASON_RATE_LIMIT)
-    }
-}
-
-/// Reasons the client gives to failures that never reached a JSON error body.
-pub const REASON_RATE_LIMIT: &str = "RateLimit";
-pub const REASON_TIMEOUT: &str = "Timeout";
-pub const REASON_CONNECTION: &str = "ConnectionError";
-pub const REASON_UNPARSEABLE: &str = "UnparseableBody";
-pub const REASON_TOO_LARGE: &str = "ResponseTooLarge";
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(String);
 
 /// One HTTP exchange, as it is recorded.
 #[derive(Debug, Clone)]
-pub struct Attempt {
-    pub endpoint: &'static str,
-    pub nonce: String,
-    pub sent_at: SystemTime,
+pub struct Exchanged {
     pub latency: Duration,
     pub http_status: Option<u16>,
-    /// The start of the reply as it came, for the audit trail (lossy UTF-8).
-    pub body: String,
+    /// The start of the reply as it came, for the audit trail (lossy UTF-8, key redacted).
+    pub body: Option<String>,
     pub body_truncated: bool,
-    pub outcome: Outcome,
+    pub verdict: Verdict,
 }
 
 pub struct ExchangeClient {
     http: reqwest::Client,
     base_url: reqwest::Url,
+    timeout: Duration,
     credentials: Credentials,
     /// Computed once: every reply is scrubbed with it.
     key_fingerprint: String,
-    nonces: Arc<NonceSource>,
 }
 
 impl ExchangeClient {
-    pub fn new(
-        options: &ClientOptions,
-        credentials: Credentials,
-        nonces: Arc<NonceSource>,
-    ) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(options.timeout)
+    pub fn new(options: &ClientOptions, credentials: Credentials) -> Result<Self, ClientError> {
+        let builder = reqwest::Client::builder()
             .connect_timeout(options.timeout.min(Duration::from_secs(5)))
             // A pooled connection kept longer than the server's keep-alive fails on reuse.
             .pool_idle_timeout(Duration::from_secs(20))
+            .tcp_nodelay(true)
             .user_agent(concat!("gemini-sweep/", env!("CARGO_PKG_VERSION")))
             .https_only(options.base_url.scheme() == "https")
-            .build()
-            .map_err(|e| ClientError::Build(e.to_string()))?;
+            // A redirect would carry the signed headers to wherever it points.
+            .redirect(reqwest::redirect::Policy::none());
+        let builder = match &options.proxy {
+            Some(url) => builder
+                .proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| ClientError(e.to_string()))?),
+            None => builder.no_proxy(),
+        };
+        let http = builder.build().map_err(|e| ClientError(e.to_string()))?;
         Ok(ExchangeClient {
             http,
             base_url: options.base_url.clone(),
+            timeout: options.timeout,
             key_fingerprint: credentials.fingerprint(),
             credentials,
-            nonces,
         })
     }
 
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
-    }
-
-    pub fn nonces(&self) -> &NonceSource {
-        &self.nonces
     }
 
     /// Some replies quote the key (MissingRole: "...roles [Trader] to API key master-..."); the
@@ -169,18 +149,26 @@ impl ExchangeClient {
         text.replace(&self.credentials.key, &self.key_fingerprint)
     }
 
-    fn redact_outcome(&self, outcome: Outcome) -> Outcome {
-        match outcome {
-            Outcome::Transient {
+    fn redact_verdict(&self, verdict: Verdict) -> Verdict {
+        match verdict {
+            Verdict::Transient {
                 reason,
                 message,
-                retry_after,
-            } => Outcome::Transient {
+                pause,
+            } => Verdict::Transient {
                 reason: self.redact(&reason),
                 message: self.redact(&message),
-                retry_after,
+                pause,
             },
-            Outcome::Permanent { reason, message } => Outcome::Permanent {
+            Verdict::NonceRefused { refusal, message } => Verdict::NonceRefused {
+                refusal,
+                message: self.redact(&message),
+            },
+            Verdict::AccountRefused { reason, message } => Verdict::AccountRefused {
+                reason: self.redact(&reason),
+                message: self.redact(&message),
+            },
+            Verdict::KeyRefused { reason, message } => Verdict::KeyRefused {
                 reason: self.redact(&reason),
                 message: self.redact(&message),
             },
@@ -188,27 +176,17 @@ impl ExchangeClient {
         }
     }
 
-    /// `POST /v1/order/cancel/all` for one account (`None`: the account key's own account).
-    pub async fn cancel_all(&self, account: Option<&str>) -> Result<Attempt, ClientError> {
-        self.call(CANCEL_ALL, account, parse_cancel_all).await
-    }
-
-    /// `POST /v1/orders`: the account's active orders.
-    pub async fn list_orders(&self, account: Option<&str>) -> Result<Attempt, ClientError> {
-        self.call(LIST_ORDERS, account, parse_orders).await
-    }
-
-    async fn call(
+    /// Signs and sends one call with `nonce`, for `account` (`None`: the account key's own), and
+    /// reads the reply. Ids of a reply too large to hold go to `spill` while it is read.
+    pub async fn exchange(
         &self,
-        endpoint: &'static str,
+        endpoint: Endpoint,
         account: Option<&str>,
-        parse_ok: fn(&[u8]) -> Option<Outcome>,
-    ) -> Result<Attempt, ClientError> {
-        // The nonce is taken at the last moment so that calls leave in nonce order as far as
-        // the network allows.
-        let nonce = self.nonces.next().await?;
+        nonce: &Nonce,
+        spill: mpsc::Sender<Chunk>,
+    ) -> Exchanged {
         let mut payload = serde_json::Map::new();
-        payload.insert("request".into(), endpoint.into());
+        payload.insert("request".into(), endpoint.path().into());
         payload.insert("nonce".into(), nonce.to_json());
         if let Some(account) = account {
             payload.insert("account".into(), account.into());
@@ -218,14 +196,11 @@ impl ExchangeClient {
             self.credentials.secret.expose_secret().as_bytes(),
             payload.as_bytes(),
         );
-        let url = self
-            .base_url
-            .join(endpoint)
-            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let mut url = self.base_url.clone();
+        url.set_path(endpoint.path());
 
-        let sent_at = SystemTime::now();
         let started = Instant::now();
-        let sent = self
+        let request = self
             .http
             .post(url)
             .header("X-GEMINI-APIKEY", &self.credentials.key)
@@ -234,86 +209,284 @@ impl ExchangeClient {
             .header("Content-Type", "text/plain")
             .header("Content-Length", "0")
             .header("Cache-Control", "no-cache")
-            .send()
-            .await;
-
-        let mut attempt = Attempt {
-            endpoint,
-            nonce: nonce.to_string(),
-            sent_at,
-            latency: Duration::ZERO,
+            .send();
+        let no_reply = |reason: &str, message: String| Exchanged {
+            latency: started.elapsed(),
             http_status: None,
-            body: String::new(),
+            body: None,
             body_truncated: false,
-            outcome: Outcome::Transient {
-                reason: String::new(),
-                message: String::new(),
-                retry_after: None,
+            verdict: Verdict::Transient {
+                reason: reason.into(),
+                message,
+                pause: None,
             },
         };
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                attempt.latency = started.elapsed();
-                attempt.outcome = transport_failure(&e);
-                return Ok(attempt);
+        let response = match tokio::time::timeout(self.timeout, request).await {
+            Err(_) => {
+                return no_reply(
+                    reply::REASON_TIMEOUT,
+                    format!("no reply within {:?}", self.timeout),
+                );
             }
+            Ok(Err(e)) => return no_reply(transport_reason(&e), self.redact(&error_chain(&e))),
+            Ok(Ok(r)) => r,
         };
+
         let status = response.status().as_u16();
-        attempt.http_status = Some(status);
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let body = read_capped(response).await;
-        attempt.latency = started.elapsed();
-        let (bytes, complete) = match body {
-            Ok(b) => b,
-            Err(e) => {
-                attempt.outcome = transport_failure(&e);
-                return Ok(attempt);
-            }
+        let header = |name: reqwest::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
         };
-        attempt.body_truncated = bytes.len() > RECORDED_BODY_BYTES || !complete;
-        attempt.body = self.redact(&String::from_utf8_lossy(
-            &bytes[..bytes.len().min(RECORDED_BODY_BYTES)],
-        ));
-        attempt.outcome = if complete {
-            self.redact_outcome(classify(status, &bytes, retry_after, parse_ok))
+        let retry_after = header(reqwest::header::RETRY_AFTER)
+            .and_then(|v| reply::parse_retry_after(&v, SystemTime::now()));
+        let location = header(reqwest::header::LOCATION);
+        let deadline = Deadline::new(started, self.timeout);
+
+        let read = if status == 200 {
+            read_ok(response, endpoint.expect(), deadline, spill).await
         } else {
-            Outcome::Transient {
-                reason: REASON_TOO_LARGE.into(),
-                message: format!("reply longer than {MAX_BODY_BYTES} bytes; not read further"),
-                retry_after: None,
-            }
+            drop(spill);
+            read_error(response, deadline, status, retry_after, location.as_deref()).await
         };
-        Ok(attempt)
-    }
-}
-
-/// Reads at most `MAX_BODY_BYTES`; the flag says whether the whole body fitted.
-async fn read_capped(mut response: reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Ok((body, false));
+        let head = &read.head[..read.head.len().min(RECORDED_BODY_BYTES)];
+        Exchanged {
+            latency: started.elapsed(),
+            http_status: Some(status),
+            body: Some(self.redact(&String::from_utf8_lossy(head))),
+            body_truncated: read.head.len() > RECORDED_BODY_BYTES || read.more,
+            verdict: self.redact_verdict(read.verdict),
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok((body, true))
 }
 
-fn transport_failure(e: &reqwest::Error) -> Outcome {
-    let reason = if e.is_timeout() {
-        REASON_TIMEOUT
-    } else {
-        REASON_CONNECTION
-    };
-    Outcome::Transient {
-        reason: reason.into(),
+/// When a reply must be complete: `timeout` after sending, plus a second per MiB received.
+#[derive(Clone, Copy)]
+struct Deadline {
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn new(started: Instant, timeout: Duration) -> Self {
+        Deadline { started, timeout }
+    }
+
+    fn after(&self, received: u64) -> tokio::time::Instant {
+        let extra = Duration::from_secs(received / BYTES_PER_EXTRA_SECOND);
+        tokio::time::Instant::from_std(self.started + self.timeout + extra)
+    }
+}
+
+struct Read {
+    /// The reply's first bytes (at least what the audit trail keeps).
+    head: Vec<u8>,
+    /// More followed than `head` holds.
+    more: bool,
+    verdict: Verdict,
+}
+
+fn timed_out(received: u64) -> Verdict {
+    Verdict::Transient {
+        reason: reply::REASON_TIMEOUT.into(),
+        message: format!("the reply did not finish in time ({received} bytes received)"),
+        pause: None,
+    }
+}
+
+fn broken(e: &reqwest::Error) -> Verdict {
+    Verdict::Transient {
+        reason: transport_reason(e).into(),
         message: error_chain(e),
-        retry_after: None,
+        pause: None,
+    }
+}
+
+fn unparseable(detail: &str) -> Verdict {
+    Verdict::Transient {
+        reason: reply::REASON_UNPARSEABLE.into(),
+        message: format!("HTTP 200 whose body is not the expected JSON ({detail})"),
+        pause: None,
+    }
+}
+
+async fn read_error(
+    mut response: reqwest::Response,
+    deadline: Deadline,
+    status: u16,
+    retry_after: Option<Duration>,
+    location: Option<&str>,
+) -> Read {
+    let mut body = Vec::new();
+    let mut more = false;
+    loop {
+        match tokio::time::timeout_at(deadline.after(body.len() as u64), response.chunk()).await {
+            Err(_) => break,
+            Ok(Err(_)) | Ok(Ok(None)) => break,
+            Ok(Ok(Some(chunk))) => {
+                let room = ERROR_BODY_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if chunk.len() >= room {
+                    more = true;
+                    break;
+                }
+            }
+        }
+    }
+    let verdict = reply::classify_error(status, &body, retry_after, location);
+    Read {
+        head: body,
+        more,
+        verdict,
+    }
+}
+
+async fn read_ok(
+    mut response: reqwest::Response,
+    expect: Expect,
+    deadline: Deadline,
+    spill: mpsc::Sender<Chunk>,
+) -> Read {
+    let mut buffer = Vec::new();
+    loop {
+        let next =
+            tokio::time::timeout_at(deadline.after(buffer.len() as u64), response.chunk()).await;
+        match next {
+            Err(_) => {
+                let verdict = timed_out(buffer.len() as u64);
+                return buffer_head(buffer, true, verdict);
+            }
+            Ok(Err(e)) => {
+                return Read {
+                    head: buffer,
+                    more: false,
+                    verdict: broken(&e),
+                };
+            }
+            Ok(Ok(None)) => {
+                let verdict = reply::parse_ok(expect, &buffer)
+                    .map_or_else(|| unparseable("not the documented shape"), Verdict::Ok);
+                return Read {
+                    head: buffer,
+                    more: false,
+                    verdict,
+                };
+            }
+            Ok(Ok(Some(chunk))) => {
+                buffer.extend_from_slice(&chunk);
+                if buffer.len() > IN_MEMORY_BYTES {
+                    return stream_ok(response, expect, deadline, buffer, spill).await;
+                }
+            }
+        }
+    }
+}
+
+fn buffer_head(mut buffer: Vec<u8>, more: bool, verdict: Verdict) -> Read {
+    buffer.truncate(RECORDED_BODY_BYTES + 1);
+    Read {
+        head: buffer,
+        more,
+        verdict,
+    }
+}
+
+/// A successful reply too large to hold: the body is pumped into a parser on a blocking thread,
+/// whose ids leave through `spill` in chunks as they are parsed.
+async fn stream_ok(
+    mut response: reqwest::Response,
+    expect: Expect,
+    deadline: Deadline,
+    first: Vec<u8>,
+    spill: mpsc::Sender<Chunk>,
+) -> Read {
+    let (bytes_tx, bytes_rx) = mpsc::channel::<bytes::Bytes>(16);
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut spill = |chunk: Chunk| {
+            spill
+                .blocking_send(chunk)
+                .map_err(|_| "the recorder stopped".to_string())
+        };
+        reply::parse_streaming(expect, ChannelReader::new(bytes_rx), &mut spill)
+    });
+    let mut received = first.len() as u64;
+    let head = first[..RECORDED_BODY_BYTES].to_vec();
+    let mut failure = None;
+    if bytes_tx.send(first.into()).await.is_ok() {
+        loop {
+            match tokio::time::timeout_at(deadline.after(received), response.chunk()).await {
+                Err(_) => {
+                    failure = Some(timed_out(received));
+                    break;
+                }
+                Ok(Err(e)) => {
+                    failure = Some(broken(&e));
+                    break;
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => {
+                    received += chunk.len() as u64;
+                    // The parser stopped early (malformed JSON): its verdict says why.
+                    if bytes_tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // End of input: the parser finishes (or fails on a truncated document).
+    drop(bytes_tx);
+    let parsed = parser
+        .await
+        .unwrap_or_else(|e| Err(format!("the parser failed: {e}")));
+    let verdict = match (failure, parsed) {
+        (Some(failure), _) => failure,
+        (None, Ok(collected)) => Verdict::Ok(collected),
+        (None, Err(detail)) => unparseable(&detail),
+    };
+    Read {
+        head,
+        more: true,
+        verdict,
+    }
+}
+
+/// A blocking `Read` over body chunks sent from the async side.
+struct ChannelReader {
+    chunks: mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl ChannelReader {
+    fn new(chunks: mpsc::Receiver<bytes::Bytes>) -> Self {
+        ChannelReader {
+            chunks,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+fn transport_reason(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        reply::REASON_TIMEOUT
+    } else {
+        reply::REASON_CONNECTION
     }
 }
 
@@ -329,260 +502,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(300.0)))
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    reason: Option<String>,
-    message: Option<String>,
-}
-
-/// Exchange reasons worth another attempt. Everything else with a 4xx status is permanent.
-fn is_transient_reason(reason: &str) -> bool {
-    matches!(
-        reason,
-        "InvalidNonce" | "RateLimit" | "Too Many Requests" | "System" | "Maintenance"
-    )
-}
-
-/// What a complete reply means. Pure, so that every status and body shape can be tested (and
-/// fuzzed) without a server.
-pub fn classify(
-    status: u16,
-    body: &[u8],
-    retry_after: Option<Duration>,
-    parse_ok: fn(&[u8]) -> Option<Outcome>,
-) -> Outcome {
-    if status == 200 {
-        return parse_ok(body).unwrap_or_else(|| Outcome::Transient {
-            reason: REASON_UNPARSEABLE.into(),
-            message: "HTTP 200 whose body is not the expected JSON".into(),
-            retry_after: None,
-        });
-    }
-    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
-    let reason = parsed
-        .as_ref()
-        .and_then(|b| b.reason.clone())
-        .unwrap_or_else(|| format!("HTTP{status}"));
-    let message = parsed
-        .and_then(|b| b.message)
-        .unwrap_or_else(|| format!("HTTP {status} without a JSON error body"));
-    let reason = if status == 429 {
-        // The docs say `RateLimit`, an OpenAPI example says `Too Many Requests`: one name here.
-        REASON_RATE_LIMIT.to_string()
-    } else {
-        reason
-    };
-    if status == 429 || status >= 500 || is_transient_reason(&reason) {
-        Outcome::Transient {
-            reason,
-            message,
-            retry_after,
-        }
-    } else {
-        Outcome::Permanent { reason, message }
-    }
-}
-
-#[derive(Deserialize)]
-struct CancelAllReply {
-    result: String,
-    details: CancelAllDetails,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CancelAllDetails {
-    cancelled_orders: Vec<u64>,
-    cancel_rejects: Vec<u64>,
-}
-
-pub fn parse_cancel_all(body: &[u8]) -> Option<Outcome> {
-    let reply: CancelAllReply = serde_json::from_slice(body).ok()?;
-    (reply.result == "ok").then_some(Outcome::CancelAll {
-        cancelled: reply.details.cancelled_orders,
-        rejected: reply.details.cancel_rejects,
-    })
-}
-
-/// One active order as `/v1/orders` lists it (the fields the audit trail keeps).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenOrder {
-    pub order_id: u64,
-    pub symbol: String,
-    pub side: String,
-    pub price: String,
-    pub remaining_amount: String,
-    pub client_order_id: Option<String>,
-    pub timestampms: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct OrderWire {
-    /// A string on the wire; some clients have seen numbers, so both are read.
-    order_id: IdWire,
-    #[serde(default)]
-    symbol: String,
-    #[serde(default)]
-    side: String,
-    #[serde(default)]
-    price: Option<serde_json::Value>,
-    #[serde(default)]
-    remaining_amount: Option<serde_json::Value>,
-    #[serde(default)]
-    client_order_id: Option<String>,
-    #[serde(default)]
-    timestampms: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum IdWire {
-    Text(String),
-    Number(u64),
-}
-
-fn decimal_text(v: Option<serde_json::Value>) -> String {
-    match v {
-        Some(serde_json::Value::String(s)) => s,
-        Some(other) => other.to_string(),
-        None => String::new(),
-    }
-}
-
-pub fn parse_orders(body: &[u8]) -> Option<Outcome> {
-    let wire: Vec<OrderWire> = serde_json::from_slice(body).ok()?;
-    let mut orders = Vec::with_capacity(wire.len());
-    for o in wire {
-        let order_id = match o.order_id {
-            IdWire::Text(t) => t.trim().parse().ok()?,
-            IdWire::Number(n) => n,
-        };
-        orders.push(OpenOrder {
-            order_id,
-            symbol: o.symbol,
-            side: o.side,
-            price: decimal_text(o.price),
-            remaining_amount: decimal_text(o.remaining_amount),
-            client_order_id: o.client_order_id.filter(|c| !c.is_empty()),
-            timestampms: o.timestampms,
-        });
-    }
-    Some(Outcome::Orders(orders))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cancel(status: u16, body: &str) -> Outcome {
-        classify(status, body.as_bytes(), None, parse_cancel_all)
-    }
-
-    #[test]
-    fn reads_the_documented_cancel_all_reply() {
-        let body = r#"{"result":"ok","details":{"cancelledOrders":[330429106,330429079],"cancelRejects":[18446744073709551615]}}"#;
-        assert_eq!(
-            cancel(200, body),
-            Outcome::CancelAll {
-                cancelled: vec![330429106, 330429079],
-                rejected: vec![u64::MAX]
-            }
-        );
-    }
-
-    #[test]
-    fn reads_the_documented_orders_listing() {
-        let body = r#"[{"order_id":"106817811","id":"106817811","symbol":"btcusd","exchange":"gemini","avg_execution_price":"0.00","side":"buy","type":"exchange limit","timestamp":"1547220404","timestampms":1547220404836,"is_live":true,"is_cancelled":false,"is_hidden":false,"was_forced":false,"executed_amount":"0","remaining_amount":"1","client_order_id":"20190110-4738721","options":[],"price":"3633.00","original_amount":"1"}]"#;
-        let Some(Outcome::Orders(orders)) = parse_orders(body.as_bytes()) else {
-            panic!("not parsed");
-        };
-        assert_eq!(
-            orders,
-            vec![OpenOrder {
-                order_id: 106817811,
-                symbol: "btcusd".into(),
-                side: "buy".into(),
-                price: "3633.00".into(),
-                remaining_amount: "1".into(),
-                client_order_id: Some("20190110-4738721".into()),
-                timestampms: Some(1547220404836),
-            }]
-        );
-        assert_eq!(parse_orders(b"[]"), Some(Outcome::Orders(vec![])));
-        assert_eq!(parse_orders(br#"[{"order_id":"12x"}]"#), None);
-        assert_eq!(parse_orders(br#"{"result":"ok"}"#), None);
-    }
-
-    #[test]
-    fn a_200_that_is_not_the_json_is_transient() {
-        for body in [
-            r#"{"result":"ok","details":{"cancelledOrders":[1,2"#,
-            "<html><body>502 Bad Gateway</body></html>",
-            "",
-            r#"{"result":"error","details":{"cancelledOrders":[],"cancelRejects":[]}}"#,
-        ] {
-            assert!(
-                matches!(cancel(200, body), Outcome::Transient { ref reason, .. } if reason == REASON_UNPARSEABLE),
-                "{body}"
-            );
-        }
-    }
-
-    #[test]
-    fn sorts_errors_into_transient_and_permanent() {
-        let err =
-            |reason: &str| format!(r#"{{"result":"error","reason":"{reason}","message":"m"}}"#);
-        for (status, reason) in [
-            (400, "InvalidNonce"),
-            (429, "RateLimit"),
-            (429, "Too Many Requests"),
-            (500, "System"),
-            (503, "Maintenance"),
-            (504, "Whatever"),
-        ] {
-            assert!(
-                matches!(cancel(status, &err(reason)), Outcome::Transient { .. }),
-                "{status} {reason}"
-            );
-        }
-        for (status, reason) in [
-            (400, "InvalidSignature"),
-            (400, "InvalidAccountName"),
-            (400, "MissingAccounts"),
-            (400, "AccountClosed"),
-            (403, "MissingRole"),
-            (404, "EndpointNotFound"),
-        ] {
-            assert_eq!(
-                cancel(status, &err(reason)),
-                Outcome::Permanent {
-                    reason: reason.into(),
-                    message: "m".into()
-                }
-            );
-        }
-        assert!(cancel(429, &err("Too Many Requests")).is_rate_limited());
-        assert!(
-            matches!(cancel(502, "<html>bad gateway</html>"), Outcome::Transient { ref reason, .. } if reason == "HTTP502")
-        );
-        assert!(
-            matches!(cancel(418, "teapot"), Outcome::Permanent { ref reason, .. } if reason == "HTTP418")
-        );
-    }
-
-    #[test]
-    fn honours_numeric_retry_after_only() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_retry_after("1e9"), Some(Duration::from_secs(300)));
-    }
 
     #[test]
     fn credentials_never_print_the_secret_or_the_key() {
@@ -595,5 +517,21 @@ mod tests {
         assert!(!shown.contains("AbCdEf123"));
         assert!(creds.fingerprint().starts_with("master:"));
         assert!(creds.is_master());
+    }
+
+    #[test]
+    fn the_reply_deadline_grows_with_what_arrived() {
+        let started = Instant::now();
+        let d = Deadline::new(started, Duration::from_secs(10));
+        assert_eq!(d.after(0).into_std(), started + Duration::from_secs(10));
+        assert_eq!(
+            d.after(5 * 1024 * 1024 * 1024).into_std(),
+            started + Duration::from_secs(10 + 5 * 1024)
+        );
+        assert_eq!(
+            d.after(1000).into_std(),
+            started + Duration::from_secs(10),
+            "a trickle earns nothing"
+        );
     }
 }

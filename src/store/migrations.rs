@@ -15,6 +15,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_reconciliation.sql",
         include_str!("../../migrations/0002_reconciliation.sql"),
     ),
+    (
+        3,
+        "0003_invocations.sql",
+        include_str!("../../migrations/0003_invocations.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {
@@ -27,21 +32,78 @@ pub enum MigrationError {
         "its schema version is {found}, newer than this gemini-sweep knows ({known}); use a newer gemini-sweep"
     )]
     TooNew { found: i64, known: i64 },
+    #[error(
+        "not a gemini-sweep database ({0}); give --db a file gemini-sweep created, or a new path"
+    )]
+    Foreign(String),
+    #[error("not a usable SQLite database ({0})")]
+    NotSqlite(rusqlite::Error),
     #[error("{0}")]
     Sql(#[from] rusqlite::Error),
 }
 
-pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if current > latest_version() {
+/// Reads the schema version, refusing files that are not gemini-sweep's: not SQLite at all, or
+/// another program's database (its `user_version` would otherwise be misread as ours).
+pub fn check_identity(conn: &Connection) -> Result<i64, MigrationError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(MigrationError::NotSqlite)?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+             ORDER BY name",
+        )
+        .map_err(MigrationError::NotSqlite)?;
+    let tables = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let ours = tables.iter().any(|t| t == "schema_migrations");
+    if version == 0 && !tables.is_empty() && !ours {
+        let mut shown = tables
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if tables.len() > 5 {
+            shown.push_str(", ...");
+        }
+        return Err(MigrationError::Foreign(format!(
+            "it already holds tables gemini-sweep did not create: {shown}"
+        )));
+    }
+    if version > 0 && !ours {
+        return Err(MigrationError::Foreign(format!(
+            "its user_version is {version}, but it has none of gemini-sweep's tables"
+        )));
+    }
+    if version > latest_version() {
         return Err(MigrationError::TooNew {
-            found: current,
+            found: version,
             known: latest_version(),
         });
     }
+    Ok(version)
+}
+
+/// Applies the missing migrations. Foreign keys are off while they run (rebuilding a table that
+/// others reference needs it; the bundled SQLite turns them on by default) and are checked before
+/// the transaction commits.
+pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
+    let current = check_identity(conn)?;
     if current == latest_version() {
         return Ok(());
     }
+    let enforced: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA foreign_keys = OFF;")?;
+    let result = apply(conn, current);
+    if enforced {
+        conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+    }
+    result
+}
+
+fn apply(conn: &mut Connection, current: i64) -> Result<(), MigrationError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -57,6 +119,14 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
              VALUES (?1, ?2, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
             (version, name),
         )?;
+    }
+    let dangling: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+        r.get(0)
+    })?;
+    if dangling > 0 {
+        return Err(MigrationError::Foreign(format!(
+            "{dangling} rows reference missing rows after the upgrade; the file is damaged"
+        )));
     }
     tx.pragma_update(None, "user_version", latest_version())?;
     tx.commit()?;
@@ -85,9 +155,83 @@ mod tests {
     #[test]
     fn refuses_a_schema_from_the_future() {
         let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
         conn.pragma_update(None, "user_version", latest_version() + 1)
             .unwrap();
         let err = migrate(&mut conn).unwrap_err();
         assert!(err.to_string().contains("newer than this gemini-sweep"));
+    }
+
+    #[test]
+    fn refuses_another_programs_database_untouched() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER); PRAGMA user_version = 5;")
+            .unwrap();
+        let err = migrate(&mut conn).unwrap_err().to_string();
+        assert!(err.contains("not a gemini-sweep database"), "{err}");
+        assert!(!err.contains("newer"), "{err}");
+
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER);")
+            .unwrap();
+        let err = migrate(&mut conn).unwrap_err().to_string();
+        assert!(err.contains("invoices"), "{err}");
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1, "nothing was added to it");
+    }
+
+    /// A database written by the previous release, with a finished run in it, upgrades with its
+    /// history intact and reads the same through the new views.
+    #[test]
+    fn a_version_2_database_upgrades_with_its_history() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT;",
+        )
+        .unwrap();
+        for (_, _, sql) in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            r#"PRAGMA user_version = 2;
+            INSERT INTO runs VALUES (1, '2026-11-23T21:00:00.000Z', '2026-11-23T21:00:05.000Z', 'completed',
+                'https://api.gemini.com/', 'master:00', '{"verify":true}', 42, '0.1.0');
+            INSERT INTO run_accounts (run_id, account, csv_line, status, attempts, cancelled_count, snapshot_at, verified_at)
+                VALUES (1, 'a', 2, 'swept', 3, 2, 't', 't');
+            INSERT INTO attempts VALUES (1, 1, 'a', 1, 'snapshot', '/v1/orders', '1', 't', 1, 200, 'ok', NULL, NULL, '[]', 0);
+            INSERT INTO attempts VALUES (2, 1, 'a', 2, 'cancel', '/v1/order/cancel/all', '2', 't', 1, 200, 'ok', NULL, NULL, '{}', 0);
+            INSERT INTO attempts VALUES (3, 1, 'a', 3, 'verify', '/v1/orders', '3', 't', 1, 200, 'ok', NULL, NULL, '[]', 0);
+            INSERT INTO open_orders_before VALUES (1, 'a', 10, 'btcusd', 'buy', '1', '1', NULL, NULL, 1);
+            INSERT INTO open_orders_before VALUES (1, 'a', 11, 'btcusd', 'buy', '1', '1', NULL, NULL, 1);
+            INSERT INTO cancelled_orders VALUES (1, 'a', 10, 2);
+            INSERT INTO cancelled_orders VALUES (1, 'a', 11, 2);
+            INSERT INTO nonce_high_water VALUES ('master:00', 1700000000000, 't');"#,
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let row: (String, i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT status, accounts_clean, cancelled, open_before, clean FROM run_reconciliation WHERE run_id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("completed".into(), 1, 2, 2, 1));
+        let mark: i64 = conn
+            .query_row("SELECT high_water_us FROM nonce_high_water", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(mark, 1_700_000_000_000_000);
+        let invocations: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM invocations WHERE run_id = 1 AND exit_code = 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(invocations, 1);
     }
 }

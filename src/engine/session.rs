@@ -1,0 +1,480 @@
+//! One API key's session: its HTTP client, nonce source, pacer, in-flight window, and the switch
+//! that stops everything the key does when the exchange refuses it. The engine holds one per key;
+//! every request of the key goes through [`KeySession::attempt`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::pacer::Pacer;
+use super::window::Window;
+use crate::client::{
+    Chunk, Endpoint, ExchangeClient, Exchanged, NonceMode, NonceRefusal, NonceSource, Verdict,
+};
+use crate::error::Error;
+use crate::store::{AttemptEnd, AttemptOutcome, AttemptStart, Phase, Sent, Store};
+
+/// The longest `Retry-After` a run waits out. An exchange asking for longer stops the run
+/// (status incomplete, the reason recorded) rather than being silently cut short.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Why the key stopped sending.
+#[derive(Debug, Clone)]
+pub struct HaltReason {
+    /// The exchange refused the key or the configuration (exit 4), as opposed to asking for a
+    /// longer pause than a run waits (exit 1).
+    pub refused: bool,
+    pub message: String,
+}
+
+/// The switch that stops every request of the key. The first reason wins.
+#[derive(Default)]
+pub struct Halt {
+    token: CancellationToken,
+    reason: Mutex<Option<HaltReason>>,
+}
+
+impl Halt {
+    pub fn trigger(&self, refused: bool, message: String) {
+        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if reason.is_none() {
+            tracing::error!("{message}; no further request will be sent with this key");
+            *reason = Some(HaltReason { refused, message });
+        }
+        self.token.cancel();
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub async fn halted(&self) {
+        self.token.cancelled().await;
+    }
+
+    pub fn reason(&self) -> Option<HaltReason> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Tells nonce races (harmless, the window absorbs them) from nonces the key can never accept.
+#[derive(Default)]
+struct NonceGuard {
+    successes: u64,
+    refusals: u64,
+    /// Consecutive refusals no race can explain, without a success in between.
+    lone_refusals: u32,
+}
+
+/// Refusals of a request that was alone in flight before the key is declared unusable: one could
+/// be another process's request slipping in; two in a row is a pattern.
+const LONE_REFUSALS_TO_HALT: u32 = 2;
+
+impl NonceGuard {
+    fn on_success(&mut self) {
+        self.successes += 1;
+        self.lone_refusals = 0;
+    }
+
+    /// Returns why the key must stop, if this refusal settles it.
+    fn on_refusal(
+        &mut self,
+        refusal: NonceRefusal,
+        alone: bool,
+        mode: NonceMode,
+        message: &str,
+    ) -> Option<String> {
+        self.refusals += 1;
+        let never_accepted = self.successes == 0;
+        match (refusal, mode) {
+            (NonceRefusal::OutsideWindow, NonceMode::Increasing) => Some(format!(
+                "InvalidNonce: {message} — the key expects time-based nonces (seconds): run with --nonce-mode time"
+            )),
+            (NonceRefusal::OutsideWindow, NonceMode::Time) => Some(format!(
+                "InvalidNonce: {message} — this machine's clock is more than 30 s away from the exchange's: fix the clock (NTP)"
+            )),
+            (NonceRefusal::Unparseable, NonceMode::Time) => Some(format!(
+                "InvalidNonce: {message} — the key expects increasing integer nonces: run with --nonce-mode increasing"
+            )),
+            (NonceRefusal::Unparseable, NonceMode::Increasing) => {
+                Some(format!("InvalidNonce: {message}"))
+            }
+            (NonceRefusal::NotIncreased, _) => {
+                // Time-mode nonces need no order, so no refusal of one is a race.
+                if alone || mode == NonceMode::Time {
+                    self.lone_refusals += 1;
+                }
+                if self.lone_refusals >= LONE_REFUSALS_TO_HALT {
+                    return Some(not_increased_diagnosis(mode, never_accepted, message));
+                }
+                (self.refusals > 100 + self.successes / 20).then(|| {
+                    format!(
+                        "InvalidNonce on {} requests ({} accepted): far more nonce refusals than races explain; another process is probably using this key",
+                        self.refusals, self.successes
+                    )
+                })
+            }
+        }
+    }
+}
+
+fn not_increased_diagnosis(mode: NonceMode, never_accepted: bool, message: &str) -> String {
+    let cause = match (mode, never_accepted) {
+        (NonceMode::Increasing, true) => {
+            "the exchange has seen larger nonces for this key than this run sends: another process is using the key, or it was used with larger nonces (microseconds?), or it was created with time-based nonces (then run with --nonce-mode time)"
+        }
+        (NonceMode::Increasing, false) => {
+            "another process started using this key during the run: its nonces are ahead of ours"
+        }
+        (NonceMode::Time, _) => {
+            "the key seems to expect increasing nonces (run with --nonce-mode increasing), or another process is using it"
+        }
+    };
+    format!("InvalidNonce even with no other request in flight: {message} — {cause}")
+}
+
+/// How one attempt ended, for the caller's retry loop.
+pub enum AttemptResult {
+    /// The exchange answered (or the transport failed) and it was recorded.
+    Replied(Exchanged),
+    /// Nothing was sent: the run is stopping (a signal) or the key is halted.
+    NotSent(Stop),
+    /// Sent, but the run stopped waiting for the reply (grace period over, second signal). The
+    /// attempt stays `in_flight` until the run is settled, then reads `abandoned`.
+    Abandoned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGINT/SIGTERM.
+    Signal,
+    /// The key was refused or told to wait longer than a run does.
+    Halt,
+}
+
+/// What an attempt needs to know about the run it belongs to.
+pub struct RunContext {
+    pub store: Store,
+    pub run_id: i64,
+    pub invocation_id: i64,
+    /// Cancelled by the first stop signal: no new request.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the grace period is over, or by a second signal: stop waiting for replies.
+    pub hard_stop: CancellationToken,
+}
+
+pub struct KeySession {
+    pub client: ExchangeClient,
+    pub nonces: Arc<NonceSource>,
+    pub fingerprint: Arc<str>,
+    /// A master key names the account in each payload; an account key acts on its own.
+    pub send_account: bool,
+    pub pacer: Pacer,
+    pub window: Window,
+    pub halt: Halt,
+    guard: Mutex<NonceGuard>,
+}
+
+impl KeySession {
+    pub fn new(
+        client: ExchangeClient,
+        nonces: Arc<NonceSource>,
+        rate: f64,
+        burst: u32,
+        concurrency: usize,
+    ) -> Self {
+        let adaptive = nonces.mode() == NonceMode::Increasing;
+        KeySession {
+            send_account: client.credentials().is_master(),
+            fingerprint: client.credentials().fingerprint().into(),
+            client,
+            nonces,
+            pacer: Pacer::new(rate, burst),
+            window: Window::new(adaptive, concurrency),
+            halt: Halt::default(),
+            guard: Mutex::new(NonceGuard::default()),
+        }
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, NonceGuard> {
+        self.guard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One request of `phase` for `account`: admitted by the window and the pacer, recorded
+    /// before it leaves, exchanged, reacted to (a refused key halts here, before the next request
+    /// can be admitted), and recorded with its reply. `attempt_no` grows only if it was sent.
+    pub async fn attempt(
+        &self,
+        run: &RunContext,
+        account: &Arc<str>,
+        phase: Phase,
+        attempt_no: &mut u32,
+    ) -> Result<AttemptResult, Error> {
+        let stopped = || {
+            if run.shutdown.is_cancelled() {
+                Some(Stop::Signal)
+            } else if self.halt.is_halted() {
+                Some(Stop::Halt)
+            } else {
+                None
+            }
+        };
+        if let Some(stop) = stopped() {
+            return Ok(AttemptResult::NotSent(stop));
+        }
+        let mut slot = tokio::select! {
+            slot = self.window.acquire() => slot,
+            _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
+            _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
+        };
+        tokio::select! {
+            _ = self.pacer.admit() => {}
+            _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
+            _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
+        }
+        if let Some(stop) = stopped() {
+            return Ok(AttemptResult::NotSent(stop));
+        }
+
+        let endpoint = match phase {
+            Phase::Cancel => Endpoint::CancelAll,
+            Phase::Snapshot | Phase::Verify => Endpoint::ListOrders,
+        };
+        *attempt_no += 1;
+        let sent = run
+            .store
+            .begin_attempt(AttemptStart {
+                run_id: run.run_id,
+                invocation_id: run.invocation_id,
+                account: account.to_string(),
+                attempt_no: *attempt_no,
+                phase,
+                endpoint: endpoint.path(),
+                key_fingerprint: self.fingerprint.clone(),
+                nonces: self.nonces.clone(),
+            })
+            .await?;
+        self.window.sending(&mut slot);
+
+        let (spill, mut chunks) = mpsc::channel::<Chunk>(4);
+        let target = self.send_account.then_some(&**account);
+        let exchange = self.client.exchange(endpoint, target, &sent.nonce, spill);
+        let record_chunks = async {
+            while let Some(chunk) = chunks.recv().await {
+                run.store
+                    .spill(run.run_id, account.clone(), phase, sent.attempt_id, chunk)
+                    .await?;
+            }
+            Ok::<(), Error>(())
+        };
+        let (exchanged, recorded) = tokio::select! {
+            done = async { tokio::join!(exchange, record_chunks) } => done,
+            // Dropping the request here may leave it to complete at the exchange: the attempt
+            // stays in flight and a later listing finds out what it did.
+            _ = run.hard_stop.cancelled() => return Ok(AttemptResult::Abandoned),
+        };
+        recorded?;
+
+        self.react(&exchanged.verdict, &slot, &sent, account, phase);
+        drop(slot);
+
+        run.store
+            .finish_attempt(AttemptEnd {
+                run_id: run.run_id,
+                account: account.to_string(),
+                phase,
+                sent,
+                latency: exchanged.latency,
+                http_status: exchanged.http_status,
+                outcome: recorded_outcome(&exchanged.verdict),
+                body: exchanged.body.clone(),
+                body_truncated: exchanged.body_truncated,
+                collected: match &exchanged.verdict {
+                    Verdict::Ok(collected) => Some(collected.clone()),
+                    _ => None,
+                },
+            })
+            .await?;
+        Ok(AttemptResult::Replied(exchanged))
+    }
+
+    /// What the key learns from a reply: pace, window, and whether it must stop. Runs before the
+    /// reply's place in the window is freed, so a refusal halts the key before anything else is
+    /// admitted.
+    fn react(
+        &self,
+        verdict: &Verdict,
+        slot: &super::window::Slot<'_>,
+        sent: &Sent,
+        account: &str,
+        phase: Phase,
+    ) {
+        match verdict {
+            Verdict::Ok(_) => {
+                self.pacer.on_admitted();
+                self.window.on_success();
+                if phase == Phase::Cancel {
+                    self.window.prove();
+                }
+                self.guard().on_success();
+            }
+            Verdict::Transient {
+                pause: Some(pause), ..
+            } => {
+                if let Some(asked) = pause.retry_after()
+                    && asked > MAX_RETRY_AFTER
+                {
+                    self.halt.trigger(
+                        false,
+                        format!(
+                            "the exchange asked the key to wait {} s (Retry-After), longer than a run waits ({} s); resume the run later",
+                            asked.as_secs(),
+                            MAX_RETRY_AFTER.as_secs()
+                        ),
+                    );
+                } else {
+                    self.pacer.on_push_back(*pause);
+                }
+            }
+            Verdict::Transient { .. } | Verdict::AccountRefused { .. } => {
+                self.pacer.on_admitted();
+            }
+            Verdict::NonceRefused { refusal, message } => {
+                self.pacer.on_admitted();
+                let alone = self.window.was_alone(slot);
+                if *refusal == NonceRefusal::NotIncreased && !alone {
+                    self.window
+                        .on_race(sent.nonce.value_us, self.nonces.last_issued_us());
+                }
+                let verdict = self
+                    .guard()
+                    .on_refusal(*refusal, alone, self.nonces.mode(), message);
+                if let Some(why) = verdict {
+                    self.halt.trigger(true, why);
+                }
+            }
+            Verdict::KeyRefused { reason, message } => {
+                self.halt.trigger(
+                    true,
+                    format!(
+                        "the exchange refused the key ({reason}: {message}) on the {} of {account}",
+                        phase.as_str()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn recorded_outcome(verdict: &Verdict) -> AttemptOutcome {
+    let reason = verdict.reason().unwrap_or_default().to_owned();
+    let message = verdict.message().unwrap_or_default().to_owned();
+    match verdict {
+        Verdict::Ok(_) => AttemptOutcome::Ok,
+        Verdict::Transient { .. } | Verdict::NonceRefused { .. } => {
+            AttemptOutcome::Transient { reason, message }
+        }
+        Verdict::AccountRefused { .. } | Verdict::KeyRefused { .. } => {
+            AttemptOutcome::Permanent { reason, message }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_in_the_wrong_mode_is_named_at_the_first_telling_refusal() {
+        let mut g = NonceGuard::default();
+        let why = g
+            .on_refusal(
+                NonceRefusal::OutsideWindow,
+                false,
+                NonceMode::Increasing,
+                "m",
+            )
+            .unwrap();
+        assert!(why.contains("--nonce-mode time"), "{why}");
+        let why = g
+            .on_refusal(NonceRefusal::Unparseable, false, NonceMode::Time, "m")
+            .unwrap();
+        assert!(why.contains("--nonce-mode increasing"), "{why}");
+    }
+
+    #[test]
+    fn races_are_tolerated_but_two_lone_refusals_stop_the_key() {
+        let mut g = NonceGuard::default();
+        for _ in 0..50 {
+            assert!(
+                g.on_refusal(
+                    NonceRefusal::NotIncreased,
+                    false,
+                    NonceMode::Increasing,
+                    "m"
+                )
+                .is_none(),
+                "a race is not a verdict"
+            );
+        }
+        assert!(
+            g.on_refusal(NonceRefusal::NotIncreased, true, NonceMode::Increasing, "m")
+                .is_none()
+        );
+        g.on_success();
+        assert!(
+            g.on_refusal(NonceRefusal::NotIncreased, true, NonceMode::Increasing, "m")
+                .is_none(),
+            "a success in between resets the streak"
+        );
+        let why = g
+            .on_refusal(NonceRefusal::NotIncreased, true, NonceMode::Increasing, "m")
+            .unwrap();
+        assert!(why.contains("another process"), "{why}");
+    }
+
+    #[test]
+    fn a_key_refused_from_the_start_names_both_likely_causes() {
+        let mut g = NonceGuard::default();
+        g.on_refusal(NonceRefusal::NotIncreased, true, NonceMode::Increasing, "m");
+        let why = g
+            .on_refusal(NonceRefusal::NotIncreased, true, NonceMode::Increasing, "m")
+            .unwrap();
+        assert!(
+            why.contains("--nonce-mode time") && why.contains("another process"),
+            "{why}"
+        );
+        // In time mode no refusal is a race.
+        let mut g = NonceGuard::default();
+        g.on_refusal(NonceRefusal::NotIncreased, false, NonceMode::Time, "m");
+        let why = g
+            .on_refusal(NonceRefusal::NotIncreased, false, NonceMode::Time, "m")
+            .unwrap();
+        assert!(why.contains("--nonce-mode increasing"), "{why}");
+    }
+
+    #[test]
+    fn the_total_of_nonce_refusals_is_bounded_across_the_run() {
+        let mut g = NonceGuard::default();
+        let mut halted_at = None;
+        for i in 1..=1000 {
+            if g.on_refusal(
+                NonceRefusal::NotIncreased,
+                false,
+                NonceMode::Increasing,
+                "m",
+            )
+            .is_some()
+            {
+                halted_at = Some(i);
+                break;
+            }
+        }
+        assert_eq!(halted_at, Some(101));
+    }
+}

@@ -1,0 +1,273 @@
+//! How many requests of a key may be in flight at once.
+//!
+//! In increasing nonce mode the exchange refuses a request whose nonce is not above the last one
+//! it accepted, so two requests in flight can reach it out of order and the later-arriving lower
+//! nonce is refused (`InvalidNonce`, "has not increased"). Such a race is congestion: the window
+//! reacts like TCP's. It starts small and doubles per round trip (slow start) up to the half of
+//! where the last race happened, then grows by one request per window of successes; a race drops
+//! it to one request in flight. The races of one burst (refusals of nonces issued before the
+//! drop) count once. Time-mode nonces only need to be fresh, so a time-mode key's window stays at
+//! `--concurrency`.
+//!
+//! Until the exchange has accepted one cancel-all (the call that needs everything of the key: its
+//! signature, its nonce mode, its Trader role), the window holds one request: a key the exchange
+//! refuses then costs a request or two, not a window's worth.
+//!
+//! The window also tells whether a refused request was alone (nothing else of the key in flight
+//! while it was): a refusal no race can explain, which is what lets a key that can never work be
+//! told from one that merely raced.
+
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+pub struct Window {
+    adaptive: bool,
+    max: usize,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+struct State {
+    /// The exchange has accepted a cancel-all with this key.
+    proven: bool,
+    cwnd: f64,
+    ssthresh: f64,
+    in_flight: usize,
+    /// Requests sent so far (a sequence number for "was anything sent after mine?").
+    sent: u64,
+    /// Nonces at or below this belong to the burst that last shrank the window.
+    decrease_mark_us: u64,
+    /// Races that shrank the window.
+    shrinks: u64,
+}
+
+/// A place in the window, held from admission until the reply has been read. Dropping it (also
+/// when the request is abandoned) frees the place.
+pub struct Slot<'a> {
+    window: &'a Window,
+    /// Sequence number of this request's send, and how many others were in flight then.
+    sent_seq: Option<u64>,
+    others_at_send: usize,
+}
+
+impl Window {
+    pub fn new(adaptive: bool, max: usize) -> Self {
+        let max = max.max(1);
+        Window {
+            adaptive,
+            max,
+            state: Mutex::new(State {
+                proven: false,
+                cwnd: if adaptive {
+                    max.min(4) as f64
+                } else {
+                    max as f64
+                },
+                ssthresh: max as f64,
+                in_flight: 0,
+                sent: 0,
+                decrease_mark_us: 0,
+                shrinks: 0,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Requests allowed in flight now.
+    pub fn size(&self) -> usize {
+        self.state().limit(self.max)
+    }
+
+    /// The exchange accepted a cancel-all: the key works, the window may open.
+    pub fn prove(&self) {
+        let opened = {
+            let mut s = self.state();
+            !std::mem::replace(&mut s.proven, true)
+        };
+        if opened {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// How many races shrank the window so far.
+    pub fn shrinks(&self) -> u64 {
+        self.state().shrinks
+    }
+
+    /// Waits for a place in the window.
+    pub async fn acquire(&self) -> Slot<'_> {
+        loop {
+            // Registered before the check, so a release between the two is not missed.
+            let changed = self.changed.notified();
+            {
+                let mut s = self.state();
+                if s.in_flight < s.limit(self.max) {
+                    s.in_flight += 1;
+                    return Slot {
+                        window: self,
+                        sent_seq: None,
+                        others_at_send: 0,
+                    };
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// The request is leaving now.
+    pub fn sending(&self, slot: &mut Slot<'_>) {
+        let mut s = self.state();
+        slot.sent_seq = Some(s.sent);
+        slot.others_at_send = s.in_flight.saturating_sub(1);
+        s.sent += 1;
+    }
+
+    /// True when nothing else of the key was in flight while this request was: neither when it
+    /// left nor since.
+    pub fn was_alone(&self, slot: &Slot<'_>) -> bool {
+        let s = self.state();
+        slot.others_at_send == 0 && slot.sent_seq.is_some_and(|seq| s.sent == seq + 1)
+    }
+
+    pub fn on_success(&self) {
+        if !self.adaptive {
+            return;
+        }
+        let grew = {
+            let mut s = self.state();
+            let before = s.cwnd as usize;
+            s.cwnd = if s.cwnd < s.ssthresh {
+                s.cwnd + 1.0
+            } else {
+                s.cwnd + 1.0 / s.cwnd
+            }
+            .min(self.max as f64);
+            s.cwnd as usize > before
+        };
+        if grew {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A request with nonce `nonce_us` lost a race; `last_issued_us` is the newest nonce issued.
+    pub fn on_race(&self, nonce_us: u64, last_issued_us: u64) {
+        if !self.adaptive {
+            return;
+        }
+        let mut s = self.state();
+        if nonce_us <= s.decrease_mark_us {
+            return;
+        }
+        s.ssthresh = (s.cwnd / 2.0).max(1.0);
+        s.cwnd = 1.0;
+        s.decrease_mark_us = last_issued_us;
+        s.shrinks += 1;
+        tracing::debug!(
+            ssthresh = s.ssthresh,
+            "nonce race: one request in flight until the window grows back"
+        );
+    }
+}
+
+impl State {
+    fn limit(&self, max: usize) -> usize {
+        if self.proven {
+            (self.cwnd as usize).clamp(1, max)
+        } else {
+            1
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.window.state().in_flight -= 1;
+        self.window.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn starts_small_grows_to_the_cap_and_drops_to_one_on_a_race() {
+        let w = Window::new(true, 32);
+        assert_eq!(w.size(), 1, "one request until a cancel-all is accepted");
+        w.prove();
+        assert_eq!(w.size(), 4);
+        for _ in 0..200 {
+            w.on_success();
+        }
+        assert_eq!(w.size(), 32);
+        w.on_race(100, 150);
+        assert_eq!(w.size(), 1);
+        // The rest of the same burst does not shrink it again.
+        w.on_race(120, 160);
+        assert_eq!(w.shrinks(), 1);
+        // Slow start back to half, then one per window.
+        for _ in 0..15 {
+            w.on_success();
+        }
+        assert_eq!(w.size(), 16);
+        w.on_success();
+        assert_eq!(w.size(), 16, "above ssthresh it grows by 1/cwnd");
+        w.on_race(200, 210);
+        assert_eq!((w.size(), w.shrinks()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_time_mode_window_stays_at_concurrency() {
+        let w = Window::new(false, 8);
+        w.prove();
+        assert_eq!(w.size(), 8);
+        w.on_race(1, 2);
+        assert_eq!(w.size(), 8);
+    }
+
+    #[tokio::test]
+    async fn holds_requests_beyond_the_window_until_a_place_frees() {
+        let w = Arc::new(Window::new(true, 2));
+        w.prove();
+        w.on_race(1, 1);
+        let first = w.acquire().await;
+        let waiter = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let _slot = w.acquire().await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "the window holds one");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("released")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn tells_a_lone_request_from_one_that_raced() {
+        let w = Window::new(false, 4);
+        w.prove();
+        let mut a = w.acquire().await;
+        w.sending(&mut a);
+        assert!(w.was_alone(&a));
+        let mut b = w.acquire().await;
+        w.sending(&mut b);
+        assert!(!w.was_alone(&a), "b left while a was in flight");
+        assert!(!w.was_alone(&b), "a was in flight when b left");
+        drop(a);
+        drop(b);
+        let mut c = w.acquire().await;
+        w.sending(&mut c);
+        assert!(w.was_alone(&c));
+    }
+}

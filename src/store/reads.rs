@@ -1,0 +1,157 @@
+//! What the engine and the command line read back: which accounts a resume picks up, and a
+//! run's totals for the summary line. Both go through the reconciliation views, so they say
+//! exactly what `report` and an auditor's sqlite3 say.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// What `--resume` needs of an earlier run.
+pub struct Resumable {
+    pub run_id: i64,
+    pub status: String,
+    pub started_at: String,
+    /// Seconds since the run started, by the database's clock.
+    pub age_secs: f64,
+    pub key_fingerprint: String,
+    pub group_name: String,
+    /// The latest invocation's base URL and options: what a resume carries on with.
+    pub base_url: String,
+    pub options_json: String,
+    /// The latest invocation's process, for "taking it over" messages.
+    pub pid: i64,
+    /// Accounts not done: every enabled account that is not swept (and, where verification was
+    /// asked for, verified flat), except those the exchange refused for good unless asked.
+    pub accounts: Vec<String>,
+}
+
+pub fn resumable(
+    conn: &Connection,
+    run_id: i64,
+    retry_permanent: bool,
+) -> rusqlite::Result<Option<Resumable>> {
+    let Some(mut found) = conn
+        .query_row(
+            "SELECT r.run_id, r.status, r.started_at,
+                    (julianday('now') - julianday(r.started_at)) * 86400.0,
+                    r.key_fingerprint, r.group_name, i.base_url, i.options, i.pid
+             FROM runs r
+             JOIN invocations i ON i.invocation_id =
+                 (SELECT max(invocation_id) FROM invocations WHERE run_id = r.run_id)
+             WHERE r.run_id = ?1",
+            [run_id],
+            |r| {
+                Ok(Resumable {
+                    run_id: r.get(0)?,
+                    status: r.get(1)?,
+                    started_at: r.get(2)?,
+                    age_secs: r.get(3)?,
+                    key_fingerprint: r.get(4)?,
+                    group_name: r.get(5)?,
+                    base_url: r.get(6)?,
+                    options_json: r.get(7)?,
+                    pid: r.get(8)?,
+                    accounts: Vec::new(),
+                })
+            },
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare(
+        "SELECT account FROM account_reconciliation
+         WHERE run_id = ?1 AND dirty AND (?2 OR failure IS NOT 'account_refused')
+         ORDER BY csv_line, account",
+    )?;
+    found.accounts = stmt
+        .query_map(params![run_id, retry_permanent], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(Some(found))
+}
+
+/// A run's totals, read back from the database so the summary and the audit trail cannot differ.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct RunTotals {
+    pub run_id: i64,
+    pub group: String,
+    pub status: String,
+    pub stop_reason: Option<String>,
+    pub accounts_total: i64,
+    /// Swept, nothing left rejected, and verified flat (or swept without verification when
+    /// --no-verify was given).
+    pub accounts_ok: i64,
+    pub accounts_rejects_left: i64,
+    pub accounts_failed: i64,
+    pub accounts_skipped: i64,
+    /// Pending or interrupted: a resume picks them up.
+    pub accounts_unfinished: i64,
+    /// The run stopped before any request for them.
+    pub accounts_not_attempted: i64,
+    /// Cancel-all went through but no listing after it says the account is flat, although
+    /// verification was asked for.
+    pub accounts_unverified: i64,
+    pub orders_cancelled: i64,
+    pub orders_rejected: i64,
+    /// Open in a verified listing after the sweep.
+    pub orders_still_open: i64,
+    /// Listed before, neither cancelled nor rejected, and not verified since: possibly open.
+    pub orders_unverified: i64,
+    pub attempts: i64,
+    pub rate_limited: i64,
+    pub nonce_refused: i64,
+    pub abandoned: i64,
+}
+
+pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals> {
+    conn.query_row(
+        "SELECT r.run_id, r.group_name, r.status, r.stop_reason,
+                x.accounts, x.ok, x.rejects_left, x.failed, x.skipped, x.unfinished,
+                x.not_attempted, x.unverified_accounts, x.cancelled, x.rejected, x.open_after,
+                x.unverified_orders,
+                (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id),
+                (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.http_status = 429),
+                (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.error_reason = 'InvalidNonce'),
+                (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.outcome = 'abandoned')
+         FROM runs r,
+              -- Filtered inside, so only this run's accounts are read.
+              (SELECT count(*) AS accounts,
+                      coalesce(sum(status <> 'skipped' AND NOT dirty), 0) AS ok,
+                      coalesce(sum(status = 'rejects_left'), 0) AS rejects_left,
+                      coalesce(sum(status = 'failed'), 0) AS failed,
+                      coalesce(sum(status = 'skipped'), 0) AS skipped,
+                      coalesce(sum(status IN ('pending', 'interrupted')), 0) AS unfinished,
+                      coalesce(sum(status = 'not_attempted'), 0) AS not_attempted,
+                      coalesce(sum(status IN ('swept', 'rejects_left') AND verify_wanted AND NOT verified), 0)
+                          AS unverified_accounts,
+                      coalesce(sum(cancelled), 0) AS cancelled,
+                      coalesce(sum(rejected), 0) AS rejected,
+                      coalesce(sum(open_after), 0) AS open_after,
+                      coalesce(sum(unverified), 0) AS unverified_orders
+               FROM account_reconciliation WHERE run_id = ?1) x
+         WHERE r.run_id = ?1",
+        [run_id],
+        |row| {
+            Ok(RunTotals {
+                run_id: row.get(0)?,
+                group: row.get(1)?,
+                status: row.get(2)?,
+                stop_reason: row.get(3)?,
+                accounts_total: row.get(4)?,
+                accounts_ok: row.get(5)?,
+                accounts_rejects_left: row.get(6)?,
+                accounts_failed: row.get(7)?,
+                accounts_skipped: row.get(8)?,
+                accounts_unfinished: row.get(9)?,
+                accounts_not_attempted: row.get(10)?,
+                accounts_unverified: row.get(11)?,
+                orders_cancelled: row.get(12)?,
+                orders_rejected: row.get(13)?,
+                orders_still_open: row.get(14)?,
+                orders_unverified: row.get(15)?,
+                attempts: row.get(16)?,
+                rate_limited: row.get(17)?,
+                nonce_refused: row.get(18)?,
+                abandoned: row.get(19)?,
+            })
+        },
+    )
+}

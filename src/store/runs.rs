@@ -1,0 +1,379 @@
+//! A run's lifecycle: its first invocation, each resume as an invocation of its own, its
+//! accounts' outcomes, its settlement, and the runs a dead process left behind.
+//!
+//! Nothing here rewrites the past: a run's options, pid and base URL are the first invocation's
+//! and stay; each resume records its own in `invocations`. Only current state (a run's status,
+//! an account's status) changes.
+
+use std::time::SystemTime;
+
+use rusqlite::{Connection, params};
+
+use super::attempts::discard_rows;
+use super::{AccountStatus, Failure, Phase, RunStatus, Store, epoch_ms, utc_text};
+use crate::error::Error;
+
+/// What a new run records before anything is sent.
+pub struct NewRun {
+    pub base_url: String,
+    pub key_fingerprint: String,
+    pub group_name: String,
+    pub options_json: String,
+    pub verify: bool,
+    pub accounts: Vec<NewRunAccount>,
+}
+
+#[derive(Clone)]
+pub struct NewRunAccount {
+    pub account: String,
+    pub csv_line: u64,
+    pub note: Option<String>,
+    pub enabled: bool,
+}
+
+/// A later invocation picking up some of a run's accounts.
+pub struct Resume {
+    pub run_id: i64,
+    pub base_url: String,
+    pub options_json: String,
+    pub verify: bool,
+    pub accounts: Vec<String>,
+}
+
+/// An account's outcome in this invocation.
+pub struct AccountFinish {
+    pub run_id: i64,
+    pub account: String,
+    pub status: AccountStatus,
+    pub failure: Option<Failure>,
+    pub last_error: Option<String>,
+}
+
+/// How an invocation ends.
+pub struct Settle {
+    pub run_id: i64,
+    pub invocation_id: i64,
+    /// An internal or database error stopped the sweep.
+    pub aborted: bool,
+    /// The exchange refused the key or the configuration.
+    pub refused: bool,
+    /// Why the sweep stopped before finishing its accounts, if it did.
+    pub stop_reason: Option<String>,
+    /// The exit code the process will return for a given run status.
+    pub exit_code: Box<dyn Fn(RunStatus) -> i32 + Send>,
+}
+
+/// A run whose process died, found by the next invocation that took the database's lock.
+#[derive(Debug, Clone)]
+pub struct TakenOver {
+    pub run_id: i64,
+    pub pid: i64,
+    pub abandoned_attempts: i64,
+}
+
+fn now_ms() -> i64 {
+    epoch_ms(SystemTime::now())
+}
+
+impl Store {
+    /// Records a new run, its first invocation and its accounts; returns (run id, invocation id).
+    pub async fn begin_run(&self, run: NewRun) -> Result<(i64, i64), Error> {
+        let now = now_ms();
+        let pid = std::process::id() as i64;
+        self.exec(move |c| {
+            c.execute(
+                concat!(
+                    "INSERT INTO runs (started_at, status, base_url, key_fingerprint, options, pid,
+                        tool_version, group_name)
+                     VALUES (",
+                    utc_text!("?1"),
+                    ", 'running', ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    now,
+                    run.base_url,
+                    run.key_fingerprint,
+                    run.options_json,
+                    pid,
+                    env!("CARGO_PKG_VERSION"),
+                    run.group_name
+                ],
+            )?;
+            let run_id = c.last_insert_rowid();
+            let enabled = run.accounts.iter().filter(|a| a.enabled).count() as i64;
+            let invocation_id = insert_invocation(
+                c,
+                run_id,
+                "start",
+                now,
+                &run.base_url,
+                &run.options_json,
+                enabled,
+            )?;
+            let mut insert = c.prepare(
+                "INSERT INTO run_accounts (run_id, account, csv_line, note, status, verify_wanted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for a in &run.accounts {
+                let status = if a.enabled { "pending" } else { "skipped" };
+                insert.execute(params![
+                    run_id,
+                    a.account,
+                    a.csv_line as i64,
+                    a.note,
+                    status,
+                    run.verify
+                ])?;
+            }
+            Ok((run_id, invocation_id))
+        })
+        .await
+    }
+
+    /// Records a resume as a new invocation and puts the accounts it picks up back to pending.
+    /// Returns the invocation id.
+    pub async fn begin_resume(&self, resume: Resume) -> Result<i64, Error> {
+        let now = now_ms();
+        self.exec(move |c| {
+            let invocation_id = insert_invocation(
+                c,
+                resume.run_id,
+                "resume",
+                now,
+                &resume.base_url,
+                &resume.options_json,
+                resume.accounts.len() as i64,
+            )?;
+            c.execute(
+                "UPDATE runs SET status = 'running', ended_at = NULL, stop_reason = NULL
+                 WHERE run_id = ?1",
+                [resume.run_id],
+            )?;
+            let mut reset = c.prepare_cached(
+                "UPDATE run_accounts SET status = 'pending', failure = NULL, finished_at = NULL,
+                    verify_wanted = ?3
+                 WHERE run_id = ?1 AND account = ?2",
+            )?;
+            for account in &resume.accounts {
+                reset.execute(params![resume.run_id, account, resume.verify])?;
+            }
+            Ok(invocation_id)
+        })
+        .await
+    }
+
+    /// Marks runs left `running` by a process that died as `died`, and their unanswered attempts
+    /// as abandoned. Call it holding the database's lock: then no live process owns them.
+    pub async fn take_over_dead_runs(&self) -> Result<Vec<TakenOver>, Error> {
+        let now = now_ms();
+        self.exec(move |c| {
+            let mut stmt = c.prepare("SELECT run_id, pid FROM runs WHERE status = 'running'")?;
+            let dead = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut taken = Vec::with_capacity(dead.len());
+            for (run_id, first_pid) in dead {
+                let pid: i64 = c.query_row(
+                    "SELECT coalesce(max(pid), ?2) FROM invocations
+                     WHERE run_id = ?1 AND status = 'running'",
+                    params![run_id, first_pid],
+                    |r| r.get(0),
+                )?;
+                let abandoned = abandon_in_flight(
+                    c,
+                    "invocation_id IN (SELECT invocation_id FROM invocations WHERE run_id = ?1)",
+                    run_id,
+                )?;
+                c.execute(
+                    concat!(
+                        "UPDATE invocations SET status = 'died', ended_at = ",
+                        utc_text!("?2"),
+                        " WHERE run_id = ?1 AND status = 'running'"
+                    ),
+                    params![run_id, now],
+                )?;
+                c.execute(
+                    "UPDATE runs SET status = 'died' WHERE run_id = ?1",
+                    [run_id],
+                )?;
+                taken.push(TakenOver {
+                    run_id,
+                    pid,
+                    abandoned_attempts: abandoned,
+                });
+            }
+            Ok(taken)
+        })
+        .await
+    }
+
+    /// For a resumed account: the last attempt number used, and whether its snapshot was taken.
+    pub async fn account_progress(&self, run_id: i64, account: &str) -> Result<(u32, bool), Error> {
+        let account = account.to_owned();
+        self.exec(move |c| {
+            c.query_row(
+                "SELECT (SELECT coalesce(max(attempt_no), 0) FROM attempts
+                         WHERE run_id = ?1 AND account = ?2),
+                        (SELECT snapshot_attempt_id IS NOT NULL FROM run_accounts
+                         WHERE run_id = ?1 AND account = ?2)",
+                params![run_id, account],
+                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, bool>(1)?)),
+            )
+        })
+        .await
+    }
+
+    /// Sets the account's outcome and derives its counts from the order tables.
+    pub async fn finish_account(&self, finish: AccountFinish) -> Result<(), Error> {
+        let now = now_ms();
+        self.exec(move |c| {
+            c.prepare_cached(concat!(
+                "UPDATE run_accounts SET status = ?3, failure = ?4, last_error = ?5, finished_at = ",
+                utc_text!("?6"),
+                ",
+                   cancelled_count = (SELECT count(*) FROM cancelled_orders o
+                                      WHERE o.run_id = ?1 AND o.account = ?2),
+                   rejected_count = (SELECT count(*) FROM cancel_rejects r
+                                     WHERE r.run_id = ?1 AND r.account = ?2
+                                       AND NOT EXISTS (SELECT 1 FROM cancelled_orders o
+                                           WHERE o.run_id = r.run_id AND o.account = r.account
+                                             AND o.order_id = r.order_id))
+                 WHERE run_id = ?1 AND account = ?2"
+            ))?
+            .execute(params![
+                finish.run_id,
+                finish.account,
+                finish.status.as_str(),
+                finish.failure.map(Failure::as_str),
+                finish.last_error,
+                now
+            ])
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Ends an invocation: what it sent and never heard back about reads `abandoned`; the run's
+    /// status is decided from all its accounts through the same reconciliation view the reports
+    /// read; the run and the invocation record it. Returns the status and the exit code.
+    pub async fn settle(&self, settle: Settle) -> Result<(RunStatus, i32), Error> {
+        let now = now_ms();
+        self.exec(move |c| {
+            abandon_in_flight(c, "invocation_id = ?1", settle.invocation_id)?;
+            let status = if settle.aborted {
+                RunStatus::Aborted
+            } else if settle.refused {
+                RunStatus::Refused
+            } else {
+                let (unfinished, dirty): (i64, i64) = c.query_row(
+                    "SELECT coalesce(sum(status IN ('pending', 'interrupted')), 0),
+                            coalesce(sum(dirty), 0)
+                     FROM account_reconciliation WHERE run_id = ?1",
+                    [settle.run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                if unfinished > 0 {
+                    RunStatus::Interrupted
+                } else if dirty > 0 {
+                    RunStatus::Incomplete
+                } else {
+                    RunStatus::Completed
+                }
+            };
+            let exit_code = (settle.exit_code)(status);
+            c.execute(
+                concat!(
+                    "UPDATE runs SET status = ?2, stop_reason = ?3, ended_at = ",
+                    utc_text!("?4"),
+                    " WHERE run_id = ?1"
+                ),
+                params![settle.run_id, status.as_str(), settle.stop_reason, now],
+            )?;
+            c.execute(
+                concat!(
+                    "UPDATE invocations SET status = ?2, stop_reason = ?3, exit_code = ?5, ended_at = ",
+                    utc_text!("?4"),
+                    " WHERE invocation_id = ?1"
+                ),
+                params![
+                    settle.invocation_id,
+                    status.as_str(),
+                    settle.stop_reason,
+                    now,
+                    exit_code
+                ],
+            )?;
+            Ok((status, exit_code))
+        })
+        .await
+    }
+}
+
+fn insert_invocation(
+    c: &Connection,
+    run_id: i64,
+    kind: &str,
+    now: i64,
+    base_url: &str,
+    options_json: &str,
+    accounts: i64,
+) -> rusqlite::Result<i64> {
+    c.execute(
+        concat!(
+            "INSERT INTO invocations (run_id, kind, started_at, pid, base_url, options, tool_version,
+                accounts, status)
+             VALUES (?1, ?2, ",
+            utc_text!("?3"),
+            ", ?4, ?5, ?6, ?7, ?8, 'running')"
+        ),
+        params![
+            run_id,
+            kind,
+            now,
+            std::process::id() as i64,
+            base_url,
+            options_json,
+            env!("CARGO_PKG_VERSION"),
+            accounts
+        ],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+/// Marks the unanswered attempts selected by `filter` (with `?1` bound to `key`) abandoned, and
+/// drops the partial listings they were streaming. Returns how many there were.
+fn abandon_in_flight(c: &Connection, filter: &str, key: i64) -> rusqlite::Result<i64> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT attempt_id, run_id, account, phase FROM attempts
+         WHERE outcome = 'in_flight' AND {filter}"
+    ))?;
+    let open = stmt
+        .query_map([key], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (attempt_id, run_id, account, phase) in &open {
+        // Ids a cancel-all reply had reported before it broke off stay: the exchange said so.
+        // A listing cut short says nothing about the account and would read as complete.
+        let phase = match phase.as_str() {
+            "snapshot" => Phase::Snapshot,
+            "verify" => Phase::Verify,
+            _ => continue,
+        };
+        discard_rows(c, *run_id, account, phase, *attempt_id)?;
+    }
+    c.execute(
+        &format!(
+            "UPDATE attempts SET outcome = 'abandoned',
+                error_message = 'sent, but the reply was never read (the process stopped waiting)'
+             WHERE outcome = 'in_flight' AND {filter}"
+        ),
+        [key],
+    )?;
+    Ok(open.len() as i64)
+}

@@ -1,0 +1,158 @@
+//! The one writer thread.
+//!
+//! A `Connection` cannot be shared across `.await`s, and one writer means no writer ever waits on
+//! another. Async callers send it jobs and await the commit: when a job's future resolves, what
+//! it wrote is on disk (`synchronous = FULL`). Jobs that arrive together are committed in one
+//! transaction (one fsync for all of them), each inside its own savepoint so one failing job
+//! cannot take the others with it.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+/// How long the writer keeps retrying a batch while another connection (an auditor's sqlite3
+/// holding a write lock) keeps the database locked, before the jobs fail.
+const BUSY_PATIENCE: Duration = Duration::from_secs(120);
+/// At most this many jobs share one transaction.
+const MAX_BATCH: usize = 512;
+
+/// A unit of work for the writer. `run` may be called again after a busy database rolled the
+/// batch back, so it must not have effects outside the transaction that matter twice.
+trait Job: Send {
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<()>;
+    /// Delivers the outcome once the batch is committed (or has failed).
+    fn deliver(self: Box<Self>, result: Result<(), String>);
+}
+
+struct TypedJob<T, F> {
+    work: F,
+    output: Option<T>,
+    reply: oneshot::Sender<Result<T, String>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send,
+    F: FnMut(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        self.output = Some((self.work)(conn)?);
+        Ok(())
+    }
+
+    fn deliver(self: Box<Self>, result: Result<(), String>) {
+        let TypedJob { output, reply, .. } = *self;
+        let answer =
+            result.and_then(|()| output.ok_or_else(|| "the job produced no output".to_string()));
+        let _ = reply.send(answer);
+    }
+}
+
+/// The sending side of the writer's queue. Cloneable; the thread ends when the last one drops.
+#[derive(Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+pub struct WriterThread(std::thread::JoinHandle<()>);
+
+impl WriterThread {
+    /// Waits for the writer to finish its queue and checkpoint the WAL into the main file.
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+impl Writer {
+    pub(super) fn start(
+        conn: Connection,
+        path: &Path,
+    ) -> Result<(Writer, WriterThread), std::io::Error> {
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let thread_path = path.to_path_buf();
+        let handle = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, queue, &thread_path))?;
+        Ok((Writer { jobs }, WriterThread(handle)))
+    }
+
+    /// Runs `work` in the writer's next transaction and resolves once it is committed.
+    pub(super) async fn exec<T, F>(&self, work: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = TypedJob {
+            work,
+            output: None,
+            reply,
+        };
+        self.jobs
+            .send(Box::new(job))
+            .map_err(|_| "the writer thread has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the writer thread has stopped".to_string())?
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn writer_loop(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, path: &Path) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+        let started = Instant::now();
+        let results = loop {
+            match run_batch(&mut conn, &mut batch) {
+                Ok(results) => break results,
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_PATIENCE => {
+                    tracing::warn!(db = %path.display(), "database is locked by another connection; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    break batch.iter().map(|_| Err(reason.clone())).collect();
+                }
+            }
+        };
+        for (job, result) in batch.into_iter().zip(results) {
+            job.deliver(result);
+        }
+    }
+    // Leave one self-contained file behind for the auditors.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(db = %path.display(), error = %e, "WAL checkpoint at close failed");
+    }
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut [Box<dyn Job>],
+) -> rusqlite::Result<Vec<Result<(), String>>> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch.iter_mut() {
+        let savepoint = tx.savepoint()?;
+        match job.run(&savepoint) {
+            Ok(()) => {
+                savepoint.commit()?;
+                results.push(Ok(()));
+            }
+            Err(e) if is_busy(&e) => return Err(e),
+            // Dropping the savepoint rolls back just this job.
+            Err(e) => results.push(Err(e.to_string())),
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
