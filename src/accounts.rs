@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 
 /// Longest nickname we accept; Gemini's are short, and a longer cell is a sign of a broken file.
 const MAX_NICKNAME_LEN: usize = 128;
+/// The most accounts one file may list, and the most bytes it may hold: far beyond any group,
+/// small enough that `--accounts /dev/zero` (or a mistyped path to a huge file) is refused after
+/// a fraction of a second instead of filling memory.
+pub const MAX_ACCOUNTS: usize = 1_000_000;
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountEntry {
@@ -49,12 +54,30 @@ pub fn load(path: &Path) -> Result<Vec<AccountEntry>, AccountsError> {
             "is a directory; give the path of the accounts CSV file".into(),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         fail(
             None,
             format!("cannot read the accounts file ({e}); check the path and its permissions"),
         )
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(unreadable)?,
+            MAX_FILE_BYTES + 1,
+        ),
+        &mut bytes,
+    )
+    .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(
+            None,
+            format!(
+                "is larger than {} MiB; an accounts file lists at most {MAX_ACCOUNTS} accounts, one short line each: is this the right file?",
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
     parse(&bytes).map_err(|(line, problem)| fail(line, problem))
 }
 
@@ -170,6 +193,14 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
                 Some(line),
                 format!(
                     "account {account:?} is listed twice (lines {first} and {line}); keep one line per account"
+                ),
+            ));
+        }
+        if entries.len() == MAX_ACCOUNTS {
+            return Err((
+                Some(line),
+                format!(
+                    "more than {MAX_ACCOUNTS} accounts listed; split the file (one run per file)"
                 ),
             ));
         }

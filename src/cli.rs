@@ -18,13 +18,23 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    exit_code::OK
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    return exit_code::OK;
                 }
-                _ => exit_code::BAD_INPUT,
-            };
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    return exit_code::BAD_INPUT;
+                }
+                _ => {}
+            }
+            // One line, like every other error (clap's tip and usage lines are dropped).
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see --help)");
+            return exit_code::BAD_INPUT;
         }
     };
     init_logging(cli.log_format);

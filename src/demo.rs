@@ -42,7 +42,7 @@ pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
         }),
         faults: FaultConfig {
             p_500: 0.03,
-            p_503: 0.02,
+            p_503: 0.01,
             p_drop: 0.01,
             p_garbage: 0.01,
             ..FaultConfig::default()

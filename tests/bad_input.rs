@@ -8,6 +8,8 @@ enum Csv {
     Bytes(&'static [u8]),
     Missing,
     Directory,
+    /// A path outside the workspace.
+    Path(&'static str),
 }
 
 struct Case {
@@ -22,6 +24,48 @@ struct Case {
 const GOOD_CSV: &[u8] = b"account\nacct-0001\nacct-0002\n";
 
 const CASES: &[Case] = &[
+    Case {
+        name: "an endless file",
+        csv: Csv::Path("/dev/zero"),
+        extra_args: &[],
+        env: &[],
+        expect: &["/dev/zero: is larger than 64 MiB"],
+    },
+    Case {
+        name: "a rate so low it would take forever",
+        csv: Csv::Bytes(GOOD_CSV),
+        extra_args: &["--rate", "1e-9"],
+        env: &[],
+        expect: &["--rate", "must be from 0.1 to 100000"],
+    },
+    Case {
+        name: "a rate that used to panic",
+        csv: Csv::Bytes(GOOD_CSV),
+        extra_args: &["--rate", "1e-20"],
+        env: &[],
+        expect: &["--rate", "must be from 0.1 to 100000"],
+    },
+    Case {
+        name: "a password in the base URL",
+        csv: Csv::Bytes(GOOD_CSV),
+        extra_args: &["--base-url", "https://ops:hunter2@api.gemini.com"],
+        env: &[],
+        expect: &["remove the user:password part"],
+    },
+    Case {
+        name: "a proxy that would see the key in clear",
+        csv: Csv::Bytes(GOOD_CSV),
+        extra_args: &["--proxy", "http://proxy.corp.example:3128"],
+        env: &[],
+        expect: &["--proxy", "must be https://"],
+    },
+    Case {
+        name: "a lock directory that does not exist",
+        csv: Csv::Bytes(GOOD_CSV),
+        extra_args: &["--lock-dir", "/nonexistent/locks"],
+        env: &[],
+        expect: &["--lock-dir /nonexistent/locks: cannot create the lock file"],
+    },
     Case {
         name: "duplicate account",
         csv: Csv::Bytes(b"account\nacct-0001\nacct-0002\nacct-0001\n"),
@@ -265,6 +309,7 @@ async fn bad_input_exits_2_with_a_precise_message_and_sends_nothing() {
                 std::fs::create_dir(&dir).unwrap();
                 dir
             }
+            Csv::Path(path) => path.into(),
         };
         let db = ws.db();
         let mut args: Vec<&str> = vec!["run", "--accounts"];
@@ -289,6 +334,17 @@ async fn bad_input_exits_2_with_a_precise_message_and_sends_nothing() {
         assert!(output.stdout.is_empty(), "{}: stdout not empty", case.name);
         assert!(!db.exists(), "{}: a database was created", case.name);
         assert!(!err.contains(SECRET), "{}: the secret leaked", case.name);
+        assert!(
+            !err.contains("hunter2"),
+            "{}: the password leaked",
+            case.name
+        );
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{}: one line on stderr, not {err:?}",
+            case.name
+        );
     }
     assert_eq!(
         server.ledger().counters.requests,

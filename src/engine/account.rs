@@ -41,6 +41,13 @@ pub struct AccountSweeper<'a> {
 impl AccountSweeper<'_> {
     /// Sweeps one account and records its outcome.
     pub async fn sweep(&self, account: &str) -> Result<AccountStatus, Error> {
+        let outcome = self.sweep_inner(account).await;
+        // If this account was probing the key and ends without proving it, the next one probes.
+        self.session.window.probe_done(account);
+        outcome
+    }
+
+    async fn sweep_inner(&self, account: &str) -> Result<AccountStatus, Error> {
         let (attempt_no, snapshot_taken) = if self.resuming {
             self.run
                 .store

@@ -228,7 +228,7 @@ impl KeySession {
             return Ok(AttemptResult::NotSent(stop));
         }
         let mut slot = tokio::select! {
-            slot = self.window.acquire() => slot,
+            slot = self.window.acquire(account) => slot,
             _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
             _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
         };

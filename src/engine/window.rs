@@ -10,8 +10,10 @@
 //! `--concurrency`.
 //!
 //! Until the exchange has accepted one cancel-all (the call that needs everything of the key: its
-//! signature, its nonce mode, its Trader role), the window holds one request: a key the exchange
-//! refuses then costs a request or two, not a window's worth.
+//! signature, its nonce mode, its Trader role), one account probes the key alone: only its
+//! requests are admitted, one at a time, so a key the exchange refuses costs a request or two,
+//! not a window's worth. If the probing account ends without proving the key (the exchange
+//! refused that account), the next one probes.
 //!
 //! The window also tells whether a refused request was alone (nothing else of the key in flight
 //! while it was): a refusal no race can explain, which is what lets a key that can never work be
@@ -31,6 +33,8 @@ pub struct Window {
 struct State {
     /// The exchange has accepted a cancel-all with this key.
     proven: bool,
+    /// While not proven: the account probing the key.
+    probe: Option<String>,
     cwnd: f64,
     ssthresh: f64,
     in_flight: usize,
@@ -59,6 +63,7 @@ impl Window {
             max,
             state: Mutex::new(State {
                 proven: false,
+                probe: None,
                 cwnd: if adaptive {
                     max.min(4) as f64
                 } else {
@@ -87,6 +92,7 @@ impl Window {
     pub fn prove(&self) {
         let opened = {
             let mut s = self.state();
+            s.probe = None;
             !std::mem::replace(&mut s.proven, true)
         };
         if opened {
@@ -99,23 +105,52 @@ impl Window {
         self.state().shrinks
     }
 
-    /// Waits for a place in the window.
-    pub async fn acquire(&self) -> Slot<'_> {
+    /// The account that probed the key is done: if it did not prove it, another may probe.
+    pub fn probe_done(&self, account: &str) {
+        let freed = {
+            let mut s = self.state();
+            if s.probe.as_deref() == Some(account) {
+                s.probe = None;
+                true
+            } else {
+                false
+            }
+        };
+        if freed {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Waits for a place in the window for a request of `account`.
+    pub async fn acquire(&self, account: &str) -> Slot<'_> {
         loop {
             // Registered before the check, so a release between the two is not missed.
             let changed = self.changed.notified();
-            {
-                let mut s = self.state();
-                if s.in_flight < s.limit(self.max) {
-                    s.in_flight += 1;
-                    return Slot {
-                        window: self,
-                        sent_seq: None,
-                        others_at_send: 0,
-                    };
-                }
+            if self.try_take(account) {
+                return Slot {
+                    window: self,
+                    sent_seq: None,
+                    others_at_send: 0,
+                };
             }
             changed.await;
+        }
+    }
+
+    fn try_take(&self, account: &str) -> bool {
+        let mut s = self.state();
+        if !s.proven {
+            match &s.probe {
+                None => s.probe = Some(account.to_owned()),
+                Some(probe) if probe != account => return false,
+                Some(_) => {}
+            }
+        }
+        if s.in_flight < s.limit(self.max) {
+            s.in_flight += 1;
+            true
+        } else {
+            false
         }
     }
 
@@ -237,11 +272,11 @@ mod tests {
         let w = Arc::new(Window::new(true, 2));
         w.prove();
         w.on_race(1, 1);
-        let first = w.acquire().await;
+        let first = w.acquire("a").await;
         let waiter = {
             let w = w.clone();
             tokio::spawn(async move {
-                let _slot = w.acquire().await;
+                let _slot = w.acquire("b").await;
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -254,19 +289,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn until_a_cancel_all_is_accepted_one_account_probes_the_key_alone() {
+        let w = Arc::new(Window::new(true, 8));
+        let probe = w.acquire("a").await;
+        drop(probe);
+        let other = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let _slot = w.acquire("b").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!other.is_finished(), "only the probing account may send");
+        // The probe's own next request goes first.
+        let again = w.acquire("a").await;
+        drop(again);
+        w.probe_done("a");
+        tokio::time::timeout(Duration::from_secs(5), other)
+            .await
+            .expect("the next account probes once the first is done")
+            .unwrap();
+        // (The engine says so whenever an account's sweep ends.)
+        w.probe_done("b");
+        let mut c = w.acquire("c").await;
+        let d = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let _slot = w.acquire("c").await;
+            })
+        };
+        w.prove();
+        w.sending(&mut c);
+        drop(c);
+        tokio::time::timeout(Duration::from_secs(5), d)
+            .await
+            .expect("proven: the window opens")
+            .unwrap();
+        assert_eq!(w.size(), 4);
+    }
+
+    #[tokio::test]
     async fn tells_a_lone_request_from_one_that_raced() {
         let w = Window::new(false, 4);
         w.prove();
-        let mut a = w.acquire().await;
+        let mut a = w.acquire("a").await;
         w.sending(&mut a);
         assert!(w.was_alone(&a));
-        let mut b = w.acquire().await;
+        let mut b = w.acquire("b").await;
         w.sending(&mut b);
         assert!(!w.was_alone(&a), "b left while a was in flight");
         assert!(!w.was_alone(&b), "a was in flight when b left");
         drop(a);
         drop(b);
-        let mut c = w.acquire().await;
+        let mut c = w.acquire("c").await;
         w.sending(&mut c);
         assert!(w.was_alone(&c));
     }
