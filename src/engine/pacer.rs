@@ -60,7 +60,8 @@ struct State {
 impl Pacer {
     /// `rate` must be positive and finite (the flag parser bounds it).
     pub fn new(rate: f64, burst: u32) -> Self {
-        let configured = Duration::from_secs_f64(1.0 / rate);
+        // Rounded up to the nanosecond, so the pace never exceeds --rate.
+        let configured = Duration::from_nanos((1e9 / rate).ceil() as u64);
         Pacer {
             configured,
             burst: burst.max(1),
@@ -164,7 +165,7 @@ impl Pacer {
             Pause::RateLimited(retry_after) => {
                 let measured = admitted_rate(&s.admitted, now);
                 let settled = match measured {
-                    Some(rate) => Duration::from_secs_f64(1.0 / (rate * SETTLE_SHARE)),
+                    Some(rate) => Duration::from_nanos((1e9 / (rate * SETTLE_SHARE)).ceil() as u64),
                     None => s.interval * 2,
                 };
                 // Never faster on a 429 than before it.
@@ -359,6 +360,54 @@ mod tests {
         let start = Instant::now();
         pacer.admit().await;
         assert!(Instant::now() - start >= MAINTENANCE_FIRST * 2);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// Whatever rate and burst the flags allow, and whatever the exchange answers, the pacer
+        /// never panics, never runs above --rate, and never holds a request longer than the
+        /// longest pause it can impose.
+        #[test]
+        fn any_flags_and_any_push_back_are_safe(
+            rate in 0.1f64..=100_000.0,
+            burst in 1u32..=100,
+            events in proptest::collection::vec((0u8..4, 0u64..=300_000), 0..40),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let pacer = Pacer::new(rate, burst);
+                for (kind, ms) in events {
+                    let retry_after = (ms % 3 != 0).then(|| Duration::from_millis(ms));
+                    match kind {
+                        0 => {
+                            let start = Instant::now();
+                            pacer.admit().await;
+                            let waited = Instant::now() - start;
+                            let longest = Duration::from_secs(300)
+                                .max(MAINTENANCE_MAX)
+                                .max(MAX_INTERVAL * burst)
+                                + MAX_INTERVAL;
+                            proptest::prop_assert!(waited <= longest, "{waited:?}");
+                        }
+                        1 => pacer.on_admitted(),
+                        2 => {
+                            pacer.on_push_back(Pause::RateLimited(retry_after));
+                        }
+                        _ => {
+                            pacer.on_push_back(Pause::Maintenance(retry_after));
+                        }
+                    }
+                    let current = pacer.current_rate();
+                    proptest::prop_assert!(current > 0.0 && current <= rate * (1.0 + 1e-9), "{current}");
+                }
+                Ok(())
+            })?;
+        }
     }
 
     #[tokio::test(start_paused = true)]
