@@ -6,8 +6,10 @@
 //! - [`account`]: one account's snapshot, cancel-all and verify, with its retries.
 //! - [`pacer`]: the key's pace, and how it follows the exchange's push-back.
 //! - [`window`]: how many requests of the key may be in flight.
+//! - [`departures`]: requests of an increasing-mode key leave in nonce order.
 
 mod account;
+mod departures;
 mod pacer;
 mod session;
 mod window;

@@ -23,6 +23,9 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
+/// After a race, successes per window needed to grow it by one request.
+const GROWTH_DAMPING: f64 = 32.0;
+
 pub struct Window {
     adaptive: bool,
     max: usize,
@@ -121,11 +124,14 @@ impl Window {
         }
     }
 
-    /// Waits for a place in the window for a request of `account`.
+    /// Waits for a place in the window for a request of `account`. Waiters are woken one per
+    /// free place, oldest first.
     pub async fn acquire(&self, account: &str) -> Slot<'_> {
         loop {
             // Registered before the check, so a release between the two is not missed.
             let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             if self.try_take(account) {
                 return Slot {
                     window: self,
@@ -176,15 +182,27 @@ impl Window {
         let grew = {
             let mut s = self.state();
             let before = s.cwnd as usize;
-            s.cwnd = if s.cwnd < s.ssthresh {
+            s.cwnd = if s.shrinks == 0 && s.cwnd < s.ssthresh {
                 s.cwnd + 1.0
-            } else {
+            } else if s.shrinks == 0 {
                 s.cwnd + 1.0 / s.cwnd
+            } else {
+                s.cwnd + 1.0 / (s.cwnd * GROWTH_DAMPING)
             }
             .min(self.max as f64);
             s.cwnd as usize > before
         };
         if grew {
+            self.wake_one();
+        }
+    }
+
+    /// Wakes one waiter for one free place. Until the key is proven, only the probing account may
+    /// take it, so everyone is woken to let that one find it (a handful of requests at most).
+    fn wake_one(&self) {
+        if self.state().proven {
+            self.changed.notify_one();
+        } else {
             self.changed.notify_waiters();
         }
     }
@@ -199,13 +217,10 @@ impl Window {
             return;
         }
         s.ssthresh = (s.cwnd / 2.0).max(1.0);
-        s.cwnd = 1.0;
+        s.cwnd = s.ssthresh;
         s.decrease_mark_us = last_issued_us;
         s.shrinks += 1;
-        tracing::debug!(
-            ssthresh = s.ssthresh,
-            "nonce race: one request in flight until the window grows back"
-        );
+        tracing::debug!(window = s.cwnd, "nonce race: the window is halved");
     }
 }
 
@@ -222,7 +237,7 @@ impl State {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.window.state().in_flight -= 1;
-        self.window.changed.notify_waiters();
+        self.window.wake_one();
     }
 }
 
@@ -233,7 +248,7 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn starts_small_grows_to_the_cap_and_drops_to_one_on_a_race() {
+    async fn starts_small_grows_to_the_cap_and_halves_on_a_race() {
         let w = Window::new(true, 32);
         assert_eq!(w.size(), 1, "one request until a cancel-all is accepted");
         w.prove();
@@ -243,19 +258,24 @@ mod tests {
         }
         assert_eq!(w.size(), 32);
         w.on_race(100, 150);
-        assert_eq!(w.size(), 1);
+        assert_eq!(w.size(), 16);
         // The rest of the same burst does not shrink it again.
         w.on_race(120, 160);
         assert_eq!(w.shrinks(), 1);
-        // Slow start back to half, then one per window.
-        for _ in 0..15 {
+        // Then one more per 32 windows of successes.
+        let mut successes = 0;
+        while w.size() == 16 {
             w.on_success();
+            successes += 1;
         }
-        assert_eq!(w.size(), 16);
-        w.on_success();
-        assert_eq!(w.size(), 16, "above ssthresh it grows by 1/cwnd");
+        assert_eq!(w.size(), 17);
+        assert!((16 * 32..=17 * 32).contains(&successes), "{successes}");
         w.on_race(200, 210);
-        assert_eq!((w.size(), w.shrinks()), (1, 2));
+        assert_eq!((w.size(), w.shrinks()), (8, 2));
+        for i in 3..=8 {
+            w.on_race(1000 * i, 1000 * i);
+        }
+        assert_eq!(w.size(), 1, "never below one");
     }
 
     #[tokio::test]

@@ -79,8 +79,14 @@ impl Store {
 
     /// Issues the attempt's nonce and commits the attempt (`in_flight`, with nonce and send time)
     /// together with the raised nonce mark. Once this returns, the request may leave.
-    pub async fn begin_attempt(&self, start: AttemptStart) -> Result<Sent, Error> {
-        self.exec(move |c| {
+    /// `committed` runs in the writer thread right after the commit, in commit (and so nonce)
+    /// order: the engine queues the departure there.
+    pub async fn begin_attempt(
+        &self,
+        start: AttemptStart,
+        committed: impl FnOnce(&Sent) + Send + 'static,
+    ) -> Result<Sent, Error> {
+        let work = move |c: &Connection| {
             let nonce = start.nonces.issue();
             let sent_at = SystemTime::now();
             let sent_ms = epoch_ms(sent_at);
@@ -147,8 +153,11 @@ impl Store {
                 nonce,
                 sent_at,
             })
-        })
-        .await
+        };
+        self.writer
+            .exec(work, Some(Box::new(committed)))
+            .await
+            .map_err(|e| super::store_error(&self.path, e))
     }
 
     /// Writes ids or orders of a reply that is still being read.

@@ -292,7 +292,7 @@ impl Store {
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         self.writer
-            .exec(work)
+            .exec(work, None)
             .await
             .map_err(|e| store_error(&self.path, e))
     }

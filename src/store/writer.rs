@@ -27,9 +27,13 @@ trait Job: Send {
     fn deliver(self: Box<Self>, result: Result<(), String>);
 }
 
+/// Runs in the writer thread once the job's transaction is committed, before the caller hears.
+pub(super) type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 struct TypedJob<T, F> {
     work: F,
     output: Option<T>,
+    after_commit: Option<AfterCommit<T>>,
     reply: oneshot::Sender<Result<T, String>>,
 }
 
@@ -44,9 +48,17 @@ where
     }
 
     fn deliver(self: Box<Self>, result: Result<(), String>) {
-        let TypedJob { output, reply, .. } = *self;
+        let TypedJob {
+            output,
+            reply,
+            after_commit,
+            ..
+        } = *self;
         let answer =
             result.and_then(|()| output.ok_or_else(|| "the job produced no output".to_string()));
+        if let (Ok(output), Some(after_commit)) = (&answer, after_commit) {
+            after_commit(output);
+        }
         let _ = reply.send(answer);
     }
 }
@@ -79,8 +91,13 @@ impl Writer {
         Ok((Writer { jobs }, WriterThread(handle)))
     }
 
-    /// Runs `work` in the writer's next transaction and resolves once it is committed.
-    pub(super) async fn exec<T, F>(&self, work: F) -> Result<T, String>
+    /// Runs `work` in the writer's next transaction and resolves once it is committed; then
+    /// `after_commit`, if any, runs in the writer thread, in commit order, before the caller hears.
+    pub(super) async fn exec<T, F>(
+        &self,
+        work: F,
+        after_commit: Option<AfterCommit<T>>,
+    ) -> Result<T, String>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -89,6 +106,7 @@ impl Writer {
         let job = TypedJob {
             work,
             output: None,
+            after_commit,
             reply,
         };
         self.jobs
@@ -108,9 +126,12 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 }
 
 fn writer_loop(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, path: &Path) {
+    let (mut batches, mut jobs) = (0u64, 0u64);
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+        batches += 1;
+        jobs += batch.len() as u64;
         let started = Instant::now();
         let results = loop {
             match run_batch(&mut conn, &mut batch) {
@@ -129,6 +150,12 @@ fn writer_loop(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, path: 
             job.deliver(result);
         }
     }
+    tracing::debug!(
+        batches,
+        jobs,
+        "writer done: {:.1} jobs per commit",
+        jobs as f64 / batches.max(1) as f64
+    );
     // Leave one self-contained file behind for the auditors.
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         tracing::warn!(db = %path.display(), error = %e, "WAL checkpoint at close failed");
