@@ -4,9 +4,11 @@
 //! `enabled` and `note` columns; other columns are ignored; `#` comment lines and blank lines are
 //! skipped; a UTF-8 byte-order mark is accepted. Every error names the file and the line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use crate::client::ListedAccount;
 
 /// Longest nickname we accept; Gemini's are short, and a longer cell is a sign of a broken file.
 const MAX_NICKNAME_LEN: usize = 128;
@@ -252,6 +254,115 @@ fn validate_nickname(account: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Why an account the exchange listed is not swept, or `None` when it is: only open exchange
+/// accounts hold orders, and the operator may exclude any by name.
+pub fn skip_reason(listed: &ListedAccount, excluded: &BTreeSet<String>) -> Option<String> {
+    if excluded.contains(&listed.account) {
+        return Some("excluded (--exclude)".into());
+    }
+    if listed.kind != "exchange" {
+        let kind = if listed.kind.is_empty() {
+            "unknown type"
+        } else {
+            &listed.kind
+        };
+        return Some(format!("{kind} account: holds no orders"));
+    }
+    if listed.status != "open" {
+        let status = if listed.status.is_empty() {
+            "unknown status"
+        } else {
+            &listed.status
+        };
+        return Some(format!("{status} account: holds no orders"));
+    }
+    None
+}
+
+/// The accounts a discovery found, as a run records them: in the exchange's order, the ones not
+/// to sweep disabled with the reason as their note.
+pub fn from_listing(listed: &[ListedAccount], excluded: &BTreeSet<String>) -> Vec<AccountEntry> {
+    listed
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let reason = skip_reason(a, excluded);
+            AccountEntry {
+                account: a.account.clone(),
+                enabled: reason.is_none(),
+                note: reason,
+                line: i as u64 + 1,
+            }
+        })
+        .collect()
+}
+
+/// Nicknames to exclude, from `--exclude` values and an `--exclude-file` (one per line; `#`
+/// comments and blank lines skipped).
+pub fn excludes(names: &[String], file: Option<&Path>) -> Result<BTreeSet<String>, AccountsError> {
+    let mut set: BTreeSet<String> = names
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if let Some(path) = file {
+        let fail = |line: Option<u64>, problem: String| AccountsError {
+            path: path.to_path_buf(),
+            line,
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(
+                None,
+                format!("cannot read the exclude file ({e}); one account nickname per line"),
+            )
+        })?;
+        for (i, line) in text.lines().enumerate() {
+            let name = line.split('#').next().unwrap_or("").trim();
+            if name.is_empty() {
+                continue;
+            }
+            validate_nickname(name).map_err(|p| fail(Some(i as u64 + 1), p))?;
+            set.insert(name.to_owned());
+        }
+    }
+    Ok(set)
+}
+
+/// Writes the listing as an accounts CSV that `run --accounts` reads: custody and closed
+/// accounts (and excluded ones) written `enabled=false`, with the reason in `note`. Written to a
+/// temporary file beside `path` and renamed over it.
+pub fn write_csv(
+    path: &Path,
+    listed: &[ListedAccount],
+    excluded: &BTreeSet<String>,
+) -> std::io::Result<()> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(["account", "enabled", "note", "name", "type", "status"])?;
+    for a in listed {
+        let reason = skip_reason(a, excluded);
+        writer.write_record([
+            a.account.as_str(),
+            if reason.is_none() { "true" } else { "false" },
+            reason.as_deref().unwrap_or(""),
+            a.name.as_str(),
+            a.kind.as_str(),
+            a.status.as_str(),
+        ])?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +449,70 @@ mod tests {
         assert!(err(b"").1.contains("empty"));
         assert!(err(b"  \n\n").1.contains("empty"));
         assert!(err(b"account\n# nobody\n").1.contains("no accounts"));
+    }
+
+    fn listed(account: &str, kind: &str, status: &str) -> ListedAccount {
+        ListedAccount {
+            name: account.to_uppercase(),
+            account: account.into(),
+            kind: kind.into(),
+            status: status.into(),
+            created: None,
+            counterparty_id: None,
+        }
+    }
+
+    #[test]
+    fn a_listing_becomes_accounts_with_the_reason_for_each_one_skipped() {
+        let listing = [
+            listed("desk-1", "exchange", "open"),
+            listed("vault", "custody", "open"),
+            listed("old", "exchange", "closed"),
+            listed("legacy", "exchange", "open"),
+        ];
+        let excluded = BTreeSet::from(["legacy".to_string()]);
+        let entries = from_listing(&listing, &excluded);
+        let enabled: Vec<_> = entries.iter().map(|e| e.enabled).collect();
+        assert_eq!(enabled, [true, false, false, false]);
+        assert_eq!(
+            entries[1].note.as_deref(),
+            Some("custody account: holds no orders")
+        );
+        assert_eq!(
+            entries[2].note.as_deref(),
+            Some("closed account: holds no orders")
+        );
+        assert_eq!(entries[3].note.as_deref(), Some("excluded (--exclude)"));
+
+        // The CSV written from it reads back as the same accounts.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.csv");
+        write_csv(&path, &listing, &excluded).unwrap();
+        let read = load(&path).unwrap();
+        assert_eq!(
+            read.iter()
+                .map(|e| (e.account.as_str(), e.enabled, e.note.as_deref()))
+                .collect::<Vec<_>>(),
+            entries
+                .iter()
+                .map(|e| (e.account.as_str(), e.enabled, e.note.as_deref()))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn excludes_come_from_the_flag_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("exclude.txt");
+        std::fs::write(&file, "# paused desks\ndesk-9\n\n  desk-10  # migrating\n").unwrap();
+        let set = excludes(&["desk-1".into(), " ".into()], Some(&file)).unwrap();
+        assert_eq!(
+            set.into_iter().collect::<Vec<_>>(),
+            ["desk-1", "desk-10", "desk-9"]
+        );
+        std::fs::write(&file, "ok\nnot ok\n").unwrap();
+        let err = excludes(&[], Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("exclude.txt:2:"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use clap::Parser;
 
 use crate::config::SweepConfig;
-use crate::config::{Cli, Command, DemoArgs, LogFormat, ReportArgs, RunArgs, RunsArgs};
+use crate::config::{
+    AccountsArgs, Cli, Command, DemoArgs, LogFormat, ReportArgs, RunArgs, RunsArgs,
+};
 use crate::engine::{self, StopSignal, Stopping, SweepSummary, Target};
 use crate::error::{Error, exit_code};
 use crate::{accounts, client, demo, report, store};
@@ -58,6 +60,7 @@ pub fn main() -> i32 {
                 .map_err(|e| Error::Config(e.to_string())),
             Command::Report(args) => run_report(args),
             Command::Runs(args) => list_runs(args),
+            Command::Accounts(args) => list_accounts(args).await,
         }
     });
     match result {
@@ -146,6 +149,11 @@ fn signal_seen(flag: &AtomicU8) -> Option<StopSignal> {
 async fn run(args: RunArgs) -> Result<i32, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let (config, credentials, target) = match &args.resume {
+        None if args.all_accounts => {
+            let (config, credentials) = args.resolve(&env)?;
+            let excluded = accounts::excludes(&args.exclude, args.exclude_file.as_deref())?;
+            (config, credentials, Target::Discover { excluded })
+        }
         None => {
             let (config, credentials) = args.resolve(&env)?;
             let entries = accounts::load(&config.accounts_file)?;
@@ -193,15 +201,15 @@ fn resume_target(
     run: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ResumePlan, Error> {
-    let conn = store::open_read_only(&args.db)?;
+    let conn = store::open_read_only(&args.exchange.db)?;
     let db_error = |e: rusqlite::Error| Error::Store {
-        path: args.db.clone(),
+        path: args.exchange.db.clone(),
         reason: e.to_string(),
     };
     let no_run = || {
         Error::Config(format!(
             "{}: no run {run:?} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
-            args.db.display()
+            args.exchange.db.display()
         ))
     };
     let run_id = report::resolve_run(&conn, run)
@@ -213,7 +221,7 @@ fn resume_target(
     if run == "latest" && stored.age_secs > args.resume_within * 3600.0 {
         return Err(Error::Config(format!(
             "{}: the latest run (#{run_id}, started {}, {:.1} h ago) is older than --resume-within {} h, so today's job did not start it; nothing was resumed. Give its id (--resume {run_id}) to resume it anyway",
-            args.db.display(),
+            args.exchange.db.display(),
             stored.started_at,
             stored.age_secs / 3600.0,
             args.resume_within
@@ -221,7 +229,7 @@ fn resume_target(
     }
     let mut base: SweepConfig =
         serde_json::from_str(&stored.options_json).map_err(|e| Error::Store {
-            path: args.db.clone(),
+            path: args.exchange.db.clone(),
             reason: format!("run {run_id}'s stored options cannot be read ({e})"),
         })?;
     base.base_url = stored.base_url.clone();
@@ -257,7 +265,7 @@ fn resume_target(
             totals,
             invocation_id: None,
             wall_ms: 0,
-            db: args.db.display().to_string(),
+            db: args.exchange.db.display().to_string(),
             nothing_to_resume: true,
         }));
     }
@@ -279,19 +287,32 @@ fn resume_target(
 }
 
 fn print_plan(config: &SweepConfig, target: &Target, credentials: &client::Credentials) {
-    let (listed, names): (usize, Vec<(&str, bool)>) = match target {
-        Target::New(entries) => (
-            entries.len(),
-            entries
-                .iter()
-                .map(|a| (a.account.as_str(), a.enabled))
-                .collect(),
-        ),
-        Target::Resume { accounts, .. } => (
-            accounts.len(),
-            accounts.iter().map(|a| (a.as_str(), true)).collect(),
-        ),
+    let names: Vec<(&str, bool)> = match target {
+        Target::New(entries) => entries
+            .iter()
+            .map(|a| (a.account.as_str(), a.enabled))
+            .collect(),
+        Target::Resume { accounts, .. } => accounts.iter().map(|a| (a.as_str(), true)).collect(),
+        Target::Discover { excluded } => {
+            eprintln!(
+                "dry run: every open exchange account of the group, as /v1/account/list lists them at run time ({} excluded by name), with key {} at {} requests/s on {}; nothing sent",
+                excluded.len(),
+                credentials.fingerprint(),
+                config.rate,
+                config.base_url
+            );
+            let plan = serde_json::json!({
+                "dry_run": true,
+                "accounts": "discovered at run time (--all-accounts)",
+                "excluded": excluded,
+                "base_url": config.base_url,
+                "key_fingerprint": credentials.fingerprint(),
+            });
+            println!("{plan}");
+            return;
+        }
     };
+    let listed = names.len();
     let enabled = names.iter().filter(|(_, e)| *e).count();
     let requests = enabled * config.calls_per_account();
     let seconds = requests.saturating_sub(config.burst as usize) as f64 / config.rate;
@@ -321,6 +342,34 @@ fn print_plan(config: &SweepConfig, target: &Target, credentials: &client::Crede
         "key_fingerprint": credentials.fingerprint(),
     });
     println!("{plan}");
+}
+
+/// `gemini-sweep accounts`: the group's accounts, printed and optionally written as a CSV.
+async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
+    let env = |name: &str| std::env::var(name).ok();
+    let (config, credentials) = args.resolve(&env)?;
+    let excluded = accounts::excludes(&args.exclude, args.exclude_file.as_deref())?;
+    let stopping = Stopping::default();
+    let _signal = watch_signals(stopping.clone());
+    let listed =
+        engine::list_accounts(config, credentials, Arc::new(client::SystemClock), stopping).await?;
+    if let Some(path) = &args.csv {
+        accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::UnreadableInput {
+            path: path.clone(),
+            reason: format!("cannot write the accounts CSV: {e}"),
+        })?;
+        eprintln!(
+            "wrote {} accounts to {} ({} to sweep)",
+            listed.len(),
+            path.display(),
+            listed
+                .iter()
+                .filter(|a| accounts::skip_reason(a, &excluded).is_none())
+                .count()
+        );
+    }
+    print!("{}", report::accounts(&listed, &excluded, args.format));
+    Ok(exit_code::OK)
 }
 
 /// The last stdout line, one JSON object: what schedulers (Airflow's XCom among them) pick up.

@@ -70,6 +70,35 @@ pub enum Command {
     Report(ReportArgs),
     /// List the runs in the database, newest first.
     Runs(RunsArgs),
+    /// List the group's accounts (/v1/account/list, master key) and optionally write them as an
+    /// accounts CSV for `run --accounts`.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Accounts(AccountsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AccountsArgs {
+    /// The exchange, the key's settings and the audit trail (the listing's requests are recorded
+    /// there like any other, and use the key's nonce mark).
+    #[command(flatten)]
+    pub exchange: ExchangeArgs,
+
+    /// Also write the accounts as a CSV that `run --accounts` reads: custody and closed accounts
+    /// (and --exclude ones) are written enabled=false, with the reason as their note.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Nicknames to write enabled=false (comma-separated, repeatable).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// A file of nicknames to write enabled=false, one per line (# comments).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Option<PathBuf>,
+
+    /// How to print the list on stdout.
+    #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
+    pub format: crate::report::Format,
 }
 
 #[derive(Debug, Args)]
@@ -79,7 +108,7 @@ pub struct RunArgs {
         long,
         value_name = "FILE",
         env = "GEMINI_SWEEP_ACCOUNTS",
-        required_unless_present = "resume"
+        required_unless_present_any = ["resume", "all_accounts"]
     )]
     pub accounts: Option<PathBuf>,
 
@@ -106,6 +135,60 @@ pub struct RunArgs {
           value_parser = bounded_f64("SECS", 0.0, 600.0))]
     pub grace: Option<f64>,
 
+    /// Requests (1-100) the pacer lets through back to back before spacing them at --rate
+    /// [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub burst: Option<u32>,
+
+    /// Requests (1-1024) in flight at once [default: 8].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1024), env = "GEMINI_SWEEP_CONCURRENCY")]
+    pub concurrency: Option<u32>,
+
+    /// Attempts (1-100) per call before an account is given up (transient errors only)
+    /// [default: 5].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: Option<u32>,
+
+    /// Extra cancel-alls (0-10) for an account whose orders were rejected, to catch briefly
+    /// stuck ones [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub reject_retries: Option<u32>,
+
+    /// Skip listing open orders before and after the cancel-all (one request per account instead
+    /// of three; the run then cannot prove the account is flat).
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Validate everything and print the plan; send nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The exchange, the key's settings and the audit trail.
+    #[command(flatten)]
+    pub exchange: ExchangeArgs,
+
+    /// Sweep every open exchange account of the group, as /v1/account/list lists them (master
+    /// key only), instead of a CSV. Custody and closed accounts are recorded as skipped.
+    #[arg(long, conflicts_with_all = ["accounts", "resume"])]
+    pub all_accounts: bool,
+
+    /// With --all-accounts: nicknames not to sweep (comma-separated, repeatable).
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        requires = "all_accounts"
+    )]
+    pub exclude: Vec<String>,
+
+    /// With --all-accounts: a file of nicknames not to sweep, one per line (# comments).
+    #[arg(long, value_name = "FILE", requires = "all_accounts")]
+    pub exclude_file: Option<PathBuf>,
+}
+
+/// What talking to the exchange with the key needs, shared by `run` and `accounts`.
+#[derive(Debug, Args)]
+pub struct ExchangeArgs {
     /// Read the API secret from the first line of FILE instead of GEMINI_API_SECRET.
     #[arg(long, value_name = "FILE")]
     pub api_secret_file: Option<PathBuf>,
@@ -133,30 +216,11 @@ pub struct RunArgs {
           value_parser = bounded_f64("requests per second", 0.1, 100_000.0), env = "GEMINI_SWEEP_RATE")]
     pub rate: Option<f64>,
 
-    /// Requests (1-100) the pacer lets through back to back before spacing them at --rate
-    /// [default: 1].
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub burst: Option<u32>,
-
-    /// Requests (1-1024) in flight at once [default: 8].
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1024), env = "GEMINI_SWEEP_CONCURRENCY")]
-    pub concurrency: Option<u32>,
-
     /// Seconds (0.1-600) one request may take to connect and answer; a long reply gets one more
     /// second per MiB received [default: 10].
     #[arg(long, value_name = "SECS", allow_negative_numbers = true,
           value_parser = bounded_f64("SECS", 0.1, 600.0))]
     pub timeout: Option<f64>,
-
-    /// Attempts (1-100) per call before an account is given up (transient errors only)
-    /// [default: 5].
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: Option<u32>,
-
-    /// Extra cancel-alls (0-10) for an account whose orders were rejected, to catch briefly
-    /// stuck ones [default: 1].
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=10))]
-    pub reject_retries: Option<u32>,
 
     /// The key's nonce mode, as set when the key was created on Gemini [default: increasing].
     #[arg(long, value_enum)]
@@ -175,15 +239,6 @@ pub struct RunArgs {
     /// directory]. Give every job that uses the key the same directory.
     #[arg(long, value_name = "DIR", env = "GEMINI_SWEEP_LOCK_DIR")]
     pub lock_dir: Option<PathBuf>,
-
-    /// Skip listing open orders before and after the cancel-all (one request per account instead
-    /// of three; the run then cannot prove the account is flat).
-    #[arg(long)]
-    pub no_verify: bool,
-
-    /// Validate everything and print the plan; send nothing, write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -331,15 +386,11 @@ impl SweepConfig {
     }
 }
 
-impl RunArgs {
-    /// Builds the configuration of a new run; `env` looks up environment variables (injected
-    /// for tests).
-    pub fn resolve(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(SweepConfig, Credentials), Error> {
-        let defaults = SweepConfig {
-            accounts_file: self.accounts.clone().unwrap_or_default(),
+impl SweepConfig {
+    /// The built-in defaults, before any flag.
+    pub fn defaults(accounts_file: PathBuf, db: PathBuf) -> SweepConfig {
+        SweepConfig {
+            accounts_file,
             base_url: PRODUCTION_URL.to_string(),
             rate: 5.0,
             burst: 1,
@@ -349,23 +400,24 @@ impl RunArgs {
             reject_retries: 1,
             verify: true,
             nonce_mode: NonceMode::Increasing,
-            db: self.db.clone(),
+            db,
             lock_dir: None,
             proxy: None,
             group: default_group(),
             retry_base: Duration::from_millis(250),
             grace: Duration::from_secs(15),
-        };
-        self.resolve_over(defaults, env)
+        }
     }
+}
 
-    /// Applies the flags that were given over `base` (the defaults, or a resumed run's stored
-    /// options), validates the URL and loads the credentials.
-    pub fn resolve_over(
+impl ExchangeArgs {
+    /// Applies the exchange flags that were given over `config`, validates the URLs and loads
+    /// the credentials.
+    pub fn apply(
         &self,
-        mut config: SweepConfig,
+        config: &mut SweepConfig,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(SweepConfig, Credentials), Error> {
+    ) -> Result<Credentials, Error> {
         match (&self.base_url, self.sandbox) {
             (_, true) => config.base_url = SANDBOX_URL.to_string(),
             (Some(url), false) => config.base_url = url.clone(),
@@ -381,14 +433,61 @@ impl RunArgs {
         if let Some(v) = self.rate {
             config.rate = v;
         }
+        if let Some(v) = self.timeout {
+            config.timeout = Duration::from_secs_f64(v);
+        }
+        if let Some(mode) = self.nonce_mode {
+            config.nonce_mode = match mode {
+                NonceModeArg::Increasing => NonceMode::Increasing,
+                NonceModeArg::Time => NonceMode::Time,
+            };
+        }
+        config.db = self.db.clone();
+        if let Some(dir) = &self.lock_dir {
+            config.lock_dir = Some(dir.clone());
+        }
+        load_credentials(self.api_secret_file.as_deref(), env)
+    }
+}
+
+impl AccountsArgs {
+    pub fn resolve(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(SweepConfig, Credentials), Error> {
+        let mut config = SweepConfig::defaults(PathBuf::new(), self.exchange.db.clone());
+        let credentials = self.exchange.apply(&mut config, env)?;
+        Ok((config, credentials))
+    }
+}
+
+impl RunArgs {
+    /// Builds the configuration of a new run; `env` looks up environment variables (injected
+    /// for tests).
+    pub fn resolve(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(SweepConfig, Credentials), Error> {
+        let defaults = SweepConfig::defaults(
+            self.accounts.clone().unwrap_or_default(),
+            self.exchange.db.clone(),
+        );
+        self.resolve_over(defaults, env)
+    }
+
+    /// Applies the flags that were given over `base` (the defaults, or a resumed run's stored
+    /// options), validates the URL and loads the credentials.
+    pub fn resolve_over(
+        &self,
+        mut config: SweepConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(SweepConfig, Credentials), Error> {
+        let credentials = self.exchange.apply(&mut config, env)?;
         if let Some(v) = self.burst {
             config.burst = v;
         }
         if let Some(v) = self.concurrency {
             config.concurrency = v;
-        }
-        if let Some(v) = self.timeout {
-            config.timeout = Duration::from_secs_f64(v);
         }
         if let Some(v) = self.max_attempts {
             config.max_attempts = v;
@@ -402,17 +501,9 @@ impl RunArgs {
         if self.no_verify {
             config.verify = false;
         }
-        if let Some(mode) = self.nonce_mode {
-            config.nonce_mode = match mode {
-                NonceModeArg::Increasing => NonceMode::Increasing,
-                NonceModeArg::Time => NonceMode::Time,
-            };
+        if self.all_accounts {
+            config.accounts_file = PathBuf::from("(--all-accounts)");
         }
-        config.db = self.db.clone();
-        if let Some(dir) = &self.lock_dir {
-            config.lock_dir = Some(dir.clone());
-        }
-        let credentials = load_credentials(self.api_secret_file.as_deref(), env)?;
         Ok((config, credentials))
     }
 }

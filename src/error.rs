@@ -57,6 +57,14 @@ pub enum Error {
     #[error("database {}: {reason}", path.display())]
     Store { path: PathBuf, reason: String },
 
+    /// The exchange refused the key or the configuration (outside a run, which records it).
+    #[error("the exchange refused the key: {0}")]
+    Refused(String),
+
+    /// The exchange did not answer what was asked (outside a run).
+    #[error("{0}")]
+    Unavailable(String),
+
     /// Anything that is our fault rather than the user's.
     #[error("internal error: {0}")]
     Internal(String),
@@ -69,6 +77,8 @@ impl Error {
                 exit_code::BAD_INPUT
             }
             Error::Store { .. } | Error::Internal(_) => exit_code::INTERNAL,
+            Error::Refused(_) => exit_code::REFUSED,
+            Error::Unavailable(_) => exit_code::INCOMPLETE,
         }
     }
 }

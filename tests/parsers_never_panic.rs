@@ -109,8 +109,8 @@ proptest! {
             Ok(cli) => {
                 let Command::Run(run) = cli.command else { panic!("not run") };
                 let got = match flag {
-                    "--rate" => run.rate,
-                    "--timeout" => run.timeout,
+                    "--rate" => run.exchange.rate,
+                    "--timeout" => run.exchange.timeout,
                     "--grace" => run.grace,
                     "--burst" => run.burst.map(f64::from),
                     "--concurrency" => run.concurrency.map(f64::from),

@@ -16,13 +16,15 @@ use tokio::sync::mpsc;
 
 use crate::signing;
 pub use nonce::{Clock, Nonce, NonceMode, NonceSource, SystemClock};
-pub use reply::{Chunk, Collected, Expect, NonceRefusal, OpenOrder, Pause, Verdict};
+pub use reply::{Chunk, Collected, Expect, ListedAccount, NonceRefusal, OpenOrder, Pause, Verdict};
 
 /// The private endpoints gemini-sweep calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     CancelAll,
     ListOrders,
+    /// The group's accounts (master keys only).
+    AccountList,
 }
 
 impl Endpoint {
@@ -30,6 +32,7 @@ impl Endpoint {
         match self {
             Endpoint::CancelAll => "/v1/order/cancel/all",
             Endpoint::ListOrders => "/v1/orders",
+            Endpoint::AccountList => "/v1/account/list",
         }
     }
 
@@ -37,6 +40,7 @@ impl Endpoint {
         match self {
             Endpoint::CancelAll => Expect::CancelAll,
             Endpoint::ListOrders => Expect::Orders,
+            Endpoint::AccountList => Expect::Accounts,
         }
     }
 }
@@ -176,13 +180,15 @@ impl ExchangeClient {
         }
     }
 
-    /// Signs and sends one call with `nonce`, for `account` (`None`: the account key's own), and
-    /// reads the reply. Ids of a reply too large to hold go to `spill` while it is read.
+    /// Signs and sends one call with `nonce`, for `account` (`None`: the account key's own, or
+    /// the group), with the endpoint's own `params`, and reads the reply. Ids of a reply too large
+    /// to hold go to `spill` while it is read.
     pub async fn exchange(
         &self,
         endpoint: Endpoint,
         account: Option<&str>,
         nonce: &Nonce,
+        params: &[(&'static str, serde_json::Value)],
         spill: mpsc::Sender<Chunk>,
     ) -> Exchanged {
         let mut payload = serde_json::Map::new();
@@ -190,6 +196,9 @@ impl ExchangeClient {
         payload.insert("nonce".into(), nonce.to_json());
         if let Some(account) = account {
             payload.insert("account".into(), account.into());
+        }
+        for (name, value) in params {
+            payload.insert((*name).into(), value.clone());
         }
         let payload = serde_json::Value::Object(payload).to_string();
         let signed = signing::sign(

@@ -17,6 +17,29 @@ pub enum Expect {
     CancelAll,
     /// `[{"order_id":"...", ...}, ...]`
     Orders,
+    /// `[{"name":..., "account":..., "type":..., "status":..., "created":...}, ...]`
+    Accounts,
+}
+
+/// One account of the group as `/v1/account/list` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ListedAccount {
+    /// The display name.
+    #[serde(default)]
+    pub name: String,
+    /// The nickname: what the `account` field of a request names.
+    pub account: String,
+    /// `exchange` (holds orders) or `custody`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// `open` or `closed`.
+    #[serde(default)]
+    pub status: String,
+    /// Creation time, in milliseconds since the epoch.
+    #[serde(default)]
+    pub created: Option<u64>,
+    #[serde(default)]
+    pub counterparty_id: Option<String>,
 }
 
 /// One active order as `/v1/orders` lists it (the fields the audit trail keeps).
@@ -46,6 +69,8 @@ pub struct Collected {
     pub cancelled: Vec<u64>,
     pub rejected: Vec<u64>,
     pub orders: Vec<OpenOrder>,
+    /// The accounts of an `/v1/account/list` page (at most 500: always kept in memory).
+    pub accounts: Vec<ListedAccount>,
     pub cancelled_count: u64,
     pub rejected_count: u64,
     pub orders_count: u64,
@@ -376,6 +401,10 @@ impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
         match self.expect {
             Expect::CancelAll => de.deserialize_map(CancelAllVisitor(self.sink)),
             Expect::Orders => de.deserialize_seq(OrdersVisitor(self.sink)),
+            Expect::Accounts => {
+                self.sink.collected.accounts = serde::Deserialize::deserialize(de)?;
+                Ok(())
+            }
         }
     }
 }
@@ -637,6 +666,19 @@ mod tests {
         let numeric = br#"[{"order_id":5,"price":1.5,"remaining_amount":2}]"#;
         let o = &parse_ok(Expect::Orders, numeric).unwrap().orders[0];
         assert_eq!((o.order_id, o.price.as_str()), (5, "1.5"));
+    }
+
+    #[test]
+    fn reads_the_documented_account_list() {
+        let body = br#"[{"name":"Primary","account":"primary","type":"exchange","counterparty_id":"EMONNYXH","created":1495127793000,"status":"open"}]"#;
+        let accounts = parse_ok(Expect::Accounts, body).unwrap().accounts;
+        assert_eq!(accounts[0].account, "primary");
+        assert_eq!(
+            (accounts[0].kind.as_str(), accounts[0].status.as_str()),
+            ("exchange", "open")
+        );
+        assert_eq!(accounts[0].created, Some(1_495_127_793_000));
+        assert!(parse_ok(Expect::Accounts, br#"[{"name":"no nickname"}]"#).is_none());
     }
 
     #[test]

@@ -2,33 +2,10 @@
 //! list again to verify, retrying what is transient. Every request goes through the key's
 //! session; this module decides what the account's outcome is.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use super::session::{AttemptResult, KeySession, RunContext, Stop};
-use crate::client::{Collected, Verdict};
+use super::session::{Caller, KeySession, Retry, RunContext, Step, Stop};
 use crate::config::SweepConfig;
 use crate::error::Error;
 use crate::store::{AccountFinish, AccountStatus, Failure, Phase};
-
-/// The longest back-off between two attempts of one call.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// How one call (with its retries) ended.
-enum Step {
-    Done(Collected),
-    Failed(Failure),
-    Stopped(Stop),
-}
-
-/// What is known of the account while it is being swept.
-struct Progress {
-    name: Arc<str>,
-    attempt_no: u32,
-    /// A request for this account was sent by this invocation.
-    sent_any: bool,
-    last_error: Option<String>,
-}
 
 pub struct AccountSweeper<'a> {
     pub config: &'a SweepConfig,
@@ -39,6 +16,12 @@ pub struct AccountSweeper<'a> {
 }
 
 impl AccountSweeper<'_> {
+    fn run_id(&self) -> i64 {
+        self.run
+            .run_id
+            .expect("accounts are only swept within a run")
+    }
+
     /// Sweeps one account and records its outcome.
     pub async fn sweep(&self, account: &str) -> Result<AccountStatus, Error> {
         let outcome = self.sweep_inner(account).await;
@@ -51,12 +34,12 @@ impl AccountSweeper<'_> {
         let (attempt_no, snapshot_taken) = if self.resuming {
             self.run
                 .store
-                .account_progress(self.run.run_id, account)
+                .account_progress(self.run_id(), account)
                 .await?
         } else {
             (0, false)
         };
-        let mut acct = Progress {
+        let mut acct = Caller {
             name: account.into(),
             attempt_no,
             sent_any: false,
@@ -153,7 +136,7 @@ impl AccountSweeper<'_> {
     /// The run stopped while this account was under way (or before it started).
     async fn stopped(
         &self,
-        mut acct: Progress,
+        mut acct: Caller,
         stop: Stop,
         standing: Option<AccountStatus>,
     ) -> Result<AccountStatus, Error> {
@@ -189,14 +172,14 @@ impl AccountSweeper<'_> {
 
     async fn finish(
         &self,
-        acct: Progress,
+        acct: Caller,
         status: AccountStatus,
         failure: Option<Failure>,
     ) -> Result<AccountStatus, Error> {
         self.run
             .store
             .finish_account(AccountFinish {
-                run_id: self.run.run_id,
+                run_id: self.run_id(),
                 account: acct.name.to_string(),
                 status,
                 failure: (status == AccountStatus::Failed)
@@ -207,123 +190,21 @@ impl AccountSweeper<'_> {
             .await?;
         Ok(status)
     }
-
-    /// One call of `phase`, retried while the failure is transient.
-    async fn call(&self, acct: &mut Progress, phase: Phase) -> Result<Step, Error> {
-        let mut failures = 0u32;
-        loop {
-            let exchanged = match self
-                .session
-                .attempt(self.run, &acct.name, phase, &mut acct.attempt_no)
-                .await?
-            {
-                AttemptResult::NotSent(stop) => return Ok(Step::Stopped(stop)),
-                AttemptResult::Abandoned => {
-                    acct.sent_any = true;
-                    return Ok(Step::Stopped(Stop::Signal));
-                }
-                AttemptResult::Replied(exchanged) => {
-                    acct.sent_any = true;
-                    exchanged
-                }
-            };
-            let phase_name = phase.as_str();
-            let account = &*acct.name;
-            match exchanged.verdict {
-                Verdict::Ok(collected) => return Ok(Step::Done(collected)),
-                Verdict::KeyRefused { reason, message } => {
-                    acct.last_error = Some(format!("{reason}: {message}"));
-                    return Ok(Step::Failed(Failure::KeyRefused));
-                }
-                Verdict::AccountRefused { reason, message } => {
-                    tracing::warn!(
-                        account,
-                        phase = phase_name,
-                        reason,
-                        message,
-                        "the exchange refused this account; not retrying"
-                    );
-                    acct.last_error = Some(format!("{reason}: {message}"));
-                    return Ok(Step::Failed(Failure::AccountRefused));
-                }
-                // A lost nonce race says nothing about the exchange's health: retried at once
-                // (the window and the pacer space it); the session stops the key if the
-                // refusals are not races.
-                Verdict::NonceRefused { message, .. } => {
-                    tracing::debug!(
-                        account,
-                        phase = phase_name,
-                        "InvalidNonce; retrying with a fresh nonce"
-                    );
-                    acct.last_error = Some(format!("InvalidNonce: {message}"));
-                }
-                Verdict::Transient {
-                    reason,
-                    message,
-                    pause,
-                } => {
-                    failures += 1;
-                    acct.last_error = Some(format!("{reason}: {message}"));
-                    if failures >= self.config.max_attempts {
-                        tracing::warn!(
-                            account,
-                            phase = phase_name,
-                            reason,
-                            "giving up after {failures} failed attempts"
-                        );
-                        return Ok(Step::Failed(Failure::OutOfAttempts));
-                    }
-                    let wait = backoff(
-                        self.config.retry_base,
-                        failures,
-                        pause.and_then(|p| p.retry_after()),
-                    );
-                    tracing::info!(
-                        account,
-                        phase = phase_name,
-                        reason,
-                        pause_ms = wait.as_millis() as u64,
-                        "transient failure; retrying"
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.run.shutdown.cancelled() => return Ok(Step::Stopped(Stop::Signal)),
-                        _ = self.session.halt.halted() => return Ok(Step::Stopped(Stop::Halt)),
-                    }
-                }
-            }
-        }
-    }
 }
 
-/// Exponential back-off with jitter: `base · 2^(n-1)`, scaled by a random 50–100 %, capped, and
-/// never shorter than the exchange's `Retry-After` (the key's pacer holds every request for that
-/// long anyway).
-fn backoff(base: Duration, failures: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    let jittered = exp
-        .mul_f64(0.5 + rand::random::<f64>() * 0.5)
-        .min(MAX_BACKOFF);
-    retry_after.map_or(jittered, |r| jittered.max(r))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_honours_retry_after() {
-        let base = Duration::from_millis(100);
-        for n in 1..=20 {
-            let d = backoff(base, n, None);
-            let nominal = base.saturating_mul(1 << (n - 1).min(16));
-            assert!(d >= nominal.mul_f64(0.5).min(MAX_BACKOFF), "{n}: {d:?}");
-            assert!(d <= nominal.min(MAX_BACKOFF), "{n}: {d:?}");
-        }
-        assert_eq!(
-            backoff(base, 1, Some(Duration::from_secs(90))),
-            Duration::from_secs(90),
-            "a Retry-After is followed exactly, not cut short"
-        );
+impl AccountSweeper<'_> {
+    async fn call(&self, acct: &mut Caller, phase: Phase) -> Result<Step, Error> {
+        self.session
+            .call(
+                self.run,
+                acct,
+                phase,
+                &[],
+                Retry {
+                    max_attempts: self.config.max_attempts,
+                    base: self.config.retry_base,
+                },
+            )
+            .await
     }
 }

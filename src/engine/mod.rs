@@ -7,13 +7,16 @@
 //! - [`pacer`]: the key's pace, and how it follows the exchange's push-back.
 //! - [`window`]: how many requests of the key may be in flight.
 //! - [`departures`]: requests of an increasing-mode key leave in nonce order.
+//! - [`discovery`]: the group's accounts, as `/v1/account/list` pages them.
 
 mod account;
 mod departures;
+mod discovery;
 mod pacer;
 mod session;
 mod window;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,15 +58,19 @@ pub enum StopSignal {
 pub enum Target {
     /// A new run over the CSV's accounts (disabled ones are recorded as skipped).
     New(Vec<AccountEntry>),
+    /// A new run over every open exchange account the group lists (`--all-accounts`), but these.
+    Discover { excluded: BTreeSet<String> },
     /// Finishing an earlier run: these of its accounts, under its run id.
     Resume { run_id: i64, accounts: Vec<String> },
 }
 
 impl Target {
-    fn to_sweep(&self) -> usize {
+    /// How many accounts it sweeps, if known before anything is sent.
+    pub fn to_sweep(&self) -> Option<usize> {
         match self {
-            Target::New(entries) => entries.iter().filter(|a| a.enabled).count(),
-            Target::Resume { accounts, .. } => accounts.len(),
+            Target::New(entries) => Some(entries.iter().filter(|a| a.enabled).count()),
+            Target::Discover { .. } => None,
+            Target::Resume { accounts, .. } => Some(accounts.len()),
         }
     }
 }
@@ -79,7 +86,15 @@ pub struct Stopping {
 /// Checks what can be checked without the network: something to sweep, and a key that can
 /// address it (a master key names each account; an account key acts on its one account).
 pub fn plan(credentials: &Credentials, target: &Target, config: &SweepConfig) -> Result<(), Error> {
-    let enabled = target.to_sweep();
+    let Some(enabled) = target.to_sweep() else {
+        if credentials.is_master() {
+            return Ok(());
+        }
+        return Err(Error::Config(
+            "--all-accounts lists the group's accounts, which only the group's master key (master-...) can do"
+                .into(),
+        ));
+    };
     if enabled == 0
         && let Target::New(_) = target
     {
@@ -95,6 +110,77 @@ pub fn plan(credentials: &Credentials, target: &Target, config: &SweepConfig) ->
         "the API key is not a master key (it does not start with master-), so it acts on one account only, but {} lists {enabled} enabled accounts; use the group's master key, or list just the key's own account",
         config.accounts_file.display()
     )))
+}
+
+/// Lists the group's accounts outside any run (`gemini-sweep accounts`): the same locks, nonce
+/// mark and recorded requests as a run, and nothing swept.
+pub async fn list_accounts(
+    config: SweepConfig,
+    credentials: Credentials,
+    clock: Arc<dyn Clock>,
+    stopping: Stopping,
+) -> Result<Vec<crate::client::ListedAccount>, Error> {
+    if !credentials.is_master() {
+        return Err(Error::Config(
+            "listing the group's accounts needs the group's master key (master-...)".into(),
+        ));
+    }
+    let fingerprint = credentials.fingerprint();
+    let _lock = RunLock::acquire(&config.db, config.lock_dir.as_deref(), &fingerprint)?;
+    let (store, writer) = store::open(&config.db)?;
+    let listing = async {
+        store.take_over_dead_runs().await?;
+        let high_water = store.nonce_high_water(&fingerprint).await?;
+        let nonces = Arc::new(NonceSource::new(config.nonce_mode, clock, high_water));
+        let client = ExchangeClient::new(
+            &ClientOptions {
+                base_url: config.base_url(),
+                timeout: config.timeout,
+                proxy: config.proxy_url(),
+            },
+            credentials,
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let session = session::KeySession::new(client, nonces, config.rate, config.burst, 1);
+        let run = session::RunContext {
+            store: store.clone(),
+            run_id: None,
+            invocation_id: None,
+            shutdown: stopping.shutdown.clone(),
+            hard_stop: stopping.hard_stop.clone(),
+        };
+        let retry = session::Retry {
+            max_attempts: config.max_attempts,
+            base: config.retry_base,
+        };
+        let listing = discovery::list_group(&session, &run, retry).await?;
+        Ok::<_, Error>((listing, session.halt.reason()))
+    }
+    .await;
+    drop(store);
+    writer.join();
+    match listing? {
+        (discovery::Listing::Complete(listed), _) => Ok(listed),
+        (discovery::Listing::Failed(why), _) => Err(Error::Unavailable(format!(
+            "the exchange did not list the group's accounts: {why}"
+        ))),
+        (discovery::Listing::Stopped(_), Some(halt)) if halt.refused => {
+            Err(Error::Refused(halt.message))
+        }
+        (discovery::Listing::Stopped(_), Some(halt)) => Err(Error::Unavailable(halt.message)),
+        (discovery::Listing::Stopped(_), None) => Err(Error::Unavailable(
+            "interrupted before the accounts were listed".into(),
+        )),
+    }
+}
+
+fn new_run_account(a: &AccountEntry) -> NewRunAccount {
+    NewRunAccount {
+        account: a.account.clone(),
+        csv_line: a.line,
+        note: a.note.clone(),
+        enabled: a.enabled,
+    }
 }
 
 /// Runs a whole sweep. Inputs must already be validated (see [`plan`]).
@@ -184,26 +270,23 @@ async fn sweep_with_store(
     );
 
     let options_json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
+    let new_run = |accounts: &[AccountEntry]| NewRun {
+        base_url: config.base_url.clone(),
+        key_fingerprint: fingerprint.clone(),
+        group_name: config.group.clone(),
+        options_json: options_json.clone(),
+        verify: config.verify,
+        accounts: accounts.iter().map(new_run_account).collect(),
+    };
+    let mut discover = None;
     let (run_id, invocation_id, to_sweep, resuming) = match target {
+        Target::Discover { excluded } => {
+            let (run_id, invocation_id) = store.begin_run(new_run(&[])).await?;
+            discover = Some(excluded);
+            (run_id, invocation_id, Vec::new(), false)
+        }
         Target::New(accounts) => {
-            let (run_id, invocation_id) = store
-                .begin_run(NewRun {
-                    base_url: config.base_url.clone(),
-                    key_fingerprint: fingerprint.clone(),
-                    group_name: config.group.clone(),
-                    options_json,
-                    verify: config.verify,
-                    accounts: accounts
-                        .iter()
-                        .map(|a| NewRunAccount {
-                            account: a.account.clone(),
-                            csv_line: a.line,
-                            note: a.note.clone(),
-                            enabled: a.enabled,
-                        })
-                        .collect(),
-                })
-                .await?;
+            let (run_id, invocation_id) = store.begin_run(new_run(&accounts)).await?;
             let enabled = accounts
                 .into_iter()
                 .filter(|a| a.enabled)
@@ -256,10 +339,53 @@ async fn sweep_with_store(
     };
     let run = session::RunContext {
         store: store.clone(),
-        run_id,
-        invocation_id,
+        run_id: Some(run_id),
+        invocation_id: Some(invocation_id),
         shutdown: stopping.shutdown.clone(),
         hard_stop: stopping.hard_stop.clone(),
+    };
+    let retry = session::Retry {
+        max_attempts: config.max_attempts,
+        base: config.retry_base,
+    };
+    let mut forced = None;
+    let mut discovery_failed = None;
+    let to_sweep = match discover {
+        None => to_sweep,
+        Some(excluded) => match discovery::list_group(&session, &run, retry).await? {
+            discovery::Listing::Complete(listed) => {
+                let entries = crate::accounts::from_listing(&listed, &excluded);
+                tracing::info!(
+                    run_id,
+                    listed = entries.len(),
+                    to_sweep = entries.iter().filter(|e| e.enabled).count(),
+                    "the group's accounts, as the exchange lists them"
+                );
+                store
+                    .add_accounts(
+                        run_id,
+                        invocation_id,
+                        entries.iter().map(new_run_account).collect(),
+                        config.verify,
+                    )
+                    .await?;
+                entries
+                    .into_iter()
+                    .filter(|e| e.enabled)
+                    .map(|e| e.account)
+                    .collect()
+            }
+            discovery::Listing::Failed(why) => {
+                forced = Some(store::RunStatus::Incomplete);
+                discovery_failed = Some(format!("could not list the group's accounts: {why}"));
+                Vec::new()
+            }
+            discovery::Listing::Stopped(session::Stop::Signal) => {
+                forced = Some(store::RunStatus::Interrupted);
+                Vec::new()
+            }
+            discovery::Listing::Stopped(session::Stop::Halt) => Vec::new(),
+        },
     };
     let sweeper = account::AccountSweeper {
         config,
@@ -281,6 +407,7 @@ async fn sweep_with_store(
     let signal = stop_signal();
     let stop_reason = match (&halt, signal) {
         (Some(h), _) => Some(h.message.clone()),
+        (None, _) if discovery_failed.is_some() => discovery_failed,
         (None, Some(StopSignal::Interrupt)) => Some("interrupted by SIGINT".to_owned()),
         (None, Some(StopSignal::Terminate)) => Some("interrupted by SIGTERM".to_owned()),
         (None, None) => None,
@@ -302,6 +429,7 @@ async fn sweep_with_store(
             invocation_id,
             aborted: outcome.is_err(),
             refused: halt.as_ref().is_some_and(|h| h.refused),
+            forced,
             stop_reason,
             exit_code: Box::new(move |status| exit_code::for_run(status, signal)),
         })

@@ -12,10 +12,11 @@ use super::departures::Departures;
 use super::pacer::Pacer;
 use super::window::Window;
 use crate::client::{
-    Chunk, Endpoint, ExchangeClient, Exchanged, NonceMode, NonceRefusal, NonceSource, Verdict,
+    Chunk, Collected, Endpoint, ExchangeClient, Exchanged, NonceMode, NonceRefusal, NonceSource,
+    Verdict,
 };
 use crate::error::Error;
-use crate::store::{AttemptEnd, AttemptOutcome, AttemptStart, Phase, Sent, Store};
+use crate::store::{AttemptEnd, AttemptOutcome, AttemptStart, Failure, Phase, Sent, Store};
 
 /// The longest `Retry-After` a run waits out. An exchange asking for longer stops the run
 /// (status incomplete, the reason recorded) rather than being silently cut short.
@@ -141,6 +142,33 @@ fn not_increased_diagnosis(mode: NonceMode, never_accepted: bool, message: &str)
     format!("InvalidNonce even with no other request in flight: {message} — {cause}")
 }
 
+/// The longest back-off between two attempts of one call.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How one call (with its retries) ended.
+pub enum Step {
+    Done(Collected),
+    Failed(Failure),
+    Stopped(Stop),
+}
+
+/// Whom a call is for (an account, or '' for the group), and what its calls so far left.
+pub struct Caller {
+    pub name: Arc<str>,
+    pub attempt_no: u32,
+    /// A request for it was sent by this invocation.
+    pub sent_any: bool,
+    pub last_error: Option<String>,
+}
+
+/// How patient a call is with transient failures.
+#[derive(Clone, Copy)]
+pub struct Retry {
+    pub max_attempts: u32,
+    /// First back-off pause; doubles with each further failure.
+    pub base: Duration,
+}
+
 /// How one attempt ended, for the caller's retry loop.
 pub enum AttemptResult {
     /// The exchange answered (or the transport failed) and it was recorded.
@@ -163,8 +191,9 @@ pub enum Stop {
 /// What an attempt needs to know about the run it belongs to.
 pub struct RunContext {
     pub store: Store,
-    pub run_id: i64,
-    pub invocation_id: i64,
+    /// `None` for requests made outside a run (`gemini-sweep accounts`).
+    pub run_id: Option<i64>,
+    pub invocation_id: Option<i64>,
     /// Cancelled by the first stop signal: no new request.
     pub shutdown: CancellationToken,
     /// Cancelled when the grace period is over, or by a second signal: stop waiting for replies.
@@ -211,14 +240,16 @@ impl KeySession {
         self.guard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One request of `phase` for `account`: admitted by the window and the pacer, recorded
-    /// before it leaves, exchanged, reacted to (a refused key halts here, before the next request
-    /// can be admitted), and recorded with its reply. `attempt_no` grows only if it was sent.
+    /// One request of `phase` for `account` ('' for the group): admitted by the window and the
+    /// pacer, recorded before it leaves, exchanged, reacted to (a refused key halts here, before
+    /// the next request can be admitted), and recorded with its reply. `attempt_no` grows only if
+    /// it was sent. `params` are the endpoint's own payload fields.
     pub async fn attempt(
         &self,
         run: &RunContext,
         account: &Arc<str>,
         phase: Phase,
+        params: &[(&'static str, serde_json::Value)],
         attempt_no: &mut u32,
     ) -> Result<AttemptResult, Error> {
         let stopped = || {
@@ -248,6 +279,7 @@ impl KeySession {
         }
 
         let endpoint = match phase {
+            Phase::Discover => Endpoint::AccountList,
             Phase::Cancel => Endpoint::CancelAll,
             Phase::Snapshot | Phase::Verify => Endpoint::ListOrders,
         };
@@ -276,8 +308,10 @@ impl KeySession {
         self.window.sending(&mut slot);
 
         let (spill, mut chunks) = mpsc::channel::<Chunk>(4);
-        let target = self.send_account.then_some(&**account);
-        let exchange = self.client.exchange(endpoint, target, &sent.nonce, spill);
+        let target = (self.send_account && phase != Phase::Discover).then_some(&**account);
+        let exchange = self
+            .client
+            .exchange(endpoint, target, &sent.nonce, params, spill);
         let record_chunks = async {
             while let Some(chunk) = chunks.recv().await {
                 run.store
@@ -315,6 +349,96 @@ impl KeySession {
             })
             .await?;
         Ok(AttemptResult::Replied(exchanged))
+    }
+
+    /// One call of `phase` for `acct`, retried while the failure is transient (with back-off),
+    /// or a lost nonce race (at once: the window and the pacer space it).
+    pub async fn call(
+        &self,
+        run: &RunContext,
+        acct: &mut Caller,
+        phase: Phase,
+        params: &[(&'static str, serde_json::Value)],
+        retry: Retry,
+    ) -> Result<Step, Error> {
+        let mut failures = 0u32;
+        loop {
+            let exchanged = match self
+                .attempt(run, &acct.name, phase, params, &mut acct.attempt_no)
+                .await?
+            {
+                AttemptResult::NotSent(stop) => return Ok(Step::Stopped(stop)),
+                AttemptResult::Abandoned => {
+                    acct.sent_any = true;
+                    return Ok(Step::Stopped(Stop::Signal));
+                }
+                AttemptResult::Replied(exchanged) => {
+                    acct.sent_any = true;
+                    exchanged
+                }
+            };
+            let phase_name = phase.as_str();
+            let account = &*acct.name;
+            match exchanged.verdict {
+                Verdict::Ok(collected) => return Ok(Step::Done(collected)),
+                Verdict::KeyRefused { reason, message } => {
+                    acct.last_error = Some(format!("{reason}: {message}"));
+                    return Ok(Step::Failed(Failure::KeyRefused));
+                }
+                Verdict::AccountRefused { reason, message } => {
+                    tracing::warn!(
+                        account,
+                        phase = phase_name,
+                        reason,
+                        message,
+                        "the exchange refused this account; not retrying"
+                    );
+                    acct.last_error = Some(format!("{reason}: {message}"));
+                    return Ok(Step::Failed(Failure::AccountRefused));
+                }
+                // A lost nonce race says nothing about the exchange's health: retried at once
+                // (the window and the pacer space it); the session stops the key if the
+                // refusals are not races.
+                Verdict::NonceRefused { message, .. } => {
+                    tracing::debug!(
+                        account,
+                        phase = phase_name,
+                        "InvalidNonce; retrying with a fresh nonce"
+                    );
+                    acct.last_error = Some(format!("InvalidNonce: {message}"));
+                }
+                Verdict::Transient {
+                    reason,
+                    message,
+                    pause,
+                } => {
+                    failures += 1;
+                    acct.last_error = Some(format!("{reason}: {message}"));
+                    if failures >= retry.max_attempts {
+                        tracing::warn!(
+                            account,
+                            phase = phase_name,
+                            reason,
+                            "giving up after {failures} failed attempts"
+                        );
+                        return Ok(Step::Failed(Failure::OutOfAttempts));
+                    }
+                    let wait = backoff(retry.base, failures, pause.and_then(|p| p.retry_after()));
+                    tracing::info!(
+                        account,
+                        phase = phase_name,
+                        reason,
+                        pause_ms = wait.as_millis() as u64,
+                        "transient failure; retrying"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = run.shutdown.cancelled() => return Ok(Step::Stopped(Stop::Signal)),
+                        _ = self.halt.halted() => return Ok(Step::Stopped(Stop::Halt)),
+                    }
+                }
+            }
+        }
     }
 
     /// What the key learns from a reply: pace, window, and whether it must stop. Runs before the
@@ -383,6 +507,17 @@ impl KeySession {
             }
         }
     }
+}
+
+/// Exponential back-off with jitter: `base · 2^(n-1)`, scaled by a random 50–100 %, capped, and
+/// never shorter than the exchange's `Retry-After` (the key's pacer holds every request for that
+/// long anyway).
+fn backoff(base: Duration, failures: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let jittered = exp
+        .mul_f64(0.5 + rand::random::<f64>() * 0.5)
+        .min(MAX_BACKOFF);
+    retry_after.map_or(jittered, |r| jittered.max(r))
 }
 
 fn recorded_outcome(verdict: &Verdict) -> AttemptOutcome {
@@ -506,5 +641,21 @@ mod tests {
                 .is_none()
             );
         }
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let base = Duration::from_millis(100);
+        for n in 1..=20 {
+            let d = backoff(base, n, None);
+            let nominal = base.saturating_mul(1 << (n - 1).min(16));
+            assert!(d >= nominal.mul_f64(0.5).min(MAX_BACKOFF), "{n}: {d:?}");
+            assert!(d <= nominal.min(MAX_BACKOFF), "{n}: {d:?}");
+        }
+        assert_eq!(
+            backoff(base, 1, Some(Duration::from_secs(90))),
+            Duration::from_secs(90),
+            "a Retry-After is followed exactly, not cut short"
+        );
     }
 }

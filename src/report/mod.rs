@@ -258,6 +258,72 @@ pub fn runs(conn: &Connection, format: Format, limit: u32) -> rusqlite::Result<S
     })
 }
 
+/// `gemini-sweep accounts`: the group's accounts and whether a sweep takes each.
+pub fn accounts(
+    listed: &[crate::client::ListedAccount],
+    excluded: &std::collections::BTreeSet<String>,
+    format: Format,
+) -> String {
+    let skip = |a: &crate::client::ListedAccount| crate::accounts::skip_reason(a, excluded);
+    match format {
+        Format::Json => {
+            let rows: Vec<Json> = listed
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "account": a.account,
+                        "name": a.name,
+                        "type": a.kind,
+                        "status": a.status,
+                        "created": a.created,
+                        "sweep": skip(a).is_none(),
+                        "note": skip(a),
+                    })
+                })
+                .collect();
+            format!("{}\n", Json::Array(rows))
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            let _ = writer.write_record(["account", "name", "type", "status", "sweep", "note"]);
+            for a in listed {
+                let note = skip(a);
+                let _ = writer.write_record([
+                    spreadsheet_safe(a.account.clone()),
+                    spreadsheet_safe(a.name.clone()),
+                    a.kind.clone(),
+                    a.status.clone(),
+                    note.is_none().to_string(),
+                    note.unwrap_or_default(),
+                ]);
+            }
+            String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+        }
+        Format::Table => {
+            let line = |cells: [&str; 5]| {
+                format!(
+                    "{:<20} {:<20} {:<9} {:<7} {}\n",
+                    cells[0], cells[1], cells[2], cells[3], cells[4]
+                )
+            };
+            let mut out = line(["ACCOUNT", "NAME", "TYPE", "STATUS", "SWEEP"]);
+            for a in listed {
+                let note = skip(a).map_or_else(|| "yes".to_owned(), |why| format!("no: {why}"));
+                out.push_str(&line([
+                    &clip(&a.account, 20),
+                    &clip(&a.name, 20),
+                    &a.kind,
+                    &a.status,
+                    &note,
+                ]));
+            }
+            let sweep = listed.iter().filter(|a| skip(a).is_none()).count();
+            out.push_str(&format!("{} accounts, {sweep} to sweep\n", listed.len()));
+            out
+        }
+    }
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),

@@ -18,8 +18,9 @@ use crate::error::Error;
 
 /// What is known of a request before it leaves.
 pub struct AttemptStart {
-    pub run_id: i64,
-    pub invocation_id: i64,
+    /// `None` for a listing made outside a run (`gemini-sweep accounts`).
+    pub run_id: Option<i64>,
+    pub invocation_id: Option<i64>,
     pub account: String,
     pub attempt_no: u32,
     pub phase: Phase,
@@ -47,7 +48,7 @@ pub enum Outcome {
 
 /// What an attempt's reply said, recorded when it was read.
 pub struct AttemptEnd {
-    pub run_id: i64,
+    pub run_id: Option<i64>,
     pub account: String,
     pub phase: Phase,
     pub sent: Sent,
@@ -92,9 +93,9 @@ impl Store {
             let sent_ms = epoch_ms(sent_at);
             c.prepare_cached(concat!(
                 "INSERT INTO attempts (run_id, invocation_id, account, attempt_no, phase, endpoint,
-                    nonce, sent_at, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ",
-                utc_text!("?8"),
+                    key_fingerprint, nonce, sent_at, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ",
+                utc_text!("?9"),
                 ", 'in_flight')"
             ))?
             .execute(params![
@@ -104,6 +105,7 @@ impl Store {
                 start.attempt_no,
                 start.phase.as_str(),
                 start.endpoint,
+                &*start.key_fingerprint,
                 nonce.to_string(),
                 sent_ms
             ])?;
@@ -147,6 +149,7 @@ impl Store {
                         "UPDATE run_accounts SET attempts = attempts + 1 WHERE run_id = ?1 AND account = ?2",
                     )?
                     .execute(params![start.run_id, start.account])?,
+                Phase::Discover => 0,
             };
             Ok(Sent {
                 attempt_id,
@@ -163,12 +166,15 @@ impl Store {
     /// Writes ids or orders of a reply that is still being read.
     pub async fn spill(
         &self,
-        run_id: i64,
+        run_id: Option<i64>,
         account: Arc<str>,
         phase: Phase,
         attempt_id: i64,
         chunk: Chunk,
     ) -> Result<(), Error> {
+        let Some(run_id) = run_id else {
+            return Ok(());
+        };
         self.exec(move |c| record_chunk(c, run_id, &account, phase, attempt_id, &chunk))
             .await
     }
@@ -204,17 +210,20 @@ fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
             .as_ref()
             .map(|d| i64::try_from(d.items()).unwrap_or(i64::MAX)),
     ])?;
+    let Some(run_id) = end.run_id else {
+        return Ok(());
+    };
     if end.outcome != Outcome::Ok {
         // Ids already written from a reply that turned out invalid (or was cut off) are not
         // evidence of anything.
-        return discard_rows(c, end.run_id, &end.account, end.phase, attempt_id);
+        return discard_rows(c, run_id, &end.account, end.phase, attempt_id);
     }
     let Some(collected) = &end.collected else {
         return Ok(());
     };
     record_ids(
         c,
-        end.run_id,
+        run_id,
         &end.account,
         true,
         &collected.cancelled,
@@ -222,7 +231,7 @@ fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
     )?;
     record_ids(
         c,
-        end.run_id,
+        run_id,
         &end.account,
         false,
         &collected.rejected,
@@ -231,7 +240,7 @@ fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
     if !collected.orders.is_empty() {
         record_orders(
             c,
-            end.run_id,
+            run_id,
             &end.account,
             end.phase,
             &collected.orders,
@@ -249,15 +258,15 @@ fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
                 utc_text!("?4"),
                 ") WHERE run_id = ?1 AND account = ?2"
             ))?
-            .execute(params![end.run_id, end.account, attempt_id, sent_ms])?,
+            .execute(params![run_id, end.account, attempt_id, sent_ms])?,
         Phase::Verify => c
             .prepare_cached(concat!(
                 "UPDATE run_accounts SET verify_attempt_id = ?3, verified_at = ",
                 utc_text!("?4"),
                 " WHERE run_id = ?1 AND account = ?2"
             ))?
-            .execute(params![end.run_id, end.account, attempt_id, sent_ms])?,
-        Phase::Cancel => 0,
+            .execute(params![run_id, end.account, attempt_id, sent_ms])?,
+        Phase::Cancel | Phase::Discover => 0,
     };
     Ok(())
 }
@@ -272,6 +281,7 @@ pub(super) fn discard_rows(
     attempt_id: i64,
 ) -> rusqlite::Result<()> {
     let tables: &[&str] = match phase {
+        Phase::Discover => &[],
         Phase::Snapshot => &["open_orders_before"],
         Phase::Verify => &["open_orders_after"],
         Phase::Cancel => &["cancelled_orders", "cancel_rejects"],
@@ -345,7 +355,7 @@ fn record_orders(
     let table = match phase {
         Phase::Snapshot => "open_orders_before",
         Phase::Verify => "open_orders_after",
-        Phase::Cancel => return Ok(()),
+        Phase::Cancel | Phase::Discover => return Ok(()),
     };
     let mut insert = c.prepare_cached(&format!(
         concat!(

@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_invocations.sql",
         include_str!("../../migrations/0003_invocations.sql"),
     ),
+    (
+        4,
+        "0004_discovery.sql",
+        include_str!("../../migrations/0004_discovery.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

@@ -181,9 +181,11 @@ pub fn epoch_ms(t: SystemTime) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Which step of an account's sweep an attempt belongs to, as `attempts.phase` spells it.
+/// Which step an attempt belongs to, as `attempts.phase` spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Listing the group's accounts.
+    Discover,
     /// Listing open orders before the cancel-all.
     Snapshot,
     Cancel,
@@ -194,6 +196,7 @@ pub enum Phase {
 impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Discover => "discover",
             Phase::Snapshot => "snapshot",
             Phase::Cancel => "cancel",
             Phase::Verify => "verify",

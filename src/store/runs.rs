@@ -57,6 +57,9 @@ pub struct Settle {
     pub aborted: bool,
     /// The exchange refused the key or the configuration.
     pub refused: bool,
+    /// A status the accounts cannot tell (the group's accounts could not be listed, or a signal
+    /// came before they were): it wins over what the accounts say, unless aborted or refused.
+    pub forced: Option<RunStatus>,
     /// Why the sweep stopped before finishing its accounts, if it did.
     pub stop_reason: Option<String>,
     /// The exit code the process will return for a given run status.
@@ -126,6 +129,43 @@ impl Store {
                 ])?;
             }
             Ok((run_id, invocation_id))
+        })
+        .await
+    }
+
+    /// Adds the accounts a discovery found to a run recorded without them (`source`:
+    /// `discovery`), and counts the enabled ones as the invocation's accounts.
+    pub async fn add_accounts(
+        &self,
+        run_id: i64,
+        invocation_id: i64,
+        accounts: Vec<NewRunAccount>,
+        verify: bool,
+    ) -> Result<(), Error> {
+        self.exec(move |c| {
+            let mut insert = c.prepare_cached(
+                "INSERT INTO run_accounts (run_id, account, csv_line, note, status, verify_wanted, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'discovery')",
+            )?;
+            for a in &accounts {
+                let status = if a.enabled { "pending" } else { "skipped" };
+                insert.execute(params![
+                    run_id,
+                    a.account,
+                    a.csv_line as i64,
+                    a.note,
+                    status,
+                    verify
+                ])?;
+            }
+            c.execute(
+                "UPDATE invocations SET accounts = ?2 WHERE invocation_id = ?1",
+                params![
+                    invocation_id,
+                    accounts.iter().filter(|a| a.enabled).count() as i64
+                ],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -264,6 +304,8 @@ impl Store {
                 RunStatus::Aborted
             } else if settle.refused {
                 RunStatus::Refused
+            } else if let Some(forced) = settle.forced {
+                forced
             } else {
                 let (unfinished, dirty): (i64, i64) = c.query_row(
                     "SELECT coalesce(sum(status IN ('pending', 'interrupted')), 0),
