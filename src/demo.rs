@@ -32,6 +32,7 @@ pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
             nonce_mode: SimNonceMode::Increasing,
             roles: vec![Role::Trader, Role::Auditor],
             account: None,
+            group: None,
         }],
         orders_per_account: 0..=160,
         reject_fraction: 0.004,

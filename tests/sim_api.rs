@@ -15,6 +15,9 @@ use sim_support::{Client, bounded, http, key, now_secs, post_raw, post_signed};
 fn config() -> SimConfig {
     SimConfig {
         orders_per_account: 3..=12,
+        // These tests send many requests back to back on one key; the exchange's limit would
+        // only slow them down (sim_faults tests the limit).
+        rate_limit: None,
         ..SimConfig::default()
     }
 }
@@ -291,11 +294,13 @@ async fn account_and_role_errors() {
             name: "shut".into(),
             kind: AccountKind::Exchange,
             status: AccountStatus::Closed,
+            group: None,
         });
         cfg.accounts.push(AccountSpec {
             name: "vault".into(),
             kind: AccountKind::Custody,
             status: AccountStatus::Open,
+            group: None,
         });
         cfg.keys
             .push(key("master-audit", "a", &[Role::Auditor], None));
@@ -379,7 +384,7 @@ async fn cancel_all_cancels_the_cancellable_and_rejects_stay_open() {
         let cfg = SimConfig {
             orders_per_account: 8..=16,
             reject_fraction: 0.3,
-            ..SimConfig::default()
+            ..config()
         };
         let server = sim::start(cfg).await.unwrap();
         let c = Client::demo(&server);
@@ -439,11 +444,13 @@ async fn account_list_pages_by_creation_time() {
             name: "vault".into(),
             kind: AccountKind::Custody,
             status: AccountStatus::Open,
+            group: None,
         });
         cfg.accounts.push(AccountSpec {
             name: "shut".into(),
             kind: AccountKind::Exchange,
             status: AccountStatus::Closed,
+            group: None,
         });
         let server = sim::start(cfg).await.unwrap();
         let c = Client::demo(&server);
@@ -502,7 +509,8 @@ async fn books_are_seeded() {
             let mut cfg = SimConfig {
                 seed,
                 reject_fraction: 0.2,
-                ..SimConfig::default()
+                orders_per_account: 0..=20,
+                ..config()
             };
             if reversed {
                 cfg.accounts.reverse();
@@ -550,7 +558,7 @@ async fn the_market_moves_after_the_first_snapshot() {
             orders_per_account: 10..=10,
             fill_after_snapshot_fraction: 0.5,
             late_orders_after_snapshot: 2,
-            ..SimConfig::default()
+            ..config()
         };
         let server = sim::start(cfg).await.unwrap();
         let c = Client::demo(&server);
@@ -611,6 +619,304 @@ async fn admin_ledger_and_counters() {
         let open: BTreeSet<u64> = ledger.accounts["acct-0001"].open.iter().copied().collect();
         assert!(open.is_empty());
         server.shutdown().await;
+    })
+    .await;
+}
+
+fn account(
+    name: &str,
+    kind: AccountKind,
+    status: AccountStatus,
+    group: Option<&str>,
+) -> AccountSpec {
+    AccountSpec {
+        name: name.into(),
+        kind,
+        status,
+        group: group.map(Into::into),
+    }
+}
+
+#[tokio::test]
+async fn account_list_pages_1200_accounts_in_three_calls() {
+    bounded(async {
+        let mut cfg = SimConfig {
+            accounts: (1..=1200)
+                .map(|i| {
+                    let kind = if i % 7 == 0 {
+                        AccountKind::Custody
+                    } else {
+                        AccountKind::Exchange
+                    };
+                    let status = if i % 11 == 0 {
+                        AccountStatus::Closed
+                    } else {
+                        AccountStatus::Open
+                    };
+                    account(&format!("sub-{i:04}"), kind, status, None)
+                })
+                .collect(),
+            orders_per_account: 0..=0,
+            ..config()
+        };
+        // Another group's accounts, interleaved in creation order, are never listed.
+        for i in 0..30 {
+            cfg.accounts.insert(
+                i * 40,
+                account(
+                    &format!("other-{i}"),
+                    AccountKind::Exchange,
+                    AccountStatus::Open,
+                    Some("other"),
+                ),
+            );
+        }
+        let server = sim::start(cfg).await.unwrap();
+        let c = Client::demo(&server);
+        let list = "/v1/account/list";
+
+        let mut seen: Vec<Value> = Vec::new();
+        let mut calls = 0;
+        let mut since = 0u64;
+        loop {
+            // Asking for more than 500 gets 500.
+            let page = c
+                .call(list, json!({"limit_accounts": 1000, "timestamp": since}))
+                .await;
+            assert_eq!(page.status, 200, "{}", page.body);
+            let page = page.json().as_array().unwrap().clone();
+            calls += 1;
+            assert!(page.len() <= 500);
+            let full = page.len() == 500;
+            if let Some(last) = page.last() {
+                since = last["created"].as_u64().unwrap() + 1;
+            }
+            seen.extend(page);
+            if !full {
+                break;
+            }
+        }
+        assert_eq!(calls, 3);
+        assert_eq!(seen.len(), 1200);
+        for (i, a) in seen.iter().enumerate() {
+            let n = i + 1;
+            assert_eq!(a["account"], format!("sub-{n:04}"));
+            let kind = if n % 7 == 0 { "custody" } else { "exchange" };
+            let status = if n % 11 == 0 { "closed" } else { "open" };
+            assert_eq!(
+                (a["type"].as_str(), a["status"].as_str()),
+                (Some(kind), Some(status))
+            );
+        }
+        let created: Vec<u64> = seen
+            .iter()
+            .map(|a| a["created"].as_u64().unwrap())
+            .collect();
+        assert!(created.windows(2).all(|w| w[0] < w[1]));
+        // The default limit is the maximum.
+        let first = c.call(list, json!({})).await.json();
+        assert_eq!(first.as_array().unwrap().len(), 500);
+        assert_eq!(first.as_array().unwrap()[..], seen[..500]);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_master_key_sees_only_its_own_group() {
+    bounded(async {
+        let mut cfg = config();
+        cfg.accounts.push(account(
+            "blue-1",
+            AccountKind::Exchange,
+            AccountStatus::Open,
+            Some("blue"),
+        ));
+        cfg.accounts.push(account(
+            "blue-2",
+            AccountKind::Exchange,
+            AccountStatus::Open,
+            Some("blue"),
+        ));
+        let mut blue = key("master-blue", "b", &[Role::Trader, Role::Auditor], None);
+        blue.group = Some("blue".into());
+        let mut blue_desk = key("account-blue", "d", &[Role::Trader], Some("blue-2"));
+        blue_desk.group = Some("blue".into());
+        cfg.keys.extend([blue, blue_desk]);
+        let server = sim::start(cfg.clone()).await.unwrap();
+        let (default, blue) = (
+            Client::demo(&server),
+            Client::new(&server, "master-blue", "b"),
+        );
+        let names = |v: Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["account"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let list = "/v1/account/list";
+        assert_eq!(
+            names(blue.call(list, json!({})).await.json()),
+            ["blue-1", "blue-2"]
+        );
+        let mine = names(default.call(list, json!({})).await.json());
+        assert_eq!(mine.len(), 10);
+        assert!(mine.iter().all(|n| n.starts_with("acct-")));
+
+        for (c, other) in [(&blue, "acct-0001"), (&default, "blue-1")] {
+            c.cancel_all(other).await.assert_error(
+                400,
+                "InvalidAccountName",
+                &format!("Account '{other}' does not exist in this group"),
+            );
+            c.orders(other).await.assert_error(
+                400,
+                "InvalidAccountName",
+                &format!("Account '{other}' does not exist in this group"),
+            );
+        }
+        let initial = server.ledger().accounts["blue-1"].initial_orders.clone();
+        assert_eq!(
+            blue.cancel_all("blue-1").await.ids("cancelledOrders"),
+            initial
+        );
+        let desk = Client::new(&server, "account-blue", "d");
+        assert_eq!(desk.call("/v1/orders", json!({})).await.status, 200);
+        let ledger = server.ledger();
+        assert_eq!(ledger.accounts["acct-0001"].requests, 0);
+        assert_eq!(ledger.accounts["blue-1"].requests, 1);
+
+        // An account key must act on an account of its own group.
+        let mut wrong = cfg.clone();
+        wrong
+            .keys
+            .push(key("account-x", "x", &[Role::Trader], Some("blue-1")));
+        let err = sim::start(wrong).await.err().expect("refused");
+        assert!(err.to_string().contains("of group"), "{err}");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_group_key_has_its_own_nonce_and_rate_limit() {
+    bounded(async {
+        let mut cfg = config();
+        cfg.accounts.push(account(
+            "blue-1",
+            AccountKind::Exchange,
+            AccountStatus::Open,
+            Some("blue"),
+        ));
+        let mut blue = key("master-blue", "b", &[Role::Trader], None);
+        blue.group = Some("blue".into());
+        cfg.keys.push(blue);
+        cfg.rate_limit = Some(sim::RateLimitConfig {
+            per_second: 0.5,
+            burst_queue: 0,
+            send_retry_after: false,
+        });
+        let server = sim::start(cfg).await.unwrap();
+        let (default, blue) = (
+            Client::demo(&server),
+            Client::new(&server, "master-blue", "b"),
+        );
+        // Both clients start at nonce 1: nonces are per key.
+        assert_eq!(default.call(HB, json!({})).await.status, 200);
+        assert_eq!(blue.call(HB, json!({})).await.status, 200);
+        // Each key spent its budget on its own.
+        assert_eq!(default.call(HB, json!({})).await.status, 429);
+        assert_eq!(blue.call(HB, json!({})).await.status, 429);
+        assert_eq!(server.ledger().counters.rate_limited, 2);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn big_books_are_streamed_and_summarised() {
+    bounded(async {
+        let cfg = SimConfig {
+            accounts: SimConfig::numbered_accounts(3),
+            orders_per_account: 2..=2,
+            orders_for: [("acct-0002".to_owned(), 3000)].into(),
+            reject_fraction: 0.01,
+            ..config()
+        };
+        let server = sim::start(cfg).await.unwrap();
+        let c = Client::demo(&server);
+        let ledger = server.ledger();
+        let initial = ledger.accounts["acct-0002"].initial_orders.clone();
+        assert_eq!(initial.len(), 3000);
+        assert_eq!(ledger.accounts["acct-0001"].initial_orders.len(), 2);
+
+        let small = c.orders("acct-0001").await;
+        assert!(small.headers.contains_key("content-length"));
+        let big = c.orders("acct-0002").await;
+        assert_eq!(big.status, 200);
+        assert!(big.body.len() > 64 * 1024);
+        assert_eq!(big.headers["transfer-encoding"], "chunked");
+        assert_eq!(big.headers["content-type"], "application/json");
+        assert_eq!(big.listed_ids(), initial);
+
+        let reply = c.cancel_all("acct-0002").await;
+        let (cancelled, rejects) = (reply.ids("cancelledOrders"), reply.ids("cancelRejects"));
+        assert!(!rejects.is_empty() && cancelled.len() > 2900);
+        let mut union: Vec<u64> = cancelled.iter().chain(&rejects).copied().collect();
+        union.sort_unstable();
+        assert_eq!(union, initial);
+
+        let summary = server.summary();
+        let s = &summary.accounts["acct-0002"];
+        assert_eq!(
+            (s.initial, s.cancelled, s.rejects),
+            (3000, cancelled.len() as u64, rejects.len() as u64)
+        );
+        assert_eq!(
+            (s.open, s.filled, s.late, s.requests),
+            (rejects.len() as u64, 0, 0, 2)
+        );
+        assert_eq!(s.cancelled_id_sum, cancelled.iter().sum::<u64>());
+        assert_eq!(s.cancelled_id_xor, cancelled.iter().fold(0, |x, id| x ^ id));
+        assert_eq!(summary.total.initial, 3004);
+        assert_eq!(summary.total.cancelled_id_sum, s.cancelled_id_sum);
+        assert_eq!(summary.counters.ok, 3);
+
+        // The same over HTTP, and the ledger agrees with it.
+        let served: sim::Summary = http()
+            .get(format!("{}/admin/summary", server.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(served.accounts, summary.accounts);
+        assert_eq!(served.counters.requests, summary.counters.requests + 1);
+        let ledger = server.ledger();
+        let recorded: Vec<u64> = ledger.accounts["acct-0002"]
+            .cancelled
+            .iter()
+            .map(|r| r.order_id)
+            .collect();
+        assert_eq!(recorded, cancelled);
+        assert_eq!(ledger.accounts["acct-0002"].open, rejects);
+        server.shutdown().await;
+
+        // Overrides must name an account that can hold orders.
+        for name in ["nope", "vault"] {
+            let mut cfg = config();
+            cfg.accounts.push(account(
+                "vault",
+                AccountKind::Custody,
+                AccountStatus::Open,
+                None,
+            ));
+            cfg.orders_for.insert(name.into(), 1);
+            let err = sim::start(cfg).await.err().expect("refused");
+            assert!(err.to_string().contains(name), "{err}");
+        }
     })
     .await;
 }

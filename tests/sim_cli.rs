@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use gemini_sweep::sim::cli::{self, SimArgs};
-use gemini_sweep::sim::{AccountKind, AccountStatus, Ledger, NonceMode, Role};
+use gemini_sweep::sim::{AccountKind, AccountStatus, Ledger, NonceMode, RateLimitConfig, Role};
 use serde_json::json;
 use sim_support::{bounded, http, post_signed};
 
@@ -27,7 +27,11 @@ fn defaults_and_every_option_parse() {
     let config = cli::config_from(&d).unwrap();
     assert_eq!((d.port, config.seed, config.accounts.len()), (0, 7, 50));
     assert_eq!(config.orders_per_account, 0..=20);
-    assert!(config.keys.is_empty() && config.rate_limit.is_none());
+    assert!(config.keys.is_empty() && config.orders_for.is_empty());
+    // Without --rate the simulator limits like the exchange; --rate 0 is unlimited.
+    assert_eq!(config.rate_limit, Some(RateLimitConfig::exchange_default()));
+    let unlimited = cli::config_from(&parse(&["--rate", "0"]).unwrap()).unwrap();
+    assert_eq!(unlimited.rate_limit, None);
 
     let args = parse(&[
         "--port",
@@ -99,6 +103,43 @@ fn defaults_and_every_option_parse() {
         (0.5, 2)
     );
 
+    let more = parse(&[
+        "--orders-for",
+        "acct-0001=5000000",
+        "--orders-for",
+        "acct-0003=0",
+        "--inbound-latency-ms",
+        "7",
+        "--inbound-jitter-ms",
+        "30",
+        "--rate",
+        "0.5",
+        "--key",
+        "master-blue:s#group=blue#time",
+        "--key",
+        "account-desk:t@acct-0002#group=blue",
+    ])
+    .unwrap();
+    let c = cli::config_from(&more).unwrap();
+    assert_eq!(
+        c.orders_for,
+        [
+            ("acct-0001".to_owned(), 5_000_000),
+            ("acct-0003".to_owned(), 0)
+        ]
+        .into()
+    );
+    assert_eq!(c.faults.inbound_latency, Duration::from_millis(7));
+    assert_eq!(c.faults.inbound_jitter, Duration::from_millis(30));
+    assert_eq!(c.rate_limit.unwrap().per_second, 0.5);
+    assert_eq!(c.keys[0].group.as_deref(), Some("blue"));
+    assert_eq!(c.keys[0].nonce_mode, NonceMode::Time);
+    assert_eq!(c.keys[1].group.as_deref(), Some("blue"));
+    assert_eq!(c.keys[1].account.as_deref(), Some("acct-0002"));
+    assert!(parse(&["--orders-for", "acct-0001"]).is_err());
+    assert!(parse(&["--orders-for", "acct-0001=-1"]).is_err());
+    assert!(parse(&["--key", "master-x:s#group="]).is_err());
+
     let split = parse(&["--min-orders", "1", "--max-orders", "3"]).unwrap();
     assert_eq!(cli::config_from(&split).unwrap().orders_per_account, 1..=3);
     assert!(parse(&["--orders", "1..=3", "--min-orders", "1"]).is_err());
@@ -118,23 +159,34 @@ fn accounts_file_skips_comments_and_blank_lines() {
     let path = dir.path().join("accounts.csv");
     std::fs::write(
         &path,
-        "# the group\naccount,type,status\nprimary,exchange,open\n\n# a vault\nvault,custody,open\nold,,closed\n",
+        "# the group\naccount,type,status,group\nprimary,exchange,open\n\n# a vault\nvault,custody,open,\nold,,closed,blue\n",
     )
     .unwrap();
     let args = parse(&["--accounts-file", path.to_str().unwrap()]).unwrap();
     let accounts = cli::config_from(&args).unwrap().accounts;
     let seen: Vec<_> = accounts
         .iter()
-        .map(|a| (a.name.as_str(), a.kind, a.status))
+        .map(|a| (a.name.as_str(), a.kind, a.status, a.group()))
         .collect();
     assert_eq!(
         seen,
         [
-            ("primary", AccountKind::Exchange, AccountStatus::Open),
-            ("vault", AccountKind::Custody, AccountStatus::Open),
-            ("old", AccountKind::Exchange, AccountStatus::Closed),
+            (
+                "primary",
+                AccountKind::Exchange,
+                AccountStatus::Open,
+                "default"
+            ),
+            (
+                "vault",
+                AccountKind::Custody,
+                AccountStatus::Open,
+                "default"
+            ),
+            ("old", AccountKind::Exchange, AccountStatus::Closed, "blue"),
         ]
     );
+    assert_eq!(accounts[0].group, None);
     std::fs::write(&path, "name\nx\n").unwrap();
     assert!(cli::config_from(&args).is_err());
 }

@@ -15,6 +15,8 @@ fn with_faults(faults: FaultConfig) -> SimConfig {
     SimConfig {
         orders_per_account: 4..=10,
         faults,
+        // Faults are the subject here; the limit has tests of its own below.
+        rate_limit: None,
         ..SimConfig::default()
     }
 }
@@ -386,6 +388,140 @@ async fn latency_delays_every_answer() {
         assert_eq!(c.call("/v1/heartbeat", json!({})).await.status, 200);
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+const NOT_INCREASED: &str = "has not increased since your last call to the Gemini API.";
+
+/// A request sent first but held longer on the way in reaches the nonce check after a later
+/// one, and is refused, as on a real network path.
+#[tokio::test]
+async fn inbound_delay_reorders_requests_before_the_nonce_check() {
+    bounded(async {
+        let faults = FaultConfig {
+            inbound_jitter: Duration::from_secs(20),
+            ..FaultConfig::default()
+        };
+        // A seed that holds the first request 10 s or more and lets the second through at once;
+        // the test never waits for the long hold: shutdown cuts it short.
+        let seed = (0..10_000u64)
+            .find(|s| {
+                faults.inbound_delay(*s, 1) >= Duration::from_secs(10)
+                    && faults.inbound_delay(*s, 2) <= Duration::from_millis(200)
+            })
+            .expect("such a seed exists");
+        let server = sim::start(SimConfig {
+            seed,
+            ..with_faults(faults)
+        })
+        .await
+        .unwrap();
+        let c = std::sync::Arc::new(Client::demo(&server));
+        let first = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let payload = json!({"request": "/v1/heartbeat", "nonce": 10});
+                c.send("/v1/heartbeat", &payload).await.unwrap()
+            })
+        };
+        // Wait until the first request has arrived (it is then held on its way in).
+        while server.ledger().counters.requests < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = c
+            .send(
+                "/v1/heartbeat",
+                &json!({"request": "/v1/heartbeat", "nonce": 11}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(second.status, 200, "{second:?}");
+        assert_eq!(server.ledger().counters.nonce_errors, 0);
+        server.shutdown().await;
+        let first = first.await.unwrap();
+        first.assert_error(400, "InvalidNonce", &format!("Nonce '10' {NOT_INCREASED}"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_increasing_nonces_are_refused_with_inbound_jitter() {
+    bounded(async {
+        let server = sim::start(with_faults(FaultConfig {
+            inbound_latency: Duration::from_millis(5),
+            inbound_jitter: Duration::from_millis(400),
+            ..FaultConfig::default()
+        }))
+        .await
+        .unwrap();
+        let c = Client::demo(&server);
+        // Nonces are assigned in order as the requests leave, all at once.
+        let replies =
+            futures::future::join_all((0..40).map(|_| c.call("/v1/heartbeat", json!({})))).await;
+        let refused: Vec<_> = replies.iter().filter(|r| r.status == 400).collect();
+        assert_eq!(
+            replies.iter().filter(|r| r.status == 200).count() + refused.len(),
+            40
+        );
+        // 40 requests held for independent random times essentially never stay in order.
+        assert!(!refused.is_empty(), "no request was reordered");
+        for r in &refused {
+            assert_eq!(r.reason(), "InvalidNonce");
+            assert!(
+                r.json()["message"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(NOT_INCREASED)
+            );
+        }
+        assert_eq!(server.ledger().counters.nonce_errors, refused.len() as u64);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sequential_nonces_are_never_refused_without_inbound_jitter() {
+    bounded(async {
+        // Answers are delayed and jittered, but only after the nonce check.
+        let server = sim::start(with_faults(FaultConfig {
+            latency: Duration::from_millis(1),
+            jitter: Duration::from_millis(5),
+            ..FaultConfig::default()
+        }))
+        .await
+        .unwrap();
+        let c = Client::demo(&server);
+        for _ in 0..50 {
+            assert_eq!(c.call("/v1/heartbeat", json!({})).await.status, 200);
+        }
+        assert_eq!(server.ledger().counters.nonce_errors, 0);
+        server.shutdown().await;
+    })
+    .await;
+}
+
+/// `SimConfig::default()` limits like the exchange: 10 per second, 5 queued, then 429s.
+#[tokio::test]
+async fn the_default_config_limits_like_the_exchange() {
+    bounded(async {
+        assert_eq!(
+            SimConfig::default().rate_limit,
+            Some(RateLimitConfig::exchange_default())
+        );
+        let mut cfg = time_key_config(false);
+        cfg.accounts = SimConfig::numbered_accounts(20);
+        cfg.rate_limit = SimConfig::default().rate_limit;
+        let server = sim::start(cfg).await.unwrap();
+        let replies = burst(&server, 20).await;
+        let served = replies.iter().filter(|(_, r)| r.status == 200).count();
+        let refused = replies.iter().filter(|(_, r)| r.status == 429).count();
+        assert_eq!(served + refused, 20);
+        assert!(served >= 6, "one at once and five queued: {served}");
+        // Twenty sent at once exceed one plus five queued unless they take 1.4 s to arrive.
+        assert!(refused >= 1, "{served} served");
         server.shutdown().await;
     })
     .await;

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use super::world::World;
 use super::{AccountStatus, KeySpec, NonceMode, Role};
 use crate::signing;
 
@@ -74,8 +75,10 @@ pub(crate) struct Rules {
     pub(crate) roles: &'static [Role],
 }
 
-pub(crate) struct Authed {
-    pub(crate) account: Option<String>,
+pub(crate) struct Authed<'a> {
+    pub(crate) key: &'a KeySpec,
+    /// The account acted on, as an index into the world.
+    pub(crate) account: Option<usize>,
     /// The nonce as sent: a JSON string's content or a number's text.
     pub(crate) nonce: String,
     pub(crate) payload: Map<String, Value>,
@@ -124,15 +127,15 @@ impl Auth {
     }
 
     /// Runs every check after the headers are known to be present and the rate limiter has
-    /// admitted the request. `status_of` looks an account up in the world.
-    pub(crate) fn check(
-        &self,
+    /// admitted the request. Accounts are looked up in `world`, within the key's group.
+    pub(crate) fn check<'a>(
+        &'a self,
         key: &str,
         payload_b64: &str,
         signature: &str,
         rules: &Rules,
-        status_of: impl Fn(&str) -> Option<AccountStatus>,
-    ) -> Result<Authed, ApiError> {
+        world: &World,
+    ) -> Result<Authed<'a>, ApiError> {
         let payload = decode_payload(payload_b64)?;
 
         let state = self
@@ -178,7 +181,7 @@ impl Auth {
                     "The 'account' field may only be sent with a master (group) API key",
                 ));
             }
-            (Some(own), _) => Some(own.clone()),
+            (Some(own), _) => Some(own.as_str()),
             (None, AccountRule::GroupOnly) => None,
             (None, rule) => match named {
                 None if rule == AccountRule::Required => {
@@ -188,7 +191,7 @@ impl Auth {
                     ));
                 }
                 None => None,
-                Some(Value::String(name)) => Some(name.clone()),
+                Some(Value::String(name)) => Some(name.as_str()),
                 Some(other) => {
                     return Err(ApiError::bad(
                         "InvalidAccountName",
@@ -198,23 +201,28 @@ impl Auth {
             },
         };
 
-        if let Some(name) = &account {
-            match status_of(name) {
-                None => {
+        let account = match account {
+            None => None,
+            Some(name) => {
+                let group = state.spec.group();
+                let Some(i) = world
+                    .find(name)
+                    .filter(|i| world.account(*i).spec.group() == group)
+                else {
                     return Err(ApiError::bad(
                         "InvalidAccountName",
                         format!("Account '{name}' does not exist in this group"),
                     ));
-                }
-                Some(AccountStatus::Closed) => {
+                };
+                if world.account(i).spec.status == AccountStatus::Closed {
                     return Err(ApiError::bad(
                         "AccountClosed",
                         format!("Account '{name}' is closed"),
                     ));
                 }
-                Some(AccountStatus::Open) => {}
+                Some(i)
             }
-        }
+        };
 
         let roles = &state.spec.roles;
         if !rules.roles.is_empty() && !rules.roles.iter().any(|r| roles.contains(r)) {
@@ -232,6 +240,7 @@ impl Auth {
         }
 
         Ok(Authed {
+            key: &state.spec,
             account,
             nonce,
             payload,

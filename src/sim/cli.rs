@@ -1,6 +1,7 @@
 //! `gemini-sweep sim`: the simulator as a standalone process, for trying the sweeper by hand or
 //! from scripts. Stdout carries exactly the address (and a generated key); logs go to stderr.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
 use std::ops::RangeInclusive;
@@ -11,8 +12,8 @@ use rand::RngExt;
 use rand::distr::Alphanumeric;
 
 use super::{
-    AccountKind, AccountSpec, AccountStatus, FaultConfig, KeySpec, Ledger, NonceMode,
-    RateLimitConfig, Role, SimConfig,
+    AccountKind, AccountSpec, AccountStatus, FaultConfig, KeySpec, NonceMode, RateLimitConfig,
+    Role, Shared, SimConfig,
 };
 
 /// Ledger rewrites are at least this far apart; the final one at shutdown always happens.
@@ -26,14 +27,14 @@ pub struct SimArgs {
     /// Number of open exchange accounts, named acct-0001 ..= acct-N.
     #[arg(long, default_value_t = 50, conflicts_with = "accounts_file")]
     pub accounts: u32,
-    /// CSV with an `account` column and optional `type` (exchange|custody) and `status`
-    /// (open|closed) columns; `#` comments and blank lines are skipped.
+    /// CSV with an `account` column and optional `type` (exchange|custody), `status`
+    /// (open|closed) and `group` columns; `#` comments and blank lines are skipped.
     #[arg(long, value_name = "CSV")]
     pub accounts_file: Option<PathBuf>,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// KEY:SECRET[@ACCOUNT][#OPTION]..., OPTION = time | increasing | roles=trader,auditor,...
-    /// Repeatable. Without any, a master key is generated and printed.
+    /// KEY:SECRET[@ACCOUNT][#OPTION]..., OPTION = time | increasing | roles=trader,auditor,... |
+    /// group=NAME. Repeatable. Without any, a master key is generated and printed.
     #[arg(long = "key", value_name = "KEY:SECRET[@ACCOUNT][#OPTION]", value_parser = parse_key)]
     pub keys: Vec<KeySpec>,
     /// Orders per account, MIN..=MAX or N.
@@ -44,12 +45,16 @@ pub struct SimArgs {
     pub min_orders: u32,
     #[arg(long, default_value_t = 20)]
     pub max_orders: u32,
+    /// NAME=N: account NAME gets exactly N orders, whatever --orders says. Repeatable.
+    #[arg(long = "orders-for", value_name = "NAME=N", value_parser = parse_orders_for)]
+    pub orders_for: Vec<(String, u32)>,
     /// Fraction of orders that refuse cancellation forever.
     #[arg(long, default_value_t = 0.0)]
     pub reject_fraction: f64,
-    /// Requests per second per key; unlimited when absent.
-    #[arg(long, value_name = "PER_SEC")]
-    pub rate: Option<f64>,
+    /// Requests per second per key, fractions allowed; 0 is unlimited. The default is the
+    /// exchange's limit, 600 per minute.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 10.0)]
+    pub rate: f64,
     /// Requests over the rate that are delayed rather than refused.
     #[arg(long, default_value_t = 5)]
     pub burst_queue: u32,
@@ -76,10 +81,17 @@ pub struct SimArgs {
     /// Every request naming this account gets 500 System. Repeatable.
     #[arg(long = "failing-account", value_name = "NAME")]
     pub failing_accounts: Vec<String>,
+    /// Added to every answer, after the request is handled: latency + U[0,1) * jitter.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
     #[arg(long, default_value_t = 0)]
     pub jitter_ms: u64,
+    /// Added to every request on its way in, before the rate limit and the nonce check, so
+    /// requests can reach the nonce check out of order: latency + U[0,1) * jitter.
+    #[arg(long, default_value_t = 0)]
+    pub inbound_latency_ms: u64,
+    #[arg(long, default_value_t = 0)]
+    pub inbound_jitter_ms: u64,
     /// Share of an account's orders that fill right after its first /v1/orders reply.
     #[arg(long, default_value_t = 0.0)]
     pub fill_after_snapshot: f64,
@@ -143,13 +155,13 @@ pub async fn run_until(
 
     tokio::pin!(stop);
     if let Some(path) = &args.ledger {
-        write_ledger(path, &server.ledger())?;
+        write_ledger(path, &server.shared)?;
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = server.ledger_changed() => {}
             }
-            if let Err(e) = write_ledger(path, &server.ledger()) {
+            if let Err(e) = write_ledger(path, &server.shared) {
                 // Keep serving: a full disk should not kill a test exchange mid-run.
                 tracing::warn!(error = %e, "ledger not written");
             }
@@ -162,9 +174,9 @@ pub async fn run_until(
         stop.await;
     }
 
-    let ledger = server.stop().await;
+    let shared = server.stop().await;
     if let Some(path) = &args.ledger {
-        write_ledger(path, &ledger)?;
+        write_ledger(path, &shared)?;
     }
     tracing::info!("simulator stopped");
     Ok(())
@@ -184,9 +196,10 @@ pub fn config_from(args: &SimArgs) -> Result<SimConfig, SimCliError> {
             .orders
             .clone()
             .unwrap_or(args.min_orders..=args.max_orders),
+        orders_for: args.orders_for.iter().cloned().collect::<BTreeMap<_, _>>(),
         reject_fraction: args.reject_fraction,
-        rate_limit: args.rate.map(|per_second| RateLimitConfig {
-            per_second,
+        rate_limit: (args.rate != 0.0).then_some(RateLimitConfig {
+            per_second: args.rate,
             burst_queue: args.burst_queue,
             send_retry_after: args.retry_after,
         }),
@@ -202,6 +215,8 @@ pub fn config_from(args: &SimArgs) -> Result<SimConfig, SimCliError> {
             failing_accounts: args.failing_accounts.iter().cloned().collect(),
             latency: Duration::from_millis(args.latency_ms),
             jitter: Duration::from_millis(args.jitter_ms),
+            inbound_latency: Duration::from_millis(args.inbound_latency_ms),
+            inbound_jitter: Duration::from_millis(args.inbound_jitter_ms),
         },
         fill_after_snapshot_fraction: args.fill_after_snapshot,
         late_orders_after_snapshot: args.late_orders,
@@ -234,11 +249,19 @@ pub fn parse_key(spec: &str) -> Result<KeySpec, String> {
         nonce_mode: NonceMode::Increasing,
         roles: vec![Role::Trader, Role::Auditor],
         account,
+        group: None,
     };
     for option in parts {
         match option {
             "time" => out.nonce_mode = NonceMode::Time,
             "increasing" => out.nonce_mode = NonceMode::Increasing,
+            _ if option.starts_with("group=") => {
+                let group = &option["group=".len()..];
+                if group.is_empty() {
+                    return Err("empty group after 'group='".into());
+                }
+                out.group = Some(group.to_owned());
+            }
             _ => {
                 let roles = option
                     .strip_prefix("roles=")
@@ -257,6 +280,19 @@ pub fn parse_key(spec: &str) -> Result<KeySpec, String> {
         }
     }
     Ok(out)
+}
+
+/// `NAME=N`: the order count of one account.
+pub fn parse_orders_for(spec: &str) -> Result<(String, u32), String> {
+    let (name, n) = spec.rsplit_once('=').ok_or("expected NAME=N")?;
+    if name.is_empty() {
+        return Err("empty account name before '='".into());
+    }
+    let n = n
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| format!("{n:?} is not a count: {e}"))?;
+    Ok((name.to_owned(), n))
 }
 
 /// `MIN..=MAX` or a single `N`.
@@ -293,7 +329,7 @@ fn read_accounts(path: &Path) -> Result<Vec<AccountSpec>, SimCliError> {
     let headers = reader.headers().map_err(csv_error)?.clone();
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let account_col = column("account").ok_or_else(|| SimCliError::NoAccountColumn(path.into()))?;
-    let (type_col, status_col) = (column("type"), column("status"));
+    let (type_col, status_col, group_col) = (column("type"), column("status"), column("group"));
     let mut accounts = Vec::new();
     for record in reader.records() {
         let record = record.map_err(csv_error)?;
@@ -317,7 +353,15 @@ fn read_accounts(path: &Path) -> Result<Vec<AccountSpec>, SimCliError> {
             "closed" => AccountStatus::Closed,
             other => return Err(bad(format!("unknown status {other:?}"))),
         };
-        accounts.push(AccountSpec { name, kind, status });
+        let group = Some(field(group_col))
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned);
+        accounts.push(AccountSpec {
+            name,
+            kind,
+            status,
+            group,
+        });
     }
     Ok(accounts)
 }
@@ -335,11 +379,12 @@ fn generate_master_key() -> KeySpec {
         nonce_mode: NonceMode::Increasing,
         roles: vec![Role::Trader, Role::Auditor],
         account: None,
+        group: None,
     }
 }
 
 /// Writes a temporary file next to `path` and renames it over, so readers never see half a file.
-fn write_ledger(path: &Path, ledger: &Ledger) -> Result<(), SimCliError> {
+fn write_ledger(path: &Path, shared: &Shared) -> Result<(), SimCliError> {
     let io_error = |source| SimCliError::Ledger {
         path: path.to_owned(),
         source,
@@ -351,11 +396,11 @@ fn write_ledger(path: &Path, ledger: &Ledger) -> Result<(), SimCliError> {
     tmp_name.push(file_name);
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let json = serde_json::to_vec_pretty(ledger).map_err(|e| io_error(e.into()))?;
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&json)?;
+        let mut file = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
+        shared.write_ledger_json(&mut file, true)?;
         file.write_all(b"\n")?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

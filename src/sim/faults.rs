@@ -2,11 +2,11 @@
 //! for that account and path), never a draw from a shared generator, so the faults an account
 //! sees do not depend on how concurrent requests for other accounts interleave.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::FaultConfig;
+use super::world::ENDPOINTS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {
@@ -55,7 +55,9 @@ pub(crate) struct Decision {
 pub(crate) struct Faults {
     seed: u64,
     pub(crate) config: FaultConfig,
-    ordinals: Mutex<HashMap<(String, String), u64>>,
+    /// Per endpoint: authenticated requests that named no account (the account's own counters
+    /// live with the account).
+    unnamed: [AtomicU64; ENDPOINTS],
 }
 
 impl Faults {
@@ -63,23 +65,21 @@ impl Faults {
         Faults {
             seed,
             config,
-            ordinals: Mutex::new(HashMap::new()),
+            unnamed: Default::default(),
         }
     }
 
-    /// Decides the fate of the next authenticated request naming `account` (or none) on `path`.
-    pub(crate) fn decide(&self, account: Option<&str>, path: &str) -> Decision {
-        let account = account.unwrap_or("-");
-        let ordinal = {
-            let mut ordinals = self.ordinals.lock().unwrap_or_else(|e| e.into_inner());
-            let n = ordinals
-                .entry((account.to_owned(), path.to_owned()))
-                .or_insert(0);
-            *n += 1;
-            *n
-        };
-        let ordinal = ordinal.to_string();
-        let draw = |what: &str| stable_hash(self.seed, &[account, path, &ordinal, what]);
+    /// The next ordinal of a request to endpoint number `endpoint` that named no account.
+    pub(crate) fn next_unnamed(&self, endpoint: usize) -> u64 {
+        self.unnamed[endpoint].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Decides the fate of the authenticated request naming `account` (`-` for none) on `path`
+    /// that is the `ordinal`-th (from 1) for that account and path.
+    pub(crate) fn decide(&self, account: &str, path: &str, ordinal: u64) -> Decision {
+        let mut digits = Digits::default();
+        let ordinal = digits.of(ordinal);
+        let draw = |what: &str| stable_hash(self.seed, &[account, path, ordinal, what]);
         let c = &self.config;
         let variant = draw("variant") & 1 == 1;
         let r = unit(draw("fault"));
@@ -117,8 +117,45 @@ impl Faults {
         self.config.latency + self.config.jitter.mul_f64(unit(h))
     }
 
-    pub(crate) fn delay_for(&self, salt: u64) -> Duration {
-        self.delay(stable_hash(self.seed, &["latency", &salt.to_string()]))
+    pub(crate) fn delay_for(&self, serial: u64) -> Duration {
+        if self.config.latency.is_zero() && self.config.jitter.is_zero() {
+            return Duration::ZERO;
+        }
+        let mut digits = Digits::default();
+        self.delay(stable_hash(self.seed, &["latency", digits.of(serial)]))
+    }
+
+    pub(crate) fn inbound_delay(&self, serial: u64) -> Duration {
+        inbound_delay(self.seed, &self.config, serial)
+    }
+}
+
+/// `inbound_latency + U[0,1) * inbound_jitter`, drawn from (seed, serial).
+pub(crate) fn inbound_delay(seed: u64, config: &FaultConfig, serial: u64) -> Duration {
+    if config.inbound_jitter.is_zero() {
+        return config.inbound_latency;
+    }
+    let mut digits = Digits::default();
+    let h = stable_hash(seed, &["inbound", digits.of(serial)]);
+    config.inbound_latency + config.inbound_jitter.mul_f64(unit(h))
+}
+
+/// A number's decimal text without allocating (the hashes take text).
+#[derive(Default)]
+struct Digits([u8; 20]);
+
+impl Digits {
+    fn of(&mut self, mut n: u64) -> &str {
+        let mut i = self.0.len();
+        loop {
+            i -= 1;
+            self.0[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        std::str::from_utf8(&self.0[i..]).expect("ASCII digits")
     }
 }
 
@@ -161,18 +198,47 @@ mod tests {
         };
         let a = Faults::new(1, config.clone());
         let b = Faults::new(1, config);
-        let seq_a: Vec<_> = (0..50).map(|_| a.decide(Some("x"), "/p")).collect();
-        // Interleave other accounts on the second instance: x's decisions must not move.
-        let seq_b: Vec<_> = (0..50)
-            .map(|_| {
-                b.decide(Some("y"), "/p");
-                b.decide(None, "/q");
-                b.decide(Some("x"), "/p")
-            })
-            .collect();
+        let seq_a: Vec<_> = (1..=50).map(|n| a.decide("x", "/p", n)).collect();
+        let seq_b: Vec<_> = (1..=50).map(|n| b.decide("x", "/p", n)).collect();
         assert_eq!(seq_a, seq_b);
+        // Other accounts and paths draw other decisions.
+        let seq_y: Vec<_> = (1..=50).map(|n| a.decide("y", "/p", n)).collect();
+        assert_ne!(seq_a, seq_y);
         assert!(seq_a.iter().any(|d| d.before.is_some()));
         assert!(seq_a.iter().any(|d| d.before.is_none()));
+    }
+
+    #[test]
+    fn digits_are_the_decimal_text() {
+        let mut d = Digits::default();
+        for n in [0, 9, 10, 1234567890123, u64::MAX] {
+            assert_eq!(d.of(n), n.to_string());
+        }
+    }
+
+    #[test]
+    fn inbound_delay_is_latency_plus_a_share_of_the_jitter() {
+        let config = FaultConfig {
+            inbound_latency: Duration::from_millis(5),
+            inbound_jitter: Duration::from_millis(100),
+            ..FaultConfig::default()
+        };
+        let delays: Vec<Duration> = (1..=100).map(|s| inbound_delay(3, &config, s)).collect();
+        assert!(delays.iter().all(|d| *d >= Duration::from_millis(5)));
+        assert!(delays.iter().all(|d| *d < Duration::from_millis(105)));
+        assert_eq!(
+            delays,
+            (1..=100)
+                .map(|s| inbound_delay(3, &config, s))
+                .collect::<Vec<_>>()
+        );
+        assert_ne!(
+            delays,
+            (1..=100)
+                .map(|s| inbound_delay(4, &config, s))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(inbound_delay(3, &FaultConfig::default(), 1), Duration::ZERO);
     }
 
     #[test]

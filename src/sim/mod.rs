@@ -4,6 +4,7 @@
 //! happened to compare the client's story against.
 
 mod auth;
+mod body;
 pub mod cli;
 mod faults;
 mod ratelimit;
@@ -13,7 +14,7 @@ mod world;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -29,8 +30,13 @@ pub struct SimConfig {
     pub accounts: Vec<AccountSpec>,
     pub keys: Vec<KeySpec>,
     pub orders_per_account: RangeInclusive<u32>,
+    /// Per-account order counts that override `orders_per_account` (open exchange accounts only).
+    #[serde(default)]
+    pub orders_for: BTreeMap<String, u32>,
     /// Fraction of orders that refuse cancellation, forever.
     pub reject_fraction: f64,
+    /// The per-key limit; `None` is unlimited. The default is the exchange's
+    /// ([`RateLimitConfig::exchange_default`]).
     pub rate_limit: Option<RateLimitConfig>,
     pub faults: FaultConfig,
     /// Share of an account's open orders that fill right after its first `/v1/orders` reply.
@@ -50,10 +56,12 @@ impl Default for SimConfig {
                 nonce_mode: NonceMode::Increasing,
                 roles: vec![Role::Trader, Role::Auditor],
                 account: None,
+                group: None,
             }],
             orders_per_account: 0..=20,
+            orders_for: BTreeMap::new(),
             reject_fraction: 0.0,
-            rate_limit: None,
+            rate_limit: Some(RateLimitConfig::exchange_default()),
             faults: FaultConfig::default(),
             fill_after_snapshot_fraction: 0.0,
             late_orders_after_snapshot: 0,
@@ -69,14 +77,15 @@ impl SimConfig {
                 name: format!("acct-{i:04}"),
                 kind: AccountKind::Exchange,
                 status: AccountStatus::Open,
+                group: None,
             })
             .collect()
     }
 
     fn validate(&self) -> Result<(), String> {
-        let mut names = BTreeSet::new();
+        let mut names = BTreeMap::new();
         for a in &self.accounts {
-            if !names.insert(a.name.as_str()) {
+            if names.insert(a.name.as_str(), a).is_some() {
                 return Err(format!("account {:?} is configured twice", a.name));
             }
         }
@@ -86,8 +95,16 @@ impl SimConfig {
                 return Err(format!("key {:?} is configured twice", k.key));
             }
             match &k.account {
-                Some(a) if !names.contains(a.as_str()) => {
+                Some(a) if !names.contains_key(a.as_str()) => {
                     return Err(format!("key {:?} acts on unknown account {a:?}", k.key));
+                }
+                Some(a) if names[a.as_str()].group() != k.group() => {
+                    return Err(format!(
+                        "key {:?} of group {:?} acts on account {a:?} of group {:?}",
+                        k.key,
+                        k.group(),
+                        names[a.as_str()].group()
+                    ));
                 }
                 None if k.key.starts_with("account-") => {
                     return Err(format!("account key {:?} needs an account", k.key));
@@ -97,6 +114,17 @@ impl SimConfig {
         }
         if self.orders_per_account.is_empty() {
             return Err("orders_per_account is an empty range".into());
+        }
+        for name in self.orders_for.keys() {
+            match names.get(name.as_str()) {
+                None => return Err(format!("orders_for names unknown account {name:?}")),
+                Some(a) if !a.holds_orders() => {
+                    return Err(format!(
+                        "orders_for names account {name:?}, which holds no orders (custody or closed)"
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         let fractions = [
             ("reject_fraction", self.reject_fraction),
@@ -134,6 +162,24 @@ pub struct AccountSpec {
     pub name: String,
     pub kind: AccountKind,
     pub status: AccountStatus,
+    /// The group (master key) the account belongs to; `None` is [`DEFAULT_GROUP`].
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// The group of accounts and keys that name none.
+pub const DEFAULT_GROUP: &str = "default";
+
+impl AccountSpec {
+    /// The account's group name, [`DEFAULT_GROUP`] when unset.
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or(DEFAULT_GROUP)
+    }
+
+    /// Open exchange accounts hold orders; custody and closed accounts hold none.
+    pub fn holds_orders(&self) -> bool {
+        self.kind == AccountKind::Exchange && self.status == AccountStatus::Open
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +204,16 @@ pub struct KeySpec {
     pub roles: Vec<Role>,
     /// Set for account keys: the one account the key acts on. `None` makes it a group key.
     pub account: Option<String>,
+    /// The group the key belongs to; `None` is [`DEFAULT_GROUP`]. A key sees only its group.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl KeySpec {
+    /// The key's group name, [`DEFAULT_GROUP`] when unset.
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or(DEFAULT_GROUP)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,11 +262,30 @@ pub struct FaultConfig {
     pub p_garbage: f64,
     pub p_lost_reply: f64,
     pub failing_accounts: BTreeSet<String>,
+    /// Added to every answer, after the request was handled: `latency + U[0,1) * jitter`.
     pub latency: Duration,
     pub jitter: Duration,
+    /// Added to every request on its way in, before the rate limiter and the nonce check:
+    /// `inbound_latency + U[0,1) * inbound_jitter`, so requests sent in nonce order can reach
+    /// the check out of order, as over a jittery network path.
+    #[serde(default)]
+    pub inbound_latency: Duration,
+    #[serde(default)]
+    pub inbound_jitter: Duration,
+}
+
+impl FaultConfig {
+    /// The inbound delay of the request with this serial (1 for the first HTTP request the
+    /// server received, 2 for the second, ...), under `seed`.
+    pub fn inbound_delay(&self, seed: u64, serial: u64) -> Duration {
+        faults::inbound_delay(seed, self, serial)
+    }
 }
 
 /// The simulator's truth, for comparing against what a client believes happened.
+///
+/// Built on demand from the compact internal state (see [`SimServer::ledger`]); for books of
+/// millions of orders prefer [`SimServer::summary`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {
     pub accounts: BTreeMap<String, AccountLedger>,
@@ -247,21 +322,95 @@ pub struct Counters {
     pub faults: BTreeMap<String, u64>,
 }
 
+/// Counts and checksums of the ledger, cheap at any book size (`GET /admin/summary`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub accounts: BTreeMap<String, AccountSummary>,
+    /// Every account added up; the checksums cover every cancelled id of the exchange.
+    pub total: AccountSummary,
+    pub counters: Counters,
+}
+
+/// One account's ledger as counts: the lengths of the [`AccountLedger`] lists, plus two
+/// checksums of the cancelled ids so they can be compared without listing them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountSummary {
+    pub initial: u64,
+    pub cancelled: u64,
+    /// Reject events, as `AccountLedger::rejects` counts them.
+    pub rejects: u64,
+    pub filled: u64,
+    pub late: u64,
+    pub open: u64,
+    pub requests: u64,
+    /// Sum of the cancelled order ids, wrapping at 2^64 (equal to SQL `sum(order_id)` while the
+    /// true sum stays below 2^63).
+    pub cancelled_id_sum: u64,
+    /// Bitwise xor of the cancelled order ids.
+    pub cancelled_id_xor: u64,
+}
+
+impl AccountSummary {
+    fn add(&mut self, other: &AccountSummary) {
+        self.initial += other.initial;
+        self.cancelled += other.cancelled;
+        self.rejects += other.rejects;
+        self.filled += other.filled;
+        self.late += other.late;
+        self.open += other.open;
+        self.requests += other.requests;
+        self.cancelled_id_sum = self.cancelled_id_sum.wrapping_add(other.cancelled_id_sum);
+        self.cancelled_id_xor ^= other.cancelled_id_xor;
+    }
+}
+
 /// State shared by every request handler.
 pub(crate) struct Shared {
-    pub(crate) world: Mutex<World>,
+    pub(crate) world: World,
     pub(crate) auth: auth::Auth,
     pub(crate) limiter: Option<ratelimit::Limiter>,
     pub(crate) faults: faults::Faults,
+    pub(crate) tallies: routes::Tallies,
     pub(crate) changed: Notify,
     pub(crate) stopping: watch::Receiver<bool>,
 }
 
 impl Shared {
-    pub(crate) fn world(&self) -> std::sync::MutexGuard<'_, World> {
-        // A handler that panicked mid-update (only the deliberate `drop` fault panics, and it
-        // holds no lock) must not take the whole simulator down with it.
-        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn ledger(&self) -> Ledger {
+        Ledger {
+            accounts: self.world.ledger_accounts(),
+            counters: self.tallies.counters(),
+        }
+    }
+
+    pub(crate) fn summary(&self) -> Summary {
+        let accounts = self.world.summaries();
+        let mut total = AccountSummary::default();
+        for a in accounts.values() {
+            total.add(a);
+        }
+        Summary {
+            accounts,
+            total,
+            counters: self.tallies.counters(),
+        }
+    }
+
+    /// The ledger JSON, written straight from the compact state (no [`Ledger`] is built).
+    pub(crate) fn write_ledger_json(
+        &self,
+        out: impl std::io::Write,
+        pretty: bool,
+    ) -> serde_json::Result<()> {
+        let view = world::LedgerView {
+            world: &self.world,
+            counters: self.tallies.counters(),
+        };
+        if pretty {
+            serde_json::to_writer_pretty(out, &view)
+        } else {
+            serde_json::to_writer(out, &view)
+        }
     }
 }
 
@@ -287,10 +436,11 @@ pub async fn start_on(config: SimConfig, port: u16) -> std::io::Result<SimServer
     let addr = listener.local_addr()?;
     let (stop, stopping) = watch::channel(false);
     let shared = Arc::new(Shared {
-        world: Mutex::new(World::new(&config)),
+        world: World::new(&config),
         auth: auth::Auth::new(&config.keys),
         limiter: config.rate_limit.clone().map(ratelimit::Limiter::new),
         faults: faults::Faults::new(config.seed, config.faults.clone()),
+        tallies: routes::Tallies::default(),
         changed: Notify::new(),
         stopping,
     });
@@ -324,9 +474,15 @@ impl SimServer {
         format!("http://{}", self.addr)
     }
 
-    /// A snapshot of the truth as of now.
+    /// A snapshot of the truth as of now: each account's part is consistent in itself (accounts
+    /// are locked one at a time). For huge books this is big; [`SimServer::summary`] is not.
     pub fn ledger(&self) -> Ledger {
-        self.shared.world().ledger()
+        self.shared.ledger()
+    }
+
+    /// Counts and checksums per account and in total, as served by `GET /admin/summary`.
+    pub fn summary(&self) -> Summary {
+        self.shared.summary()
     }
 
     /// Places a fresh open order on `account`, as another session would; returns its id.
@@ -336,7 +492,7 @@ impl SimServer {
     pub fn place_order(&self, account: &str) -> u64 {
         let id = self
             .shared
-            .world()
+            .world
             .place_order(account)
             .unwrap_or_else(|| panic!("place_order: no account named {account:?}"));
         self.shared.changed.notify_one();
@@ -355,8 +511,8 @@ impl SimServer {
         self.stop().await;
     }
 
-    /// [`SimServer::shutdown`], returning the ledger as it stands once the server is down.
-    pub(crate) async fn stop(self) -> Ledger {
+    /// [`SimServer::shutdown`], returning the state, to read the ledger once the server is down.
+    pub(crate) async fn stop(self) -> Arc<Shared> {
         let _ = self.stop.send(true);
         let mut task = self.task;
         if tokio::time::timeout(Duration::from_secs(2), &mut task)
@@ -366,6 +522,6 @@ impl SimServer {
             task.abort();
             let _ = task.await;
         }
-        self.shared.world().ledger()
+        self.shared
     }
 }

@@ -38,17 +38,22 @@ impl Limiter {
         }
         let now = Instant::now();
         let mut tats = self.tat.lock().unwrap_or_else(|e| e.into_inner());
-        let tat = tats.get(key).copied().unwrap_or(now).max(now);
+        // A key seen before is updated in place: no allocation on the hot path.
+        let slot = match tats.get_mut(key) {
+            Some(slot) => slot,
+            None => tats.entry(key.to_owned()).or_insert(now),
+        };
+        let tat = (*slot).max(now);
         let wait_ns = (tat - now).as_nanos();
         let next = tat + Duration::from_nanos(self.interval_ns as u64);
         if wait_ns == 0 {
-            tats.insert(key.to_owned(), next);
+            *slot = next;
             return Admission::Now;
         }
         // Slots reserved in the future, minus the one being served right now.
         let waiting = wait_ns.div_ceil(self.interval_ns) - 1;
         if waiting < u128::from(self.config.burst_queue) {
-            tats.insert(key.to_owned(), next);
+            *slot = next;
             Admission::After(Duration::from_nanos(wait_ns as u64))
         } else {
             let allowed_ns = u128::from(self.config.burst_queue) * self.interval_ns;

@@ -1,6 +1,7 @@
 //! One handler for every path, so that routing, counting and faults happen in one visible order.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -10,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::auth::{AccountRule, ApiError, Authed, ErrorClass, Rules};
+use super::body::{CancelReply, OrderList, json_response};
 use super::faults::{Decision, Fault, LostReply};
 use super::ratelimit::Admission;
-use super::{Role, Shared};
+use super::{AccountKind, Counters, Role, Shared};
 
 const API_KEY: &str = "X-GEMINI-APIKEY";
 const PAYLOAD: &str = "X-GEMINI-PAYLOAD";
@@ -24,6 +26,7 @@ const HTML_504: &str = "<html>\r\n<head><title>504 Gateway Time-out</title></hea
     <center><h1>504 Gateway Time-out</h1></center>\r\n</body>\r\n</html>\r\n";
 const TRUNCATED_JSON: &str = r#"{"result":"ok","details":{"cancelledOrders":[1,2"#;
 
+/// The number of each endpoint is its index in per-endpoint counters.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     CancelAll,
@@ -69,6 +72,71 @@ impl Endpoint {
     }
 }
 
+/// The fault kinds, by ledger key; a [`Tally::Fault`] names one of them.
+const FAULT_KINDS: [&str; 8] = [
+    "500",
+    "502",
+    "503",
+    "stall",
+    "drop",
+    "garbage",
+    "lost_reply",
+    "failing_account",
+];
+
+/// The counters, as atomics: requests for different accounts never wait on each other here.
+#[derive(Default)]
+pub(crate) struct Tallies {
+    pub(crate) requests: AtomicU64,
+    ok: AtomicU64,
+    rate_limited: AtomicU64,
+    nonce_errors: AtomicU64,
+    signature_errors: AtomicU64,
+    other_errors: AtomicU64,
+    faults: [AtomicU64; FAULT_KINDS.len()],
+}
+
+impl Tallies {
+    fn count(&self, tally: &Tally) {
+        let counter = match tally {
+            Tally::Ok => &self.ok,
+            Tally::Error(ErrorClass::Nonce) => &self.nonce_errors,
+            Tally::Error(ErrorClass::Signature) => &self.signature_errors,
+            Tally::Error(ErrorClass::RateLimit) => &self.rate_limited,
+            Tally::Error(ErrorClass::Other) => &self.other_errors,
+            Tally::Fault(kind) => self.fault(kind),
+            Tally::Recorded => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn fault(&self, kind: &str) -> &AtomicU64 {
+        let i = FAULT_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .expect("a known fault kind");
+        &self.faults[i]
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            requests: get(&self.requests),
+            ok: get(&self.ok),
+            rate_limited: get(&self.rate_limited),
+            nonce_errors: get(&self.nonce_errors),
+            signature_errors: get(&self.signature_errors),
+            other_errors: get(&self.other_errors),
+            faults: FAULT_KINDS
+                .iter()
+                .zip(&self.faults)
+                .filter(|(_, n)| get(n) > 0)
+                .map(|(k, n)| ((*k).to_owned(), get(n)))
+                .collect(),
+        }
+    }
+}
+
 /// What a request amounted to, for the counters.
 enum Tally {
     Ok,
@@ -107,46 +175,40 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
 }
 
+const ADMIN_LEDGER: &str = "/admin/ledger";
+const ADMIN_SUMMARY: &str = "/admin/summary";
+
 async fn handle(
     State(s): State<Arc<Shared>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let serial = {
-        let mut w = s.world();
-        w.counters.requests += 1;
-        w.counters.requests
-    };
+    let serial = s.tallies.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let path = uri.path();
-    if path == "/admin/ledger" && method == Method::GET {
-        let ledger = s.world().ledger();
-        return axum::Json(ledger).into_response();
+    let admin = path == ADMIN_LEDGER || path == ADMIN_SUMMARY;
+    if admin && method == Method::GET {
+        return admin_reply(&s, path);
+    }
+    if !admin {
+        // The way in: requests sent in order may reach the checks below out of order.
+        let delay = s.faults.inbound_delay(serial);
+        if !delay.is_zero() {
+            stoppable_sleep(&s, delay).await;
+        }
     }
     let outcome = match Endpoint::from_path(path) {
-        _ if path == "/admin/ledger" => Outcome::error(method_not_allowed(path)),
+        _ if admin => Outcome::error(method_not_allowed(path, "GET")),
         None => Outcome::error(ApiError::new(
             StatusCode::NOT_FOUND,
             "EndpointNotFound",
             format!("API entry point `{path}` not found"),
         )),
-        Some(_) if method != Method::POST => Outcome::error(method_not_allowed(path)),
+        Some(_) if method != Method::POST => Outcome::error(method_not_allowed(path, "POST")),
         Some(endpoint) => serve(&s, endpoint, &headers).await,
     };
 
-    {
-        let mut w = s.world();
-        let c = &mut w.counters;
-        match outcome.tally {
-            Tally::Ok => c.ok += 1,
-            Tally::Error(ErrorClass::Nonce) => c.nonce_errors += 1,
-            Tally::Error(ErrorClass::Signature) => c.signature_errors += 1,
-            Tally::Error(ErrorClass::RateLimit) => c.rate_limited += 1,
-            Tally::Error(ErrorClass::Other) => c.other_errors += 1,
-            Tally::Fault(kind) => *c.faults.entry(kind.to_owned()).or_default() += 1,
-            Tally::Recorded => {}
-        }
-    }
+    s.tallies.count(&outcome.tally);
     s.changed.notify_one();
 
     let delay = outcome.delay.unwrap_or_else(|| s.faults.delay_for(serial));
@@ -161,11 +223,29 @@ async fn handle(
     }
 }
 
+/// `GET /admin/ledger` and `GET /admin/summary`: the simulator's truth, never faulted or delayed.
+fn admin_reply(s: &Shared, path: &str) -> Response {
+    let json = if path == ADMIN_LEDGER {
+        let mut out = Vec::new();
+        s.write_ledger_json(&mut out, false).map(|()| out)
+    } else {
+        serde_json::to_vec(&s.summary())
+    };
+    match json {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "System",
+            &format!("cannot serialize: {e}"),
+        ),
+    }
+}
+
 async fn serve(s: &Shared, endpoint: Endpoint, headers: &HeaderMap) -> Outcome {
     let header = |name: &str, reason: &'static str| {
         headers
             .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -204,38 +284,52 @@ async fn serve(s: &Shared, endpoint: Endpoint, headers: &HeaderMap) -> Outcome {
     }
 
     let rules = endpoint.rules();
-    let authed = match s.auth.check(&key, &payload, &signature, &rules, |name| {
-        s.world().account(name).map(|a| a.spec.status)
-    }) {
+    let authed = match s.auth.check(&key, &payload, &signature, &rules, &s.world) {
         Ok(a) => a,
         Err(e) => return Outcome::error(e),
     };
 
-    if let Some(name) = &authed.account {
-        let mut w = s.world();
-        if let Some(a) = w.account(name) {
-            a.count_request();
+    let (account_label, ordinal) = match authed.account {
+        Some(i) => {
+            let acct = s.world.account(i);
+            acct.requests.fetch_add(1, Ordering::Relaxed);
+            if acct.spec.kind == AccountKind::Custody
+                && matches!(endpoint, Endpoint::CancelAll | Endpoint::Orders)
+            {
+                return Outcome::error(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "NotGroupApiCompatible",
+                    format!(
+                        "Account '{}' is a custody account and holds no orders",
+                        acct.spec.name
+                    ),
+                ));
+            }
+            let n = acct.ordinals[endpoint as usize].fetch_add(1, Ordering::Relaxed) + 1;
+            (acct.spec.name.as_str(), n)
         }
-        let is_custody = w.is_custody(name);
-        if is_custody && matches!(endpoint, Endpoint::CancelAll | Endpoint::Orders) {
-            return Outcome::error(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "NotGroupApiCompatible",
-                format!("Account '{name}' is a custody account and holds no orders"),
-            ));
-        }
-    }
+        None => ("-", s.faults.next_unnamed(endpoint as usize)),
+    };
 
-    let decision = s.faults.decide(authed.account.as_deref(), rules.path);
+    let decision = s.faults.decide(account_label, rules.path, ordinal);
     let mut outcome = answer(s, endpoint, &authed, decision).await;
     outcome.delay = Some(decision.delay);
     outcome
 }
 
 /// Faults first (they stop the request before it acts), then the endpoint itself.
-async fn answer(s: &Shared, endpoint: Endpoint, authed: &Authed, decision: Decision) -> Outcome {
-    if let Some(account) = &authed.account
-        && s.faults.config.failing_accounts.contains(account)
+async fn answer(
+    s: &Shared,
+    endpoint: Endpoint,
+    authed: &Authed<'_>,
+    decision: Decision,
+) -> Outcome {
+    if let Some(i) = authed.account
+        && !s.faults.config.failing_accounts.is_empty()
+        && s.faults
+            .config
+            .failing_accounts
+            .contains(&s.world.account(i).spec.name)
     {
         return Outcome::reply(system_error(), Tally::Fault("failing_account"));
     }
@@ -251,7 +345,7 @@ async fn answer(s: &Shared, endpoint: Endpoint, authed: &Authed, decision: Decis
             )),
             Fault::Stall => {
                 // Clients give up on a stall and hang up, which abandons this handler.
-                *s.world().counters.faults.entry("stall".into()).or_default() += 1;
+                s.tallies.count(&tally);
                 s.changed.notify_one();
                 tally = Tally::Recorded;
                 stoppable_sleep(s, s.faults.config.stall_for).await;
@@ -275,10 +369,9 @@ async fn answer(s: &Shared, endpoint: Endpoint, authed: &Authed, decision: Decis
         };
     }
 
-    let account = authed.account.as_deref().unwrap_or_default();
-    let body = match endpoint {
-        Endpoint::CancelAll => {
-            let (cancelled, rejects) = s.world().cancel_all(account, &authed.nonce);
+    let response = match (endpoint, authed.account) {
+        (Endpoint::CancelAll, Some(i)) => {
+            let (cancelled, rejects) = s.world.cancel_all(i, &authed.nonce);
             match decision.lost_reply {
                 Some(LostReply::Drop) => {
                     return Outcome {
@@ -293,20 +386,28 @@ async fn answer(s: &Shared, endpoint: Endpoint, authed: &Authed, decision: Decis
                         Tally::Fault("lost_reply"),
                     );
                 }
-                None => json!({
-                    "result": "ok",
-                    "details": {"cancelledOrders": cancelled, "cancelRejects": rejects},
-                }),
+                None => json_response(CancelReply::new(cancelled, rejects)),
             }
         }
-        Endpoint::Orders => Value::Array(s.world().list_orders(account)),
-        Endpoint::AccountList => {
+        (Endpoint::Orders, Some(i)) => json_response(OrderList::new(s.world.list_orders(i))),
+        (Endpoint::AccountList, _) => {
             let (since, limit) = paging(&authed.payload);
-            Value::Array(s.world().account_list(since, limit))
+            axum::Json(Value::Array(s.world.account_list(
+                authed.key.group(),
+                since,
+                limit,
+            )))
+            .into_response()
         }
-        Endpoint::Heartbeat => json!({"result": "ok"}),
+        (Endpoint::Heartbeat, _) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"result":"ok"}"#,
+        )
+            .into_response(),
+        // Authentication makes the order endpoints name an account.
+        (Endpoint::CancelAll | Endpoint::Orders, None) => system_error(),
     };
-    Outcome::reply(axum::Json(body).into_response(), Tally::Ok)
+    Outcome::reply(response, Tally::Ok)
 }
 
 /// `limit_accounts` (default and maximum 500) and `timestamp` (seconds or milliseconds).
@@ -337,11 +438,11 @@ async fn stoppable_sleep(s: &Shared, d: Duration) {
     }
 }
 
-fn method_not_allowed(path: &str) -> ApiError {
+fn method_not_allowed(path: &str, allowed: &str) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
-        format!("API entry point `{path}` only accepts POST"),
+        format!("API entry point `{path}` only accepts {allowed}"),
     )
 }
 

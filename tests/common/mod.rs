@@ -21,6 +21,7 @@ pub fn master_key() -> KeySpec {
         nonce_mode: NonceMode::Increasing,
         roles: vec![Role::Trader, Role::Auditor],
         account: None,
+        group: None,
     }
 }
 

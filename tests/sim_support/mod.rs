@@ -141,6 +141,7 @@ pub fn key(key: &str, secret: &str, roles: &[Role], account: Option<&str>) -> Ke
         nonce_mode: NonceMode::Increasing,
         roles: roles.to_vec(),
         account: account.map(Into::into),
+        group: None,
     }
 }
 
