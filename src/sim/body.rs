@@ -27,7 +27,8 @@ pub(crate) trait JsonChunks {
 /// A `200 application/json` response: whole when small, streamed when not.
 pub(crate) fn json_response(mut doc: impl JsonChunks + Send + 'static) -> Response {
     let content_type = [(header::CONTENT_TYPE, "application/json")];
-    let mut first = Vec::with_capacity(CHUNK + 1024);
+    // Most replies are small: start small rather than reserve a whole chunk per request.
+    let mut first = Vec::with_capacity(512);
     if doc.fill(&mut first) {
         return (content_type, first).into_response();
     }
