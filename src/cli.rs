@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use clap::Parser;
 
 use crate::config::SweepConfig;
+use crate::config::groups::GroupAccounts;
 use crate::config::{
     AccountsArgs, Cli, Command, DemoArgs, LogFormat, ReportArgs, RunArgs, RunsArgs,
 };
-use crate::engine::{self, StopSignal, Stopping, SweepSummary, Target};
+use crate::engine::{self, GroupJob, StopSignal, Stopping, SweepSummary, Target};
 use crate::error::{Error, exit_code};
 use crate::{accounts, client, demo, report, store};
 
@@ -147,6 +148,9 @@ fn signal_seen(flag: &AtomicU8) -> Option<StopSignal> {
 }
 
 async fn run(args: RunArgs) -> Result<i32, Error> {
+    if let Some(file) = &args.config {
+        return run_config(&args, file).await;
+    }
     let env = |name: &str| std::env::var(name).ok();
     let (config, credentials, target) = match &args.resume {
         None if args.all_accounts => {
@@ -159,8 +163,8 @@ async fn run(args: RunArgs) -> Result<i32, Error> {
             let entries = accounts::load(&config.accounts_file)?;
             (config, credentials, Target::New(entries))
         }
-        Some(run) => match resume_target(&args, run, &env)? {
-            ResumePlan::Sweep(config, credentials, target) => (config, credentials, target),
+        Some(run) => match resume_target(&args, run, None, |base| args.resolve_over(base, &env))? {
+            ResumePlan::Sweep(job) => (job.config, job.credentials, job.target),
             ResumePlan::NothingToDo(summary) => {
                 print_summary(&summary);
                 return Ok(summary.exit_code);
@@ -169,7 +173,7 @@ async fn run(args: RunArgs) -> Result<i32, Error> {
     };
     engine::plan(&credentials, &target, &config)?;
     if args.dry_run {
-        print_plan(&config, &target, &credentials);
+        println!("{}", print_plan(&config, &target, &credentials));
         return Ok(exit_code::OK);
     }
     let stopping = Stopping::default();
@@ -187,19 +191,152 @@ async fn run(args: RunArgs) -> Result<i32, Error> {
     Ok(summary.exit_code)
 }
 
+/// `run --config FILE`: every group of the file (or those --group names) in parallel, one line
+/// of JSON for the job with one entry per group.
+async fn run_config(args: &RunArgs, file: &std::path::Path) -> Result<i32, Error> {
+    let env = |name: &str| std::env::var(name).ok();
+    let plans = args.resolve_groups(file, &env)?;
+    // `--resume ID` finishes that one run, whichever group of the file it belongs to.
+    let resume_group = match args.resume.as_deref() {
+        Some(run) if run != "latest" => {
+            let conn = store::open_read_only(&args.exchange.db)?;
+            let group = store::run_group(&conn, run).map_err(|e| Error::Store {
+                path: args.exchange.db.clone(),
+                reason: e.to_string(),
+            })?;
+            let Some(group) = group else {
+                return Err(Error::Config(format!(
+                    "{}: no run {run:?} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
+                    args.exchange.db.display()
+                )));
+            };
+            if !plans.iter().any(|p| p.config.group == group) {
+                return Err(Error::Config(format!(
+                    "run {run} belongs to group {group:?}, which {} does not name (or --group leaves out)",
+                    file.display()
+                )));
+            }
+            Some(group)
+        }
+        _ => None,
+    };
+    let mut jobs = Vec::new();
+    let mut settled = Vec::new();
+    for plan in plans {
+        if resume_group
+            .as_ref()
+            .is_some_and(|g| *g != plan.config.group)
+        {
+            continue;
+        }
+        let job = match &args.resume {
+            None => {
+                let target = match &plan.accounts {
+                    GroupAccounts::All { excluded } => Target::Discover {
+                        excluded: excluded.clone(),
+                    },
+                    GroupAccounts::Csv(path) => Target::New(accounts::load(path)?),
+                };
+                GroupJob {
+                    config: plan.config,
+                    credentials: plan.credentials,
+                    target,
+                }
+            }
+            Some(run) => {
+                let group = plan.config.group.clone();
+                let credentials = plan.credentials;
+                let over = |base: SweepConfig| {
+                    let config = args.flags_over(base)?;
+                    Ok((config, credentials))
+                };
+                match resume_target(args, run, Some(&group), over)? {
+                    ResumePlan::Sweep(job) => job,
+                    ResumePlan::NothingToDo(summary) => {
+                        settled.push(Ok(summary));
+                        continue;
+                    }
+                }
+            }
+        };
+        engine::plan(&job.credentials, &job.target, &job.config)
+            .map_err(|e| Error::Config(format!("group {:?}: {e}", job.config.group)))?;
+        jobs.push(job);
+    }
+    if args.dry_run {
+        let plans: Vec<_> = jobs
+            .iter()
+            .map(|j| {
+                eprintln!("group {}:", j.config.group);
+                print_plan(&j.config, &j.target, &j.credentials)
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "dry_run": true, "groups": plans })
+        );
+        return Ok(exit_code::OK);
+    }
+    let started = std::time::Instant::now();
+    let names: Vec<String> = jobs.iter().map(|j| j.config.group.clone()).collect();
+    let mut results = if jobs.is_empty() {
+        Vec::new()
+    } else {
+        let stopping = Stopping::default();
+        let signal = watch_signals(stopping.clone());
+        engine::run_groups(jobs, Arc::new(client::SystemClock), stopping, move || {
+            signal_seen(&signal)
+        })
+        .await?
+    };
+    results.extend(settled);
+    let mut entries = Vec::new();
+    let mut codes = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(summary) => {
+                codes.push(summary.exit_code);
+                entries.push(serde_json::to_value(&summary).expect("a summary serializes"));
+            }
+            Err(e) => {
+                let group = names.get(i).cloned().unwrap_or_default();
+                eprintln!("error: group {group}: {e}");
+                codes.push(e.exit_code());
+                entries.push(serde_json::json!({
+                    "group": group,
+                    "error": e.to_string(),
+                    "exit_code": e.exit_code(),
+                }));
+            }
+        }
+    }
+    let exit_code = exit_code::combine(codes);
+    let line = serde_json::json!({
+        "groups": entries,
+        "wall_ms": started.elapsed().as_millis() as u64,
+        "db": args.exchange.db.display().to_string(),
+        "exit_code": exit_code,
+    });
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    Ok(exit_code)
+}
+
 enum ResumePlan {
-    Sweep(SweepConfig, client::Credentials, Target),
+    Sweep(GroupJob),
     /// The run is finished or has nothing left that a resume may pick up: nothing is sent and
     /// nothing written; its summary is printed as it stands.
     NothingToDo(SweepSummary),
 }
 
-/// Rebuilds a run's configuration from the database (its latest invocation's options), with the
-/// flags given now on top.
+/// Rebuilds a run's configuration from the database (its latest invocation's options), with
+/// `over` putting the flags given now and the key on top. `group` restricts `latest` to that
+/// group's runs.
 fn resume_target(
     args: &RunArgs,
     run: &str,
-    env: &dyn Fn(&str) -> Option<String>,
+    group: Option<&str>,
+    over: impl FnOnce(SweepConfig) -> Result<(SweepConfig, client::Credentials), Error>,
 ) -> Result<ResumePlan, Error> {
     let conn = store::open_read_only(&args.exchange.db)?;
     let db_error = |e: rusqlite::Error| Error::Store {
@@ -207,20 +344,24 @@ fn resume_target(
         reason: e.to_string(),
     };
     let no_run = || {
+        let in_group = group
+            .map(|g| format!(" of group {g:?}"))
+            .unwrap_or_default();
         Error::Config(format!(
-            "{}: no run {run:?} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
+            "{}: no run {run:?}{in_group} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
             args.exchange.db.display()
         ))
     };
-    let run_id = report::resolve_run(&conn, run)
+    let run_id = report::resolve_run(&conn, run, group)
         .map_err(db_error)?
         .ok_or_else(no_run)?;
     let stored = store::resumable(&conn, run_id, args.retry_permanent)
         .map_err(db_error)?
         .ok_or_else(no_run)?;
     if run == "latest" && stored.age_secs > args.resume_within * 3600.0 {
+        let whose = group.map(|g| format!("group {g:?}'s ")).unwrap_or_default();
         return Err(Error::Config(format!(
-            "{}: the latest run (#{run_id}, started {}, {:.1} h ago) is older than --resume-within {} h, so today's job did not start it; nothing was resumed. Give its id (--resume {run_id}) to resume it anyway",
+            "{}: {whose}latest run (#{run_id}, started {}, {:.1} h ago) is older than --resume-within {} h, so today's job did not start it; nothing was resumed. Give its id (--resume {run_id}) to resume it anyway",
             args.exchange.db.display(),
             stored.started_at,
             stored.age_secs / 3600.0,
@@ -233,10 +374,10 @@ fn resume_target(
             reason: format!("run {run_id}'s stored options cannot be read ({e})"),
         })?;
     base.base_url = stored.base_url.clone();
-    let (config, credentials) = args.resolve_over(base, env)?;
+    let (config, credentials) = over(base)?;
     if credentials.fingerprint() != stored.key_fingerprint {
         return Err(Error::Config(format!(
-            "run {run_id} was made with key {}, but GEMINI_API_KEY is {}; resume with the same key",
+            "run {run_id} was made with key {}, but the key given now is {}; resume with the same key",
             stored.key_fingerprint,
             credentials.fingerprint()
         )));
@@ -276,17 +417,22 @@ fn resume_target(
         stored.status,
         stored.pid
     );
-    Ok(ResumePlan::Sweep(
+    Ok(ResumePlan::Sweep(GroupJob {
         config,
         credentials,
-        Target::Resume {
+        target: Target::Resume {
             run_id,
             accounts: stored.accounts,
         },
-    ))
+    }))
 }
 
-fn print_plan(config: &SweepConfig, target: &Target, credentials: &client::Credentials) {
+/// Shows the plan on stderr and returns its JSON summary.
+fn print_plan(
+    config: &SweepConfig,
+    target: &Target,
+    credentials: &client::Credentials,
+) -> serde_json::Value {
     let names: Vec<(&str, bool)> = match target {
         Target::New(entries) => entries
             .iter()
@@ -301,15 +447,14 @@ fn print_plan(config: &SweepConfig, target: &Target, credentials: &client::Crede
                 config.rate,
                 config.base_url
             );
-            let plan = serde_json::json!({
+            return serde_json::json!({
                 "dry_run": true,
+                "group": config.group,
                 "accounts": "discovered at run time (--all-accounts)",
                 "excluded": excluded,
                 "base_url": config.base_url,
                 "key_fingerprint": credentials.fingerprint(),
             });
-            println!("{plan}");
-            return;
         }
     };
     let listed = names.len();
@@ -332,16 +477,16 @@ fn print_plan(config: &SweepConfig, target: &Target, credentials: &client::Crede
         credentials.fingerprint(),
         config.rate
     );
-    let plan = serde_json::json!({
+    serde_json::json!({
         "dry_run": true,
+        "group": config.group,
         "accounts_total": listed,
         "accounts_enabled": enabled,
         "requests": requests,
         "expected_seconds": (seconds * 10.0).round() / 10.0,
         "base_url": config.base_url,
         "key_fingerprint": credentials.fingerprint(),
-    });
-    println!("{plan}");
+    })
 }
 
 /// `gemini-sweep accounts`: the group's accounts, printed and optionally written as a CSV.
@@ -426,11 +571,15 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
         path: args.db.clone(),
         reason: e.to_string(),
     };
-    let run_id = report::resolve_run(&conn, &args.run)
+    let run_id = report::resolve_run(&conn, &args.run, args.group.as_deref())
         .map_err(db_error)?
         .ok_or_else(|| {
+            let in_group = match &args.group {
+                Some(g) => format!(" in group {g:?}"),
+                None => String::new(),
+            };
             Error::Config(format!(
-                "{}: no run {:?}; give `latest` or a run id listed by `gemini-sweep runs`",
+                "{}: no run {:?}{in_group}; give `latest` or a run id listed by `gemini-sweep runs`",
                 args.db.display(),
                 args.run
             ))
@@ -442,10 +591,13 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
 
 fn list_runs(args: RunsArgs) -> Result<i32, Error> {
     let conn = store::open_read_only(&args.db)?;
-    let text = report::runs(&conn, args.format, args.limit).map_err(|e| Error::Store {
-        path: args.db.clone(),
-        reason: e.to_string(),
-    })?;
+    let text =
+        report::runs(&conn, args.format, args.limit, args.group.as_deref()).map_err(|e| {
+            Error::Store {
+                path: args.db.clone(),
+                reason: e.to_string(),
+            }
+        })?;
     print!("{text}");
     Ok(exit_code::OK)
 }

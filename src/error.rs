@@ -37,6 +37,37 @@ pub mod exit_code {
             },
         }
     }
+
+    /// One code for a job of several groups: the one that needs the most attention. A broken
+    /// job (3) or input (2) first, then a refused key (4), an interruption, orders possibly left
+    /// open (1), and 0 only when every group is 0.
+    pub fn combine(codes: impl IntoIterator<Item = i32>) -> i32 {
+        let rank = |code: i32| match code {
+            OK => 0,
+            INCOMPLETE => 1,
+            SIGINT => 2,
+            SIGTERM => 3,
+            REFUSED => 4,
+            BAD_INPUT => 5,
+            _ => 6,
+        };
+        codes.into_iter().max_by_key(|c| rank(*c)).unwrap_or(OK)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_job_exits_with_its_most_urgent_group() {
+            assert_eq!(combine([]), OK);
+            assert_eq!(combine([OK, OK]), OK);
+            assert_eq!(combine([OK, INCOMPLETE]), INCOMPLETE);
+            assert_eq!(combine([SIGTERM, INCOMPLETE, OK]), SIGTERM);
+            assert_eq!(combine([INCOMPLETE, REFUSED, SIGINT]), REFUSED);
+            assert_eq!(combine([REFUSED, INTERNAL, OK]), INTERNAL);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

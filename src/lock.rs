@@ -18,16 +18,17 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 
 pub struct RunLock {
-    files: Vec<(PathBuf, File)>,
+    /// The database's lock first, then one per key, each with the key's fingerprint.
+    files: Vec<(Option<String>, PathBuf, File)>,
 }
 
 impl RunLock {
-    /// Takes the database's lock (`<db>.lock`) and the key's lock (see [`key_lock_path`]), or
-    /// says who holds them.
+    /// Takes the database's lock (`<db>.lock`) and each key's lock (see [`key_lock_path`]), or
+    /// says who holds one. Several keys are one job sweeping several groups.
     pub fn acquire(
         db: &Path,
         lock_dir: Option<&Path>,
-        key_fingerprint: &str,
+        key_fingerprints: &[String],
     ) -> Result<RunLock, Error> {
         let mut db_lock = db.as_os_str().to_owned();
         db_lock.push(".lock");
@@ -38,29 +39,37 @@ impl RunLock {
                 reason,
             })
         })?;
-        let key_lock = key_lock_path(db, lock_dir, key_fingerprint);
-        let key_file = take(&key_lock, "this API key").map_err(|e| {
-            e.into_error(|reason| match lock_dir {
-                Some(dir) => Error::Config(format!("--lock-dir {}: {reason}", dir.display())),
-                None => Error::Store {
-                    path: db.to_path_buf(),
-                    reason,
-                },
-            })
-        })?;
-        let files = vec![(db_lock, db_file), (key_lock, key_file)];
-        let mut lock = RunLock { files };
-        lock.set_run(None);
+        let mut files = vec![(None, db_lock, db_file)];
+        for fingerprint in key_fingerprints {
+            let key_lock = key_lock_path(db, lock_dir, fingerprint);
+            let key_file = take(&key_lock, "this API key").map_err(|e| {
+                e.into_error(|reason| match lock_dir {
+                    Some(dir) => Error::Config(format!("--lock-dir {}: {reason}", dir.display())),
+                    None => Error::Store {
+                        path: db.to_path_buf(),
+                        reason,
+                    },
+                })
+            })?;
+            files.push((Some(fingerprint.clone()), key_lock, key_file));
+        }
+        let lock = RunLock { files };
+        lock.set_run(None, None);
         Ok(lock)
     }
 
-    /// Records the run id beside our pid, for whoever is refused next.
-    pub fn set_run(&mut self, run_id: Option<i64>) {
+    /// Records the run id beside our pid, for whoever is refused next: in the key's lock file
+    /// (every key's when `key` is `None`) and in the database's.
+    pub fn set_run(&self, key: Option<&str>, run_id: Option<i64>) {
         let text = match run_id {
             Some(id) => format!("pid={} run={id}\n", std::process::id()),
             None => format!("pid={} run=starting\n", std::process::id()),
         };
-        for (path, file) in &mut self.files {
+        for (fingerprint, path, file) in &self.files {
+            if key.is_some() && fingerprint.is_some() && fingerprint.as_deref() != key {
+                continue;
+            }
+            let mut file = file;
             let written = file
                 .set_len(0)
                 .and_then(|()| file.seek(SeekFrom::Start(0)))
@@ -75,7 +84,7 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
-        for (_, file) in &mut self.files {
+        for (_, _, file) in &self.files {
             let _ = file.set_len(0);
         }
     }
@@ -163,9 +172,9 @@ mod tests {
     fn a_second_holder_is_refused_with_the_first_ones_pid_and_run() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
-        let mut first = RunLock::acquire(&db, None, "master:0011").unwrap();
-        first.set_run(Some(42));
-        let err = RunLock::acquire(&db, None, "master:0011")
+        let first = RunLock::acquire(&db, None, &["master:0011".into()]).unwrap();
+        first.set_run(Some("master:0011"), Some(42));
+        let err = RunLock::acquire(&db, None, &["master:0011".into()])
             .err()
             .expect("refused");
         let msg = err.to_string();
@@ -178,14 +187,34 @@ mod tests {
 
         // Same key, other database: refused because of the key.
         let other = dir.path().join("b.db");
-        let msg = RunLock::acquire(&other, None, "master:0011")
+        let msg = RunLock::acquire(&other, None, &["master:0011".into()])
             .err()
             .expect("refused")
             .to_string();
         assert!(msg.contains("this API key"), "{msg}");
 
         drop(first);
-        assert!(RunLock::acquire(&db, None, "master:0011").is_ok());
+        assert!(RunLock::acquire(&db, None, &["master:0011".into()]).is_ok());
+    }
+
+    #[test]
+    fn a_job_of_several_groups_holds_every_key_and_names_each_key_s_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let keys = ["master:aa".to_string(), "master:bb".to_string()];
+        let both = RunLock::acquire(&db, None, &keys).unwrap();
+        both.set_run(Some("master:bb"), Some(8));
+        both.set_run(Some("master:aa"), Some(7));
+        let other_db = dir.path().join("b.db");
+        let msg = RunLock::acquire(&other_db, None, &["master:bb".into()])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            msg.contains("this API key") && msg.contains("run=8"),
+            "{msg}"
+        );
+        assert!(RunLock::acquire(&other_db, None, &["master:cc".into()]).is_ok());
     }
 
     #[test]
@@ -193,16 +222,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
         std::fs::write(dir.path().join("a.db.lock"), "pid=999999999 run=7\n").unwrap();
-        assert!(RunLock::acquire(&db, None, "master:22").is_ok());
+        assert!(RunLock::acquire(&db, None, &["master:22".into()]).is_ok());
     }
 
     #[test]
     fn lock_files_are_private_and_a_bad_lock_dir_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
-        let lock = RunLock::acquire(&db, None, "master:33").unwrap();
+        let lock = RunLock::acquire(&db, None, &["master:33".into()]).unwrap();
         #[cfg(unix)]
-        for (path, _) in &lock.files {
+        for (_, path, _) in &lock.files {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", path.display());
@@ -210,7 +239,7 @@ mod tests {
         }
         drop(lock);
         let missing = dir.path().join("no-such-dir");
-        let err = RunLock::acquire(&db, Some(&missing), "master:33")
+        let err = RunLock::acquire(&db, Some(&missing), &["master:33".into()])
             .err()
             .expect("refused");
         assert_eq!(err.exit_code(), crate::error::exit_code::BAD_INPUT);

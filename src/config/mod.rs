@@ -2,6 +2,8 @@
 //!
 //! clap types stop here: the rest of the library sees [`SweepConfig`] and [`Credentials`].
 
+pub mod groups;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -108,9 +110,30 @@ pub struct RunArgs {
         long,
         value_name = "FILE",
         env = "GEMINI_SWEEP_ACCOUNTS",
-        required_unless_present_any = ["resume", "all_accounts"]
+        required_unless_present_any = ["resume", "all_accounts", "config"]
     )]
     pub accounts: Option<PathBuf>,
+
+    /// Sweep several groups (master keys) in parallel, as FILE (TOML) describes them: each
+    /// group's name, key variables or secret file, accounts (`all` or a CSV), nonce mode and
+    /// rate. Flags given here apply to every group that does not set them itself. See the
+    /// README's "Several groups".
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GEMINI_SWEEP_CONFIG",
+        conflicts_with_all = ["accounts", "all_accounts", "api_secret_file"]
+    )]
+    pub config: Option<PathBuf>,
+
+    /// With --config: sweep only these groups (comma-separated, repeatable).
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        requires = "config"
+    )]
+    pub group: Vec<String>,
 
     /// Finish an earlier run (`latest` or a run id): only its accounts not yet swept and
     /// verified, under the same run id, with the run's stored accounts, URL and options (flags
@@ -275,6 +298,11 @@ pub struct ReportArgs {
     #[arg(long, value_name = "RUN", default_value = "latest")]
     pub run: String,
 
+    /// Only runs of this group (as named in a --config file; `default` without one): `latest`
+    /// is then the group's latest run.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+
     #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
     pub format: crate::report::Format,
 
@@ -300,6 +328,10 @@ pub struct RunsArgs {
     /// How many runs, newest first.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: u32,
+
+    /// Only runs of this group (as named in a --config file; `default` without one).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
 }
 
 /// A parser for a number within `min..=max` (in `unit`), for clap.
@@ -418,6 +450,13 @@ impl ExchangeArgs {
         config: &mut SweepConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Credentials, Error> {
+        self.apply_settings(config)?;
+        load_credentials(self.api_secret_file.as_deref(), env)
+    }
+
+    /// The exchange flags that were given, over `config`, without the key (a group
+    /// configuration names each group's key itself).
+    pub fn apply_settings(&self, config: &mut SweepConfig) -> Result<(), Error> {
         match (&self.base_url, self.sandbox) {
             (_, true) => config.base_url = SANDBOX_URL.to_string(),
             (Some(url), false) => config.base_url = url.clone(),
@@ -446,7 +485,7 @@ impl ExchangeArgs {
         if let Some(dir) = &self.lock_dir {
             config.lock_dir = Some(dir.clone());
         }
-        load_credentials(self.api_secret_file.as_deref(), env)
+        Ok(())
     }
 }
 
@@ -483,6 +522,39 @@ impl RunArgs {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(SweepConfig, Credentials), Error> {
         let credentials = self.exchange.apply(&mut config, env)?;
+        self.apply_run_flags(&mut config);
+        Ok((config, credentials))
+    }
+
+    /// The groups of `--config`, with the flags given here between the file's `[defaults]` and
+    /// each group's own settings.
+    pub fn resolve_groups(
+        &self,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<groups::GroupPlan>, Error> {
+        let over_defaults = |config: &mut SweepConfig| {
+            *config = self.flags_over(config.clone())?;
+            Ok(())
+        };
+        groups::load(
+            file,
+            &self.exchange.db,
+            self.exchange.lock_dir.as_deref(),
+            &self.group,
+            &over_defaults,
+            env,
+        )
+    }
+
+    /// The flags given here over `config` (a resumed run's stored options), without the key.
+    pub fn flags_over(&self, mut config: SweepConfig) -> Result<SweepConfig, Error> {
+        self.exchange.apply_settings(&mut config)?;
+        self.apply_run_flags(&mut config);
+        Ok(config)
+    }
+
+    fn apply_run_flags(&self, config: &mut SweepConfig) {
         if let Some(v) = self.burst {
             config.burst = v;
         }
@@ -504,7 +576,6 @@ impl RunArgs {
         if self.all_accounts {
             config.accounts_file = PathBuf::from("(--all-accounts)");
         }
-        Ok((config, credentials))
     }
 }
 
@@ -583,34 +654,56 @@ fn load_credentials(
     secret_file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Credentials, Error> {
-    let key = env(ENV_API_KEY)
-        .map(|k| k.trim().to_string())
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "{ENV_API_KEY} is not set; export the API key (master-...) in the environment"
-            ))
-        })?;
-    if key.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Error::Config(format!(
-            "{ENV_API_KEY} contains whitespace or control characters; check how it was exported"
-        )));
-    }
-    let secret = match secret_file {
-        Some(path) => read_secret_file(path)?,
-        None => env(ENV_API_SECRET)
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "{ENV_API_SECRET} is not set; export it or pass --api-secret-file FILE"
-                ))
-            })?,
+    let source = KeySource {
+        key_env: ENV_API_KEY,
+        secret_env: ENV_API_SECRET,
+        secret_file,
+        secret_file_flag: "--api-secret-file FILE",
     };
-    Ok(Credentials {
-        key,
-        secret: SecretString::from(secret),
-    })
+    source.load(env).map_err(Error::Config)
+}
+
+/// Where one key's id and secret come from: environment variables, or the secret from a file.
+pub(crate) struct KeySource<'a> {
+    pub key_env: &'a str,
+    pub secret_env: &'a str,
+    pub secret_file: Option<&'a Path>,
+    /// How the user names a secret file here, for the hint when the secret is missing.
+    pub secret_file_flag: &'a str,
+}
+
+impl KeySource<'_> {
+    /// The credentials, or a message naming the variable or file to fix (never their values).
+    pub fn load(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials, String> {
+        let key_env = self.key_env;
+        let key = env(key_env)
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                format!("{key_env} is not set; export the API key (master-...) in the environment")
+            })?;
+        if key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!(
+                "{key_env} contains whitespace or control characters; check how it was exported"
+            ));
+        }
+        let secret = match self.secret_file {
+            Some(path) => read_secret_file(path).map_err(|e| e.to_string())?,
+            None => env(self.secret_env)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "{} is not set; export it or give {}",
+                        self.secret_env, self.secret_file_flag
+                    )
+                })?,
+        };
+        Ok(Credentials {
+            key,
+            secret: SecretString::from(secret),
+        })
+    }
 }
 
 fn read_secret_file(path: &Path) -> Result<String, Error> {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::AccountEntry;
 use crate::client::{ClientOptions, Clock, Credentials, ExchangeClient, NonceSource};
-use crate::config::SweepConfig;
+use crate::config::{DEFAULT_GROUP, SweepConfig};
 use crate::error::{Error, exit_code};
 use crate::lock::RunLock;
 use crate::store::{self, NewRun, NewRunAccount, Resume, RunTotals, Settle, Store};
@@ -126,7 +126,11 @@ pub async fn list_accounts(
         ));
     }
     let fingerprint = credentials.fingerprint();
-    let _lock = RunLock::acquire(&config.db, config.lock_dir.as_deref(), &fingerprint)?;
+    let _lock = RunLock::acquire(
+        &config.db,
+        config.lock_dir.as_deref(),
+        std::slice::from_ref(&fingerprint),
+    )?;
     let (store, writer) = store::open(&config.db)?;
     let listing = async {
         store.take_over_dead_runs().await?;
@@ -183,6 +187,13 @@ fn new_run_account(a: &AccountEntry) -> NewRunAccount {
     }
 }
 
+/// One group's sweep in a job: its settings, its key and its accounts.
+pub struct GroupJob {
+    pub config: SweepConfig,
+    pub credentials: Credentials,
+    pub target: Target,
+}
+
 /// Runs a whole sweep. Inputs must already be validated (see [`plan`]).
 pub async fn run(
     config: SweepConfig,
@@ -190,65 +201,130 @@ pub async fn run(
     target: Target,
     clock: Arc<dyn Clock>,
     stopping: Stopping,
-    stop_signal: impl Fn() -> Option<StopSignal> + Send + 'static,
+    stop_signal: impl Fn() -> Option<StopSignal> + Send + Sync + 'static,
 ) -> Result<SweepSummary, Error> {
-    let started = Instant::now();
-    plan(&credentials, &target, &config)?;
-    let fingerprint = credentials.fingerprint();
-    let mut lock = RunLock::acquire(&config.db, config.lock_dir.as_deref(), &fingerprint)?;
-    let (store, writer) = store::open(&config.db)?;
-    let result = sweep_with_store(
-        &mut lock,
-        &config,
+    let job = GroupJob {
+        config,
         credentials,
         target,
-        clock,
-        stopping,
-        Box::new(stop_signal),
-        store,
-    )
-    .await;
-    // The writer flushes and checkpoints once every handle is gone.
-    writer.join();
-    let (run_id, invocation_id, exit_code) = result?;
-
-    let conn = store::open_read_only(&config.db)?;
-    let totals = store::run_totals(&conn, run_id).map_err(|e| Error::Store {
-        path: config.db.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(SweepSummary {
-        totals,
-        invocation_id: Some(invocation_id),
-        wall_ms: started.elapsed().as_millis() as u64,
-        db: config.db.display().to_string(),
-        nothing_to_resume: false,
-        exit_code,
-    })
+    };
+    let mut results = run_groups(vec![job], clock, stopping, stop_signal).await?;
+    results.pop().expect("one job, one result")
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn sweep_with_store(
-    lock: &mut RunLock,
-    config: &SweepConfig,
-    credentials: Credentials,
-    target: Target,
+/// Sweeps several groups at once, each under its own key session (pacer, nonces, window, halt)
+/// and its own run, into one database. One group's refused key or failure stops that group only;
+/// a stop signal stops them all. Every job must name the same database and lock directory.
+///
+/// The outer error is the job's (locks, database); the inner ones are each group's.
+pub async fn run_groups(
+    jobs: Vec<GroupJob>,
     clock: Arc<dyn Clock>,
     stopping: Stopping,
-    stop_signal: Box<dyn Fn() -> Option<StopSignal> + Send>,
-    store: Store,
-) -> Result<(i64, i64, i32), Error> {
-    // Holding the database's lock, any run still marked running belongs to a dead process.
-    for dead in store.take_over_dead_runs().await? {
-        tracing::warn!(
-            run_id = dead.run_id,
-            pid = dead.pid,
-            abandoned_attempts = dead.abandoned_attempts,
-            "run {} was left running by pid {}, which is gone; marked died, taking it over",
-            dead.run_id,
-            dead.pid
+    stop_signal: impl Fn() -> Option<StopSignal> + Send + Sync + 'static,
+) -> Result<Vec<Result<SweepSummary, Error>>, Error> {
+    let started = Instant::now();
+    let Some(first) = jobs.first() else {
+        return Ok(Vec::new());
+    };
+    let (db, lock_dir) = (first.config.db.clone(), first.config.lock_dir.clone());
+    for job in &jobs {
+        assert!(
+            job.config.db == db && job.config.lock_dir == lock_dir,
+            "the groups of one job share the database and the lock directory"
         );
+        plan(&job.credentials, &job.target, &job.config)?;
     }
+    let fingerprints: Vec<String> = jobs.iter().map(|j| j.credentials.fingerprint()).collect();
+    let lock = Arc::new(RunLock::acquire(&db, lock_dir.as_deref(), &fingerprints)?);
+    let (store, writer) = store::open(&db)?;
+    let stop_signal: StopSignalFn = Arc::new(stop_signal);
+    let swept = async {
+        // Holding the database's lock, any run still marked running belongs to a dead process.
+        for dead in store.take_over_dead_runs().await? {
+            tracing::warn!(
+                run_id = dead.run_id,
+                pid = dead.pid,
+                abandoned_attempts = dead.abandoned_attempts,
+                "run {} was left running by pid {}, which is gone; marked died, taking it over",
+                dead.run_id,
+                dead.pid
+            );
+        }
+        let named = jobs.len() > 1 || jobs.iter().any(|j| j.config.group != DEFAULT_GROUP);
+        let tasks: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                let span = if named {
+                    tracing::info_span!("group", name = %job.config.group)
+                } else {
+                    tracing::Span::none()
+                };
+                let sweep = sweep_with_store(
+                    lock.clone(),
+                    job,
+                    clock.clone(),
+                    stopping.clone(),
+                    stop_signal.clone(),
+                    store.clone(),
+                );
+                // A task per group, so that groups use both cores.
+                tokio::spawn(tracing::Instrument::instrument(sweep, span))
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in futures::future::join_all(tasks).await {
+            results.push(task.unwrap_or_else(|e| {
+                Err(Error::Internal(format!("a group's sweep panicked: {e}")))
+            }));
+        }
+        Ok::<_, Error>(results)
+    }
+    .await;
+    // The writer flushes and checkpoints once every handle is gone.
+    drop(store);
+    writer.join();
+    let swept = swept?;
+
+    let conn = store::open_read_only(&db)?;
+    Ok(swept
+        .into_iter()
+        .map(|result| {
+            let (run_id, invocation_id, exit_code, wall) = result?;
+            let totals = store::run_totals(&conn, run_id).map_err(|e| Error::Store {
+                path: db.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok(SweepSummary {
+                totals,
+                invocation_id: Some(invocation_id),
+                wall_ms: wall.min(started.elapsed()).as_millis() as u64,
+                db: db.display().to_string(),
+                nothing_to_resume: false,
+                exit_code,
+            })
+        })
+        .collect())
+}
+
+type StopSignalFn = Arc<dyn Fn() -> Option<StopSignal> + Send + Sync>;
+
+/// One group's run, start to settled: its run id, invocation id, exit code and how long it took.
+async fn sweep_with_store(
+    lock: Arc<RunLock>,
+    job: GroupJob,
+    clock: Arc<dyn Clock>,
+    stopping: Stopping,
+    stop_signal: StopSignalFn,
+    store: Store,
+) -> Result<(i64, i64, i32, std::time::Duration), Error> {
+    let started = Instant::now();
+    let GroupJob {
+        config,
+        credentials,
+        target,
+    } = job;
+    let config = &config;
     let fingerprint = credentials.fingerprint();
     let high_water = store.nonce_high_water(&fingerprint).await?;
     let nonces = Arc::new(NonceSource::new(config.nonce_mode, clock, high_water));
@@ -307,7 +383,7 @@ async fn sweep_with_store(
             (run_id, invocation_id, accounts, true)
         }
     };
-    lock.set_run(Some(run_id));
+    lock.set_run(Some(&fingerprint), Some(run_id));
 
     tracing::info!(
         run_id,
@@ -393,8 +469,10 @@ async fn sweep_with_store(
         run: &run,
         resuming,
     };
-    let outcome = futures::stream::iter(to_sweep.iter())
-        .map(|account| sweeper.sweep(account))
+    let sweeper = &sweeper;
+    // Owned names: a future borrowing from the closure's argument is not Send-able to a task.
+    let outcome = futures::stream::iter(to_sweep)
+        .map(|account| async move { sweeper.sweep(&account).await })
         .buffer_unordered(config.concurrency as usize)
         .try_collect::<Vec<_>>()
         .await;
@@ -443,5 +521,5 @@ async fn sweep_with_store(
         final_window = session.window.size(),
         "sweep finished"
     );
-    Ok((run_id, invocation_id, exit_code))
+    Ok((run_id, invocation_id, exit_code, started.elapsed()))
 }

@@ -74,19 +74,30 @@ const RUN_COLUMNS: &[&str] = &[
 const FLAGS: &[&str] = &["verified", "clean"];
 
 /// Resolves `latest` or a run id to an existing run id.
-pub fn resolve_run(conn: &Connection, run: &str) -> rusqlite::Result<Option<i64>> {
+/// The run `run` names (`latest` or an id), within `group` when one is given.
+pub fn resolve_run(
+    conn: &Connection,
+    run: &str,
+    group: Option<&str>,
+) -> rusqlite::Result<Option<i64>> {
     if run == "latest" {
         return conn
-            .query_row("SELECT max(run_id) FROM runs", [], |r| r.get(0))
+            .query_row(
+                "SELECT max(run_id) FROM runs WHERE ?1 IS NULL OR group_name = ?1",
+                [group],
+                |r| r.get(0),
+            )
             .optional()
             .map(Option::flatten);
     }
     let Ok(id) = run.parse::<i64>() else {
         return Ok(None);
     };
-    conn.query_row("SELECT run_id FROM runs WHERE run_id = ?1", [id], |r| {
-        r.get(0)
-    })
+    conn.query_row(
+        "SELECT run_id FROM runs WHERE run_id = ?1 AND (?2 IS NULL OR group_name = ?2)",
+        rusqlite::params![id, group],
+        |r| r.get(0),
+    )
     .optional()
 }
 
@@ -193,7 +204,12 @@ pub fn render(
 }
 
 /// `gemini-sweep runs`: one line per run, newest first.
-pub fn runs(conn: &Connection, format: Format, limit: u32) -> rusqlite::Result<String> {
+pub fn runs(
+    conn: &Connection,
+    format: Format,
+    limit: u32,
+    group: Option<&str>,
+) -> rusqlite::Result<String> {
     const COLUMNS: &[&str] = &[
         "run_id",
         "group_name",
@@ -205,9 +221,12 @@ pub fn runs(conn: &Connection, format: Format, limit: u32) -> rusqlite::Result<S
         "clean",
     ];
     // One indexed lookup per run listed: the cost does not grow with the runs not listed.
-    let mut ids = conn.prepare("SELECT run_id FROM runs ORDER BY run_id DESC LIMIT ?1")?;
+    let mut ids = conn.prepare(
+        "SELECT run_id FROM runs WHERE ?2 IS NULL OR group_name = ?2
+         ORDER BY run_id DESC LIMIT ?1",
+    )?;
     let ids = ids
-        .query_map([limit], |r| r.get::<_, i64>(0))?
+        .query_map(rusqlite::params![limit, group], |r| r.get::<_, i64>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut rows = Vec::with_capacity(ids.len());
     for id in ids {

@@ -22,7 +22,7 @@ use crate::error::Error;
 
 pub use attempts::{AttemptEnd, AttemptStart, Outcome as AttemptOutcome, Sent};
 pub use migrations::latest_version as schema_version;
-pub use reads::{Resumable, RunTotals, resumable, run_totals};
+pub use reads::{Resumable, RunTotals, resumable, run_group, run_totals};
 pub use runs::{AccountFinish, NewRun, NewRunAccount, Resume, Settle, TakenOver};
 pub use writer::WriterThread;
 

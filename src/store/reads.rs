@@ -68,6 +68,17 @@ pub fn resumable(
     Ok(Some(found))
 }
 
+/// The group a run (given by id) belongs to.
+pub fn run_group(conn: &Connection, run: &str) -> rusqlite::Result<Option<String>> {
+    let Ok(id) = run.parse::<i64>() else {
+        return Ok(None);
+    };
+    conn.query_row("SELECT group_name FROM runs WHERE run_id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
 /// A run's totals, read back from the database so the summary and the audit trail cannot differ.
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct RunTotals {
