@@ -148,6 +148,9 @@ fn signal_seen(flag: &AtomicU8) -> Option<StopSignal> {
 }
 
 async fn run(args: RunArgs) -> Result<i32, Error> {
+    if let Some(path) = &args.metrics_file {
+        report::metrics::check_target(path).map_err(Error::Config)?;
+    }
     if let Some(file) = &args.config {
         return run_config(&args, file).await;
     }
@@ -167,6 +170,7 @@ async fn run(args: RunArgs) -> Result<i32, Error> {
             ResumePlan::Sweep(job) => (job.config, job.credentials, job.target),
             ResumePlan::NothingToDo(summary) => {
                 print_summary(&summary);
+                write_metrics(&args, &[outcome_of(&summary)]);
                 return Ok(summary.exit_code);
             }
         },
@@ -188,7 +192,42 @@ async fn run(args: RunArgs) -> Result<i32, Error> {
     )
     .await?;
     print_summary(&summary);
+    write_metrics(&args, &[outcome_of(&summary)]);
     Ok(summary.exit_code)
+}
+
+fn outcome_of(summary: &SweepSummary) -> report::metrics::GroupOutcome<'_> {
+    report::metrics::GroupOutcome {
+        group: &summary.totals.group,
+        exit_code: summary.exit_code,
+        summary: Some(summary),
+    }
+}
+
+/// `--metrics-file`, after the summary is out. A failure is logged, not fatal: the sweep
+/// happened, and the metrics' stale timestamps are what the alert watches.
+fn write_metrics(args: &RunArgs, outcomes: &[report::metrics::GroupOutcome]) {
+    let Some(path) = &args.metrics_file else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let text = store::open_read_only(&args.exchange.db)
+        .map_err(|e| e.to_string())
+        .and_then(|conn| {
+            report::metrics::render(&conn, outcomes, (now * 1000.0).round() / 1000.0)
+                .map_err(|e| e.to_string())
+        });
+    let written =
+        text.and_then(|text| report::metrics::write_atomic(path, &text).map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => tracing::debug!(file = %path.display(), "metrics written"),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot write the metrics file")
+        }
+    }
 }
 
 /// `run --config FILE`: every group of the file (or those --group names) in parallel, one line
@@ -292,11 +331,13 @@ async fn run_config(args: &RunArgs, file: &std::path::Path) -> Result<i32, Error
     results.extend(settled);
     let mut entries = Vec::new();
     let mut codes = Vec::new();
+    let mut summaries = Vec::new();
     for (i, result) in results.into_iter().enumerate() {
         match result {
             Ok(summary) => {
                 codes.push(summary.exit_code);
                 entries.push(serde_json::to_value(&summary).expect("a summary serializes"));
+                summaries.push(Some(summary));
             }
             Err(e) => {
                 let group = names.get(i).cloned().unwrap_or_default();
@@ -307,10 +348,21 @@ async fn run_config(args: &RunArgs, file: &std::path::Path) -> Result<i32, Error
                     "error": e.to_string(),
                     "exit_code": e.exit_code(),
                 }));
+                summaries.push(None);
             }
         }
     }
-    let exit_code = exit_code::combine(codes);
+    let exit_code = exit_code::combine(codes.iter().copied());
+    let outcomes: Vec<report::metrics::GroupOutcome> = entries
+        .iter()
+        .zip(&codes)
+        .zip(&summaries)
+        .map(|((entry, code), summary)| report::metrics::GroupOutcome {
+            group: entry["group"].as_str().unwrap_or_default(),
+            exit_code: *code,
+            summary: summary.as_ref(),
+        })
+        .collect();
     let line = serde_json::json!({
         "groups": entries,
         "wall_ms": started.elapsed().as_millis() as u64,
@@ -319,6 +371,7 @@ async fn run_config(args: &RunArgs, file: &std::path::Path) -> Result<i32, Error
     });
     println!("{line}");
     let _ = std::io::stdout().flush();
+    write_metrics(args, &outcomes);
     Ok(exit_code)
 }
 

@@ -126,6 +126,12 @@ pub struct RunArgs {
     )]
     pub config: Option<PathBuf>,
 
+    /// Write the job's outcome as Prometheus text (node_exporter's textfile collector) to FILE,
+    /// atomically, when the job ends: exit code, run status, accounts, orders, attempts, 429s,
+    /// nonce races, duration and the last clean sweep, per group.
+    #[arg(long, value_name = "FILE", env = "GEMINI_SWEEP_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
+
     /// With --config: sweep only these groups (comma-separated, repeatable).
     #[arg(
         long,

@@ -4,6 +4,8 @@
 //! and an auditor's `sqlite3` always agree. What the database does not know is shown as unknown
 //! (`-` in a table, empty in CSV, `null` in JSON), never as zero.
 
+pub mod metrics;
+
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};

@@ -1,0 +1,313 @@
+//! `--metrics-file`: the job's outcome in Prometheus text format, for node_exporter's textfile
+//! collector, so the monitoring a desk already runs can alert on a sweep that did not happen or
+//! did not finish clean.
+//!
+//! Every figure is a gauge describing the latest job, labelled with the group, read back from the
+//! database like the JSON summary is. `gemini_sweep_last_clean_sweep_timestamp_seconds` comes from
+//! the whole history, so "no clean sweep today" is one alert rule whatever happened to the job.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::engine::SweepSummary;
+
+/// One group's part of the job: its summary, or only its exit code when it never got a run.
+pub struct GroupOutcome<'a> {
+    pub group: &'a str,
+    pub exit_code: i32,
+    pub summary: Option<&'a SweepSummary>,
+}
+
+/// Statuses a run can be in; each gets a 0/1 sample so that a rule can match on the label.
+const RUN_STATUSES: &[&str] = &[
+    "running",
+    "completed",
+    "incomplete",
+    "interrupted",
+    "refused",
+    "aborted",
+    "died",
+];
+
+/// How far back to look for the last clean run of a group.
+const CLEAN_LOOKBACK_RUNS: i64 = 50;
+
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, labels: Vec<(&'static str, String)>, value: f64) {
+        self.samples.push((labels, value));
+    }
+}
+
+/// The metrics text for the job's groups, `now` (seconds since the epoch) being when it was
+/// written.
+pub fn render(conn: &Connection, groups: &[GroupOutcome], now: f64) -> rusqlite::Result<String> {
+    let mut exit = Family::new(
+        "gemini_sweep_exit_code",
+        "Exit code of the group's part of the latest job (0: every account verified flat).",
+    );
+    let mut last_job = Family::new(
+        "gemini_sweep_last_job_timestamp_seconds",
+        "When the latest job of the group ended.",
+    );
+    let mut status = Family::new(
+        "gemini_sweep_run_status",
+        "1 for the status the group's latest run is in.",
+    );
+    let mut run_id = Family::new("gemini_sweep_run_id", "The group's latest run id.");
+    let mut duration = Family::new(
+        "gemini_sweep_duration_seconds",
+        "How long the latest job took for the group.",
+    );
+    let mut accounts = Family::new(
+        "gemini_sweep_accounts",
+        "Accounts of the group's latest run by outcome (unverified: swept, no listing after the last cancel-all).",
+    );
+    let mut orders = Family::new(
+        "gemini_sweep_orders",
+        "Orders of the group's latest run: cancelled, rejected (never cancelled), still_open (listed after the last cancel-all), unverified (listed before, not accounted for since).",
+    );
+    let mut attempts = Family::new(
+        "gemini_sweep_attempts",
+        "Requests of the group's latest run by outcome and reason (reason empty when ok).",
+    );
+    let mut rate_limited = Family::new(
+        "gemini_sweep_rate_limited",
+        "Requests of the group's latest run the exchange refused with 429.",
+    );
+    let mut nonce_races = Family::new(
+        "gemini_sweep_nonce_races",
+        "Requests of the group's latest run refused with InvalidNonce.",
+    );
+    let mut last_clean = Family::new(
+        "gemini_sweep_last_clean_sweep_timestamp_seconds",
+        "When the group's latest run with every account verified flat ended (absent: none yet).",
+    );
+
+    for g in groups {
+        let group = || vec![("group", g.group.to_string())];
+        exit.add(group(), g.exit_code as f64);
+        last_job.add(group(), now);
+        if let Some(s) = g.summary {
+            let t = &s.totals;
+            for st in RUN_STATUSES {
+                let mut labels = group();
+                labels.push(("status", st.to_string()));
+                status.add(labels, f64::from(u8::from(t.status == *st)));
+            }
+            run_id.add(group(), t.run_id as f64);
+            duration.add(group(), s.wall_ms as f64 / 1000.0);
+            for (outcome, n) in [
+                ("ok", t.accounts_ok),
+                ("rejects_left", t.accounts_rejects_left),
+                ("failed", t.accounts_failed),
+                ("skipped", t.accounts_skipped),
+                ("unfinished", t.accounts_unfinished),
+                ("not_attempted", t.accounts_not_attempted),
+                ("unverified", t.accounts_unverified),
+            ] {
+                let mut labels = group();
+                labels.push(("outcome", outcome.to_string()));
+                accounts.add(labels, n as f64);
+            }
+            for (outcome, n) in [
+                ("cancelled", t.orders_cancelled),
+                ("rejected", t.orders_rejected),
+                ("still_open", t.orders_still_open),
+                ("unverified", t.orders_unverified),
+            ] {
+                let mut labels = group();
+                labels.push(("outcome", outcome.to_string()));
+                orders.add(labels, n as f64);
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT outcome, coalesce(error_reason, ''), count(*) FROM attempts
+                 WHERE run_id = ?1 GROUP BY 1, 2 ORDER BY 1, 2",
+            )?;
+            let rows = stmt.query_map([t.run_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (outcome, reason, n) = row?;
+                let mut labels = group();
+                labels.push(("outcome", outcome));
+                labels.push(("reason", reason));
+                attempts.add(labels, n as f64);
+            }
+            rate_limited.add(group(), t.rate_limited as f64);
+            nonce_races.add(group(), t.nonce_refused as f64);
+        }
+        if let Some(at) = last_clean_sweep(conn, g.group)? {
+            last_clean.add(group(), at);
+        }
+    }
+
+    let mut text = String::new();
+    for family in [
+        exit,
+        last_job,
+        status,
+        run_id,
+        duration,
+        accounts,
+        orders,
+        attempts,
+        rate_limited,
+        nonce_races,
+        last_clean,
+    ] {
+        if family.samples.is_empty() {
+            continue;
+        }
+        let _ = writeln!(text, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(text, "# TYPE {} gauge", family.name);
+        for (labels, value) in &family.samples {
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .collect();
+            let _ = writeln!(text, "{}{{{}}} {value}", family.name, labels.join(","));
+        }
+    }
+    Ok(text)
+}
+
+/// The end of the group's latest run that finished with every account verified flat.
+fn last_clean_sweep(conn: &Connection, group: &str) -> rusqlite::Result<Option<f64>> {
+    // Newest first, one indexed reconciliation per candidate: cheap however long the history.
+    let mut candidates = conn.prepare_cached(
+        "SELECT run_id FROM runs WHERE group_name = ?1 AND status = 'completed'
+         ORDER BY run_id DESC LIMIT ?2",
+    )?;
+    let ids = candidates
+        .query_map(rusqlite::params![group, CLEAN_LOOKBACK_RUNS], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for id in ids {
+        let ended: Option<f64> = conn
+            .query_row(
+                "SELECT (julianday(ended_at) - 2440587.5) * 86400.0 FROM run_reconciliation
+                 WHERE run_id = ?1 AND clean = 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        if let Some(at) = ended {
+            return Ok(Some((at * 1000.0).round() / 1000.0));
+        }
+    }
+    Ok(None)
+}
+
+/// Label values may hold what the exchange wrote (a reason); the format escapes \, " and newline.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Checks before the run that the file can be written where it is meant to go.
+pub fn check_target(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "--metrics-file {}: the directory {} does not exist (node_exporter's --collector.textfile.directory)",
+            path.display(),
+            dir.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(format!(
+            "--metrics-file {}: is a directory; name a file ending in .prom",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the file whole or not at all: a temporary file beside it, then a rename, so the
+/// collector never reads half a file.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "metrics".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // Counts only, no secret; the collector runs as another user and must read it.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    let written = options.open(&tmp).and_then(|mut file| {
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_from_the_exchange_cannot_break_the_format() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file_and_no_half_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sweep.prom");
+        write_atomic(&target, "a 1\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "a 1\n");
+        // A directory in the way: the rename fails, the old file stays, nothing is left over.
+        let blocked = dir.path().join("blocked.prom");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("x"), "").unwrap();
+        assert!(write_atomic(&blocked, "b 2\n").is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        assert!(check_target(&blocked).is_err());
+        assert!(check_target(&dir.path().join("nope/x.prom")).is_err());
+        assert!(check_target(&target).is_ok());
+    }
+}
