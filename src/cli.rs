@@ -62,6 +62,13 @@ pub fn main() -> i32 {
             Command::Report(args) => run_report(args),
             Command::Runs(args) => list_runs(args),
             Command::Accounts(args) => list_accounts(args).await,
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                let mut text = Vec::new();
+                clap_complete::generate(shell, &mut command, "gemini-sweep", &mut text);
+                print_bytes(&text)
+            }
+            Command::Man { command } => man_page(command.as_deref()),
         }
     });
     match result {
@@ -71,6 +78,47 @@ pub fn main() -> i32 {
             eprintln!("error: {e}");
             e.exit_code()
         }
+    }
+}
+
+/// A man page generated from the same definitions as `--help`.
+fn man_page(subcommand: Option<&str>) -> Result<i32, Error> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    let (page, name) = match subcommand {
+        None => (command, "gemini-sweep".to_string()),
+        Some(wanted) => {
+            let Some(sub) = command.find_subcommand(wanted).cloned() else {
+                let names: Vec<_> = command
+                    .get_subcommands()
+                    .map(|c| c.get_name().to_string())
+                    .collect();
+                return Err(Error::Config(format!(
+                    "man {wanted}: no such command; give one of {}",
+                    names.join(", ")
+                )));
+            };
+            let name = format!("gemini-sweep-{wanted}");
+            (sub, name)
+        }
+    };
+    let mut text = Vec::new();
+    clap_mangen::Man::new(page)
+        .title(name)
+        .source(format!("gemini-sweep {}", env!("CARGO_PKG_VERSION")))
+        .manual("gemini-sweep manual")
+        .render(&mut text)
+        .map_err(|e| Error::Internal(format!("cannot render the man page: {e}")))?;
+    print_bytes(&text)
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> Result<i32, Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(exit_code::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit_code::OK),
+        Err(e) => Err(Error::Internal(format!("cannot write to stdout: {e}"))),
     }
 }
 

@@ -61,7 +61,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Cancel every open order of every enabled account in the CSV.
+    /// Cancel every open order of every enabled account in the CSV, of the group's own list
+    /// (--all-accounts), or of each group of a --config file.
     #[command(after_help = EXIT_CODES_HELP)]
     Run(RunArgs),
     /// Sweep a built-in simulated exchange: no keys, no network, a few seconds.
@@ -76,6 +77,17 @@ pub enum Command {
     /// accounts CSV for `run --accounts`.
     #[command(after_help = EXIT_CODES_HELP)]
     Accounts(AccountsArgs),
+    /// Print a shell completion script: `gemini-sweep completions bash > /etc/bash_completion.d/gemini-sweep`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff): `gemini-sweep man > gemini-sweep.1`, and one per command:
+    /// `gemini-sweep man run > gemini-sweep-run.1`.
+    Man {
+        /// The command whose page to print (run, accounts, report, runs, demo, sim, ...).
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
