@@ -1,7 +1,7 @@
 //! The edge: parse the command line, set up logging and signals, call the library, turn the
 //! result into stdout, stderr and an exit code. The only place errors become exit codes.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -9,9 +9,8 @@ use clap::Parser;
 
 use crate::config::SweepConfig;
 use crate::config::groups::GroupAccounts;
-use crate::config::{
-    AccountsArgs, Cli, Command, DemoArgs, LogFormat, ReportArgs, RunArgs, RunsArgs,
-};
+use crate::config::{AccountsArgs, Cli, Command, DemoArgs, ReportArgs, RunArgs, RunsArgs};
+use crate::display::{self, Display};
 use crate::engine::{self, GroupJob, StopSignal, Stopping, SweepSummary, Target};
 use crate::error::{Error, exit_code};
 use crate::{accounts, client, demo, report, store};
@@ -40,7 +39,15 @@ pub fn main() -> i32 {
             return exit_code::BAD_INPUT;
         }
     };
-    init_logging(cli.log_format);
+    let display = match &cli.command {
+        Command::Run(args) => Display::choose(
+            cli.log_format,
+            std::time::Duration::from_secs_f64(args.progress_interval),
+            !args.dry_run,
+        ),
+        _ => Display::Quiet,
+    };
+    display::init_logging(cli.log_format, display);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,7 +60,7 @@ pub fn main() -> i32 {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(args, display).await,
             Command::Demo(args) => run_demo(args).await,
             Command::Sim(args) => crate::sim::cli::run(args)
                 .await
@@ -122,20 +129,6 @@ fn print_bytes(bytes: &[u8]) -> Result<i32, Error> {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // stdout carries the JSON summary; logs must never land there.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Folds SIGINT and SIGTERM into the run's stop tokens and remembers which came first:
 /// the first stops new requests (those in flight get the grace period), the second stops waiting
 /// for them (the run is still settled and its summary printed), the third exits at once.
@@ -195,12 +188,12 @@ fn signal_seen(flag: &AtomicU8) -> Option<StopSignal> {
     }
 }
 
-async fn run(args: RunArgs) -> Result<i32, Error> {
+async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
     if let Some(path) = &args.metrics_file {
         report::metrics::check_target(path).map_err(Error::Config)?;
     }
     if let Some(file) = &args.config {
-        return run_config(&args, file).await;
+        return run_config(&args, file, display).await;
     }
     let env = |name: &str| std::env::var(name).ok();
     let (config, credentials, target) = match &args.resume {
@@ -230,15 +223,23 @@ async fn run(args: RunArgs) -> Result<i32, Error> {
     }
     let stopping = Stopping::default();
     let signal = watch_signals(stopping.clone());
-    let summary = engine::run(
+    let progress = Arc::new(engine::Progress::default());
+    let shown = display::show(progress.clone(), display);
+    let job = GroupJob {
         config,
         credentials,
         target,
+    };
+    let mut results = engine::run_groups(
+        vec![job],
         Arc::new(client::SystemClock),
         stopping,
+        progress,
         move || signal_seen(&signal),
     )
     .await?;
+    shown.finish().await;
+    let summary = results.pop().expect("one job, one result")?;
     print_summary(&summary);
     write_metrics(&args, &[outcome_of(&summary)]);
     Ok(summary.exit_code)
@@ -280,7 +281,11 @@ fn write_metrics(args: &RunArgs, outcomes: &[report::metrics::GroupOutcome]) {
 
 /// `run --config FILE`: every group of the file (or those --group names) in parallel, one line
 /// of JSON for the job with one entry per group.
-async fn run_config(args: &RunArgs, file: &std::path::Path) -> Result<i32, Error> {
+async fn run_config(
+    args: &RunArgs,
+    file: &std::path::Path,
+    display: Display,
+) -> Result<i32, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let plans = args.resolve_groups(file, &env)?;
     // `--resume ID` finishes that one run, whichever group of the file it belongs to.
@@ -371,10 +376,18 @@ async fn run_config(args: &RunArgs, file: &std::path::Path) -> Result<i32, Error
     } else {
         let stopping = Stopping::default();
         let signal = watch_signals(stopping.clone());
-        engine::run_groups(jobs, Arc::new(client::SystemClock), stopping, move || {
-            signal_seen(&signal)
-        })
-        .await?
+        let progress = Arc::new(engine::Progress::default());
+        let shown = display::show(progress.clone(), display);
+        let results = engine::run_groups(
+            jobs,
+            Arc::new(client::SystemClock),
+            stopping,
+            progress,
+            move || signal_seen(&signal),
+        )
+        .await?;
+        shown.finish().await;
+        results
     };
     results.extend(settled);
     let mut entries = Vec::new();

@@ -3,13 +3,14 @@
 //!
 //! Data flows one way: [`accounts`] (CSV in) → [`engine`] (plan, fan-out, rate limit, retries) →
 //! [`client`] (signing, nonces, HTTP) → the exchange; [`engine`] → [`store`] (SQLite) →
-//! [`report`]. [`sim`] is the exchange simulator used by `demo` and the tests, never by the engine.
+//! [`report`]. [`display`] shows a job's progress as it runs. [`sim`] is the exchange simulator used by `demo` and the tests, never by the engine.
 
 pub mod accounts;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod display;
 pub mod engine;
 pub mod error;
 pub mod lock;

@@ -144,6 +144,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", env = "GEMINI_SWEEP_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
 
+    /// When stderr is not a terminal: a progress line in the log every SECS (0-3600; 0: none)
+    /// [default: 10]. On a terminal a progress bar is shown instead.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, allow_negative_numbers = true,
+          value_parser = bounded_f64("SECS", 0.0, 3600.0))]
+    pub progress_interval: f64,
+
     /// With --config: sweep only these groups (comma-separated, repeatable).
     #[arg(
         long,

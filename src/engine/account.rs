@@ -65,7 +65,13 @@ impl AccountSweeper<'_> {
         let mut standing = None;
         let mut failure = None;
         loop {
-            match self.call(&mut acct, Phase::Cancel).await? {
+            let step = self.call(&mut acct, Phase::Cancel).await?;
+            if let Step::Done(collected) = &step {
+                self.run
+                    .progress
+                    .orders_cancelled(collected.cancelled_count);
+            }
+            match step {
                 Step::Done(collected) if collected.rejected_count > 0 => {
                     standing = Some(AccountStatus::RejectsLeft);
                     acct.last_error = Some(format!(

@@ -8,11 +8,13 @@
 //! - [`window`]: how many requests of the key may be in flight.
 //! - [`departures`]: requests of an increasing-mode key leave in nonce order.
 //! - [`discovery`]: the group's accounts, as `/v1/account/list` pages them.
+//! - [`progress`]: live counts for the progress display.
 
 mod account;
 mod departures;
 mod discovery;
 mod pacer;
+mod progress;
 mod session;
 mod window;
 
@@ -30,6 +32,7 @@ use crate::error::{Error, exit_code};
 use crate::lock::RunLock;
 use crate::store::{self, NewRun, NewRunAccount, Resume, RunTotals, Settle, Store};
 
+pub use progress::{Progress, ProgressCounts};
 pub use session::MAX_RETRY_AFTER;
 
 /// What a finished sweep reports: the database's totals plus what only the process knows.
@@ -152,6 +155,7 @@ pub async fn list_accounts(
             invocation_id: None,
             shutdown: stopping.shutdown.clone(),
             hard_stop: stopping.hard_stop.clone(),
+            progress: Arc::new(Progress::default()),
         };
         let retry = session::Retry {
             max_attempts: config.max_attempts,
@@ -208,7 +212,8 @@ pub async fn run(
         credentials,
         target,
     };
-    let mut results = run_groups(vec![job], clock, stopping, stop_signal).await?;
+    let progress = Arc::new(Progress::default());
+    let mut results = run_groups(vec![job], clock, stopping, progress, stop_signal).await?;
     results.pop().expect("one job, one result")
 }
 
@@ -221,6 +226,7 @@ pub async fn run_groups(
     jobs: Vec<GroupJob>,
     clock: Arc<dyn Clock>,
     stopping: Stopping,
+    progress: Arc<Progress>,
     stop_signal: impl Fn() -> Option<StopSignal> + Send + Sync + 'static,
 ) -> Result<Vec<Result<SweepSummary, Error>>, Error> {
     let started = Instant::now();
@@ -265,6 +271,7 @@ pub async fn run_groups(
                     job,
                     clock.clone(),
                     stopping.clone(),
+                    progress.clone(),
                     stop_signal.clone(),
                     store.clone(),
                 );
@@ -315,6 +322,7 @@ async fn sweep_with_store(
     job: GroupJob,
     clock: Arc<dyn Clock>,
     stopping: Stopping,
+    progress: Arc<Progress>,
     stop_signal: StopSignalFn,
     store: Store,
 ) -> Result<(i64, i64, i32, std::time::Duration), Error> {
@@ -419,6 +427,7 @@ async fn sweep_with_store(
         invocation_id: Some(invocation_id),
         shutdown: stopping.shutdown.clone(),
         hard_stop: stopping.hard_stop.clone(),
+        progress: progress.clone(),
     };
     let retry = session::Retry {
         max_attempts: config.max_attempts,
@@ -470,9 +479,17 @@ async fn sweep_with_store(
         resuming,
     };
     let sweeper = &sweeper;
+    progress.add_accounts(to_sweep.len());
+    let progress = &progress;
     // Owned names: a future borrowing from the closure's argument is not Send-able to a task.
     let outcome = futures::stream::iter(to_sweep)
-        .map(|account| async move { sweeper.sweep(&account).await })
+        .map(|account| async move {
+            let status = sweeper.sweep(&account).await;
+            if let Ok(status) = &status {
+                progress.account_done(*status);
+            }
+            status
+        })
         .buffer_unordered(config.concurrency as usize)
         .try_collect::<Vec<_>>()
         .await;

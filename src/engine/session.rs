@@ -198,6 +198,7 @@ pub struct RunContext {
     pub shutdown: CancellationToken,
     /// Cancelled when the grace period is over, or by a second signal: stop waiting for replies.
     pub hard_stop: CancellationToken,
+    pub progress: Arc<super::Progress>,
 }
 
 pub struct KeySession {
@@ -306,6 +307,7 @@ impl KeySession {
             _ = run.hard_stop.cancelled() => return Ok(AttemptResult::Abandoned),
         }
         self.window.sending(&mut slot);
+        run.progress.request_sent();
 
         let (spill, mut chunks) = mpsc::channel::<Chunk>(4);
         let target = (self.send_account && phase != Phase::Discover).then_some(&**account);

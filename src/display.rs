@@ -1,0 +1,260 @@
+//! What the operator sees while a job runs: on a terminal, a progress bar with log lines printed
+//! above it; elsewhere (cron, systemd, Airflow), a progress record in the log every few seconds
+//! and never an escape code.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing_indicatif::IndicatifLayer;
+use tracing_indicatif::filter::IndicatifFilter;
+use tracing_indicatif::span_ext::IndicatifSpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::LogFormat;
+use crate::engine::{Progress, ProgressCounts};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Display {
+    /// A bar on the terminal (stderr is one, human logs).
+    Bar,
+    /// A log record every so often.
+    Lines(Duration),
+    /// Nothing but the usual log.
+    Quiet,
+}
+
+impl Display {
+    /// The bar only where a person watches: stderr a terminal, human logs, TERM not dumb.
+    pub fn choose(format: LogFormat, interval: Duration, wants_progress: bool) -> Display {
+        let terminal =
+            std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+        Self::choose_for(terminal, format, interval, wants_progress)
+    }
+
+    fn choose_for(
+        terminal: bool,
+        format: LogFormat,
+        interval: Duration,
+        wants_progress: bool,
+    ) -> Display {
+        match (wants_progress, terminal && format == LogFormat::Human) {
+            (false, _) => Display::Quiet,
+            (true, true) => Display::Bar,
+            (true, false) if interval.is_zero() => Display::Quiet,
+            (true, false) => Display::Lines(interval),
+        }
+    }
+}
+
+/// Sets up logging on stderr (stdout carries the JSON summary and must never get a log line);
+/// with the bar, log lines are printed above it so that neither tears the other.
+pub fn init_logging(format: LogFormat, display: Display) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let ansi = std::io::stderr().is_terminal();
+    if display == Display::Bar {
+        let bars: IndicatifLayer<_> = IndicatifLayer::new();
+        let logs = tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(bars.get_stderr_writer())
+            .with_filter(filter());
+        tracing_subscriber::registry()
+            .with(logs)
+            // Only the span made for the bar gets one (not the per-group spans).
+            .with(bars.with_filter(IndicatifFilter::new(false)))
+            .init();
+        return;
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Shows `progress` until [`Shown::finish`] (or drop).
+pub struct Shown {
+    task: Option<tokio::task::JoinHandle<()>>,
+    done: CancellationToken,
+}
+
+impl Shown {
+    /// Shows the final counts once more, then takes the bar down.
+    pub async fn finish(mut self) {
+        self.done.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn show(progress: Arc<Progress>, display: Display) -> Shown {
+    let done = CancellationToken::new();
+    let task = match display {
+        Display::Quiet => None,
+        Display::Bar => Some(tokio::spawn(bar(progress, done.clone()))),
+        Display::Lines(every) => Some(tokio::spawn(lines(progress, every, done.clone()))),
+    };
+    Shown { task, done }
+}
+
+async fn bar(progress: Arc<Progress>, done: CancellationToken) {
+    let span = tracing::info_span!("sweep", indicatif.pb_show = true);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} accounts · {msg} · ETA {eta}",
+    )
+    .expect("a valid template");
+    span.pb_set_style(&style);
+    span.pb_set_length(0);
+    span.pb_start();
+    let mut rate = RequestRate::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = done.cancelled() => true,
+        };
+        let counts = progress.counts();
+        let per_second = rate.update(counts.requests);
+        span.pb_set_length(counts.accounts_total);
+        span.pb_set_position(counts.accounts_done);
+        span.pb_set_message(&format!(
+            "{} orders cancelled · {} failed · {per_second:.1} req/s",
+            counts.orders_cancelled, counts.accounts_failed
+        ));
+        if last {
+            return;
+        }
+    }
+}
+
+async fn lines(progress: Arc<Progress>, every: Duration, done: CancellationToken) {
+    let mut rate = RequestRate::default();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        // The summary line follows the run; a last progress line would only repeat it.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = done.cancelled() => return,
+        }
+        let counts = progress.counts();
+        let per_second = rate.update(counts.requests);
+        let eta = eta_secs(&counts, started.elapsed());
+        tracing::info!(
+            accounts_done = counts.accounts_done,
+            accounts_total = counts.accounts_total,
+            accounts_failed = counts.accounts_failed,
+            orders_cancelled = counts.orders_cancelled,
+            requests = counts.requests,
+            requests_per_second = (per_second * 10.0).round() / 10.0,
+            eta_s = eta,
+            "progress: {}/{} accounts, {} orders cancelled, {} failed, {per_second:.1} requests/s{}",
+            counts.accounts_done,
+            counts.accounts_total,
+            counts.orders_cancelled,
+            counts.accounts_failed,
+            eta.map(|s| format!(", about {s} s left"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// Seconds left at the pace so far, once there is a pace to go by.
+fn eta_secs(counts: &ProgressCounts, elapsed: Duration) -> Option<u64> {
+    if counts.accounts_done == 0 || counts.accounts_total < counts.accounts_done {
+        return None;
+    }
+    let left = counts.accounts_total - counts.accounts_done;
+    Some((elapsed.as_secs_f64() * left as f64 / counts.accounts_done as f64).round() as u64)
+}
+
+/// Requests per second over the last few seconds.
+#[derive(Default)]
+struct RequestRate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RequestRate {
+    const WINDOW: Duration = Duration::from_secs(5);
+
+    fn update(&mut self, requests: u64) -> f64 {
+        let now = Instant::now();
+        self.samples.push_back((now, requests));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > Self::WINDOW)
+            && self.samples.len() > 2
+        {
+            self.samples.pop_front();
+        }
+        let (first_at, first) = self.samples.front().copied().unwrap_or((now, requests));
+        let span = now.duration_since(first_at).as_secs_f64();
+        if span <= 0.0 {
+            0.0
+        } else {
+            (requests - first) as f64 / span
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_follows_the_pace_so_far() {
+        let counts = ProgressCounts {
+            accounts_total: 100,
+            accounts_done: 25,
+            ..Default::default()
+        };
+        assert_eq!(eta_secs(&counts, Duration::from_secs(10)), Some(30));
+        let nothing_done = ProgressCounts {
+            accounts_total: 100,
+            ..Default::default()
+        };
+        assert_eq!(eta_secs(&nothing_done, Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn the_bar_only_for_a_person_at_a_terminal() {
+        let every = Duration::from_secs(10);
+        let choose = Display::choose_for;
+        assert_eq!(choose(true, LogFormat::Human, every, true), Display::Bar);
+        assert_eq!(
+            choose(false, LogFormat::Human, every, true),
+            Display::Lines(every)
+        );
+        assert_eq!(
+            choose(true, LogFormat::Json, every, true),
+            Display::Lines(every)
+        );
+        assert_eq!(
+            choose(false, LogFormat::Human, Duration::ZERO, true),
+            Display::Quiet
+        );
+        assert_eq!(choose(true, LogFormat::Human, every, false), Display::Quiet);
+    }
+}
