@@ -680,6 +680,11 @@ async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
 }
 
 fn run_report(args: ReportArgs) -> Result<i32, Error> {
+    if args.format == report::Format::Html && args.out.is_none() {
+        return Err(Error::Config(
+            "--format html writes a file: give --out FILE".into(),
+        ));
+    }
     let conn = store::open_read_only(&args.db)?;
     let db_error = |e: rusqlite::Error| Error::Store {
         path: args.db.clone(),
@@ -699,7 +704,21 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
             ))
         })?;
     let text = report::render(&conn, run_id, args.format, args.only).map_err(db_error)?;
-    print!("{text}");
+    match &args.out {
+        None => print!("{text}"),
+        Some(out) => {
+            report::atomic_file::write(out, text.as_bytes(), 0o600).map_err(|e| {
+                use std::io::ErrorKind::*;
+                let message = format!("cannot write the report to {}: {e}", out.display());
+                match e.kind() {
+                    NotFound | PermissionDenied | IsADirectory | NotADirectory | InvalidInput
+                    | ReadOnlyFilesystem => Error::Config(message),
+                    _ => Error::Internal(message),
+                }
+            })?;
+            tracing::info!(run_id, out = %out.display(), bytes = text.len(), "report written");
+        }
+    }
     Ok(exit_code::OK)
 }
 

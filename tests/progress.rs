@@ -49,14 +49,23 @@ async fn a_terminal_gets_a_bar_with_the_counts() {
     assert_eq!(output.status.code(), Some(0), "{screen}");
     assert!(screen.contains("\u{1b}["), "a terminal gets escape codes");
     assert!(screen.contains("/12 accounts"), "{screen}");
-    assert!(screen.contains("12/12 accounts"), "the final counts are shown: {screen}");
+    assert!(
+        screen.contains("12/12 accounts"),
+        "the final counts are shown: {screen}"
+    );
     let (cancelled, _) = ledger_truth(&server);
     assert!(
         screen.contains(&format!("{} orders cancelled", cancelled.len())),
         "{screen}"
     );
-    assert!(screen.contains("req/s") && screen.contains("ETA"), "{screen}");
-    assert!(screen.contains("\"exit_code\":0"), "the summary still comes out");
+    assert!(
+        screen.contains("req/s") && screen.contains("ETA"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("\"exit_code\":0"),
+        "the summary still comes out"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +81,10 @@ async fn a_pipe_gets_progress_records_and_no_escape_code() {
     assert!(!err.contains('\u{1b}'), "no escape code in a pipe: {err}");
     let progress: Vec<&str> = err.lines().filter(|l| l.contains("progress: ")).collect();
     assert!(!progress.is_empty(), "{err}");
-    assert!(progress.iter().all(|l| l.contains("/12 accounts")), "{progress:?}");
+    assert!(
+        progress.iter().all(|l| l.contains("/12 accounts")),
+        "{progress:?}"
+    );
     assert!(
         !err.lines().any(|l| l.contains("cancel-all done")),
         "per-account success lines are debug only"
@@ -96,9 +108,12 @@ async fn json_logs_parse_line_by_line() {
     assert_eq!(output.status.code(), Some(0), "{err}");
     let mut progress_records = 0;
     for line in err.lines() {
-        let record: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(record["level"].is_string() && record["timestamp"].is_string(), "{line}");
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            record["level"].is_string() && record["timestamp"].is_string(),
+            "{line}"
+        );
         if record["fields"]["accounts_total"] == 12 {
             progress_records += 1;
             assert!(record["fields"]["accounts_done"].as_u64().unwrap() <= 12);

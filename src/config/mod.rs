@@ -111,7 +111,7 @@ pub struct AccountsArgs {
     pub exclude_file: Option<PathBuf>,
 
     /// How to print the list on stdout.
-    #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
+    #[arg(long, default_value = "table", value_parser = text_formats())]
     pub format: crate::report::Format,
 }
 
@@ -333,6 +333,11 @@ pub struct ReportArgs {
     /// Which accounts to list (the run total is always there).
     #[arg(long, value_enum, default_value_t = crate::report::Only::All)]
     pub only: crate::report::Only,
+
+    /// Write the report to FILE (atomically, mode 0600) instead of stdout; required with
+    /// `--format html`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -346,7 +351,8 @@ pub struct RunsArgs {
     )]
     pub db: PathBuf,
 
-    #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
+    // The report's formats but html: a list of runs is no audit page.
+    #[arg(long, default_value = "table", value_parser = text_formats())]
     pub format: crate::report::Format,
 
     /// How many runs, newest first.
@@ -356,6 +362,16 @@ pub struct RunsArgs {
     /// Only runs of this group (as named in a --config file; `default` without one).
     #[arg(long, value_name = "NAME")]
     pub group: Option<String>,
+}
+
+/// The report formats that print to stdout (all but html, which is a page written to a file).
+fn text_formats() -> impl clap::builder::TypedValueParser<Value = crate::report::Format> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["table", "csv", "json"]).map(|s| match s.as_str() {
+        "csv" => crate::report::Format::Csv,
+        "json" => crate::report::Format::Json,
+        _ => crate::report::Format::Table,
+    })
 }
 
 /// A parser for a number within `min..=max` (in `unit`), for clap.

@@ -7,7 +7,6 @@
 //! the whole history, so "no clean sweep today" is one alert rule whatever happened to the job.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
@@ -251,34 +250,10 @@ pub fn check_target(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes the file whole or not at all: a temporary file beside it, then a rename, so the
-/// collector never reads half a file.
+/// Writes the file whole or not at all, so the collector never reads half a file. Counts only,
+/// no secret: mode 0644, since the collector runs as another user and must read it.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "metrics".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    // Counts only, no secret; the collector runs as another user and must read it.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
-    let written = options.open(&tmp).and_then(|mut file| {
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    });
-    match written.and_then(|()| std::fs::rename(&tmp, path)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    super::atomic_file::write(path, text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

@@ -4,17 +4,22 @@
 //! and an auditor's `sqlite3` always agree. What the database does not know is shown as unknown
 //! (`-` in a table, empty in CSV, `null` in JSON), never as zero.
 
+pub mod atomic_file;
 pub mod metrics;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
+pub mod html;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
     Csv,
     Json,
+    /// One self-contained HTML page (no script, nothing fetched); needs `--out FILE`.
+    Html,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -170,6 +175,15 @@ fn process_alive(pid: i64) -> bool {
 }
 
 fn account_rows(conn: &Connection, run_id: i64, only: Only) -> rusqlite::Result<Vec<Row>> {
+    account_rows_with(conn, ACCOUNT_COLUMNS, run_id, only)
+}
+
+fn account_rows_with(
+    conn: &Connection,
+    columns: &'static [&'static str],
+    run_id: i64,
+    only: Only,
+) -> rusqlite::Result<Vec<Row>> {
     let filter = match only {
         Only::All => "",
         Only::Failed => " AND status IN ('failed', 'interrupted', 'pending', 'not_attempted')",
@@ -177,7 +191,7 @@ fn account_rows(conn: &Connection, run_id: i64, only: Only) -> rusqlite::Result<
     };
     query_rows(
         conn,
-        ACCOUNT_COLUMNS,
+        columns,
         &format!("account_reconciliation WHERE run_id = ?1{filter} ORDER BY csv_line, account"),
         [run_id],
     )
@@ -190,6 +204,9 @@ pub fn render(
     format: Format,
     only: Only,
 ) -> rusqlite::Result<String> {
+    if format == Format::Html {
+        return html::render(conn, run_id, only);
+    }
     let run = run_row(conn, run_id)?;
     let accounts = account_rows(conn, run_id, only)?;
     Ok(match format {
@@ -202,6 +219,7 @@ pub fn render(
             });
             format!("{doc}\n")
         }
+        Format::Html => unreachable!("rendered above"),
     })
 }
 
@@ -241,7 +259,8 @@ pub fn runs(
     Ok(match format {
         Format::Json => format!("{}\n", Json::Array(rows.iter().map(to_json).collect())),
         Format::Csv => csv_text(&rows, COLUMNS, None),
-        Format::Table => {
+        // `runs` offers no html (the command line refuses it): a table, should it get here.
+        Format::Table | Format::Html => {
             let line = |cells: [&str; 8]| {
                 format!(
                     "{:>5}  {:<10}  {:<24}  {:>8}  {:<11}  {:>8}  {:>5}  {}\n",
@@ -320,7 +339,8 @@ pub fn accounts(
             }
             String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
         }
-        Format::Table => {
+        // The command line offers no html here: a table, should it get here.
+        Format::Table | Format::Html => {
             let line = |cells: [&str; 5]| {
                 format!(
                     "{:<20} {:<20} {:<9} {:<7} {}\n",
