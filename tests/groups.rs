@@ -281,5 +281,19 @@ async fn a_bad_config_file_sends_nothing() {
         assert!(err.contains(expected), "expected {expected:?} in {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+    // The good file, dry: every group planned, every key loaded, nothing sent.
+    ws.write("groups.toml", good.as_bytes());
+    let output = run_config(&ws, &["--dry-run"], DESK_B_SECRET).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plan = stdout_json(&output);
+    let groups = plan["groups"].as_array().expect("a plan per group");
+    assert_eq!(groups[0]["group"], "desk-a");
+    assert_eq!(
+        groups[0]["accounts"],
+        "discovered at run time (--all-accounts)"
+    );
+    assert_eq!(groups[1]["group"], "desk-b");
+    assert_eq!(groups[1]["accounts_enabled"], 2);
+    assert!(!ws.db().exists(), "a dry run writes nothing");
     assert_eq!(server.ledger().counters.requests, 0, "nothing was sent");
 }

@@ -605,3 +605,35 @@ async fn time_mode_server(accounts: usize) -> gemini_sweep::sim::SimServer {
     config.keys[0].nonce_mode = gemini_sweep::sim::NonceMode::Time;
     start(config).await
 }
+
+/// A network that reorders: every request is held 1-31 ms on its way in, before the nonce check,
+/// so requests that leave in nonce order can arrive out of it. Sixteen in flight at a fixed window
+/// would be refused by the dozen; the adaptive window shrinks when races appear and keeps the
+/// waste small, and no account is lost to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reordering_network_costs_few_requests() {
+    let mut config = sim_config(80);
+    config.orders_per_account = 0..=3;
+    config.faults = FaultConfig {
+        inbound_latency: Duration::from_millis(1),
+        inbound_jitter: Duration::from_millis(30),
+        ..FaultConfig::default()
+    };
+    let server = start(config).await;
+    let (_ws, base) = sweep_setup(&server);
+    let output = run_binary(
+        &args_with(&base, &["--rate", "100000", "--concurrency", "16"]),
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    assert_eq!(summary["accounts_ok"], 80);
+    let refused = server.ledger().counters.nonce_errors;
+    let needed = 80 * 3;
+    assert!(
+        refused * 10 <= needed,
+        "{refused} requests refused as races for {needed} needed: more than 10 % wasted"
+    );
+    assert_eq!(summary["attempts"].as_u64().unwrap(), needed + refused);
+}
