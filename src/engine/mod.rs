@@ -137,18 +137,7 @@ pub async fn list_accounts(
     let (store, writer) = store::open(&config.db)?;
     let listing = async {
         store.take_over_dead_runs().await?;
-        let high_water = store.nonce_high_water(&fingerprint).await?;
-        let nonces = Arc::new(NonceSource::new(config.nonce_mode, clock, high_water));
-        let client = ExchangeClient::new(
-            &ClientOptions {
-                base_url: config.base_url(),
-                timeout: config.timeout,
-                proxy: config.proxy_url(),
-            },
-            credentials,
-        )
-        .map_err(|e| Error::Internal(e.to_string()))?;
-        let session = session::KeySession::new(client, nonces, config.rate, config.burst, 1);
+        let session = open_session(&config, &store, credentials, clock, 1).await?;
         let run = session::RunContext {
             store: store.clone(),
             run_id: None,
@@ -314,6 +303,34 @@ pub async fn run_groups(
         .collect())
 }
 
+/// The key's session: its nonces continue from the highest the database has recorded for it.
+async fn open_session(
+    config: &SweepConfig,
+    store: &Store,
+    credentials: Credentials,
+    clock: Arc<dyn Clock>,
+    concurrency: usize,
+) -> Result<session::KeySession, Error> {
+    let high_water = store.nonce_high_water(&credentials.fingerprint()).await?;
+    let nonces = Arc::new(NonceSource::new(config.nonce_mode, clock, high_water));
+    let client = ExchangeClient::new(
+        &ClientOptions {
+            base_url: config.base_url(),
+            timeout: config.timeout,
+            proxy: config.proxy_url(),
+        },
+        credentials,
+    )
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(session::KeySession::new(
+        client,
+        nonces,
+        config.rate,
+        config.burst,
+        concurrency,
+    ))
+}
+
 type StopSignalFn = Arc<dyn Fn() -> Option<StopSignal> + Send + Sync>;
 
 /// One group's run, start to settled: its run id, invocation id, exit code and how long it took.
@@ -334,24 +351,14 @@ async fn sweep_with_store(
     } = job;
     let config = &config;
     let fingerprint = credentials.fingerprint();
-    let high_water = store.nonce_high_water(&fingerprint).await?;
-    let nonces = Arc::new(NonceSource::new(config.nonce_mode, clock, high_water));
-    let client = ExchangeClient::new(
-        &ClientOptions {
-            base_url: config.base_url(),
-            timeout: config.timeout,
-            proxy: config.proxy_url(),
-        },
+    let session = open_session(
+        config,
+        &store,
         credentials,
-    )
-    .map_err(|e| Error::Internal(e.to_string()))?;
-    let session = session::KeySession::new(
-        client,
-        nonces,
-        config.rate,
-        config.burst,
+        clock,
         config.concurrency as usize,
-    );
+    )
+    .await?;
 
     let options_json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
     let new_run = |accounts: &[AccountEntry]| NewRun {

@@ -3,11 +3,11 @@
 //! In increasing nonce mode the exchange refuses a request whose nonce is not above the last one
 //! it accepted, so two requests in flight can reach it out of order and the later-arriving lower
 //! nonce is refused (`InvalidNonce`, "has not increased"). Such a race is congestion: the window
-//! reacts like TCP's. It starts small and doubles per round trip (slow start) up to the half of
-//! where the last race happened, then grows by one request per window of successes; a race drops
-//! it to one request in flight. The races of one burst (refusals of nonces issued before the
-//! drop) count once. Time-mode nonces only need to be fresh, so a time-mode key's window stays at
-//! `--concurrency`.
+//! reacts like TCP's. It starts small and doubles per round trip (slow start), then grows by one
+//! request per window of successes, and once races have been seen by one per `GROWTH_DAMPING`
+//! windows; a race halves it (never below one request in flight). The races of one burst
+//! (refusals of nonces issued before the halving) count once. Time-mode nonces only need to be
+//! fresh, so a time-mode key's window stays at `--concurrency`.
 //!
 //! Until the exchange has accepted one cancel-all (the call that needs everything of the key: its
 //! signature, its nonce mode, its Trader role), one account probes the key alone: only its
