@@ -5,7 +5,8 @@
 //! order, and every one overtaken would be refused (`InvalidNonce`). So each committed nonce is
 //! queued (in the writer thread, in commit order) and a request may leave only when its nonce is
 //! the lowest still waiting. (Spacing departures further was tried: waits under tokio's 1 ms timer
-//! resolution need spinning, which cost more than the races it saved. Residual races, from paths
+//! resolution need spinning, which cost more than the races it saved; a 50-200 µs gap by blocking
+//! sleep did not reduce races at all, see bench/RESULTS.md. Residual races, from paths
 //! that reorder what they are given, are the in-flight window's job.) Time-mode nonces need no
 //! order: their gate is open.
 
