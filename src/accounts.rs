@@ -4,7 +4,7 @@
 //! `enabled` and `note` columns; other columns are ignored; `#` comment lines and blank lines are
 //! skipped; a UTF-8 byte-order mark is accepted. Every error names the file and the line.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -153,8 +153,9 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
     let enabled_col = column("enabled");
     let note_col = column("note");
 
-    let mut entries: Vec<AccountEntry> = Vec::new();
-    let mut first_seen: HashMap<String, u64> = HashMap::new();
+    // Sized from the line count so that a large file is not held twice while the vector grows.
+    let lines = bytes.iter().filter(|&&b| b == b'\n').count();
+    let mut entries: Vec<AccountEntry> = Vec::with_capacity(lines.min(MAX_ACCOUNTS));
     let mut record = csv::ByteRecord::new();
     loop {
         match reader.read_byte_record(&mut record) {
@@ -190,14 +191,6 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
             })?,
         };
         let note = cell(note_col)?.filter(|n| !n.is_empty()).map(str::to_owned);
-        if let Some(first) = first_seen.get(account) {
-            return Err((
-                Some(line),
-                format!(
-                    "account {account:?} is listed twice (lines {first} and {line}); keep one line per account"
-                ),
-            ));
-        }
         if entries.len() == MAX_ACCOUNTS {
             return Err((
                 Some(line),
@@ -206,7 +199,6 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
                 ),
             ));
         }
-        first_seen.insert(account.to_owned(), line);
         entries.push(AccountEntry {
             account: account.to_owned(),
             enabled,
@@ -220,7 +212,35 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
             "no accounts listed; add one line per subaccount under the header".into(),
         ));
     }
+    if let Some((first, repeat)) = first_repeat(&entries) {
+        let (account, line) = (&repeat.account, repeat.line);
+        return Err((
+            Some(line),
+            format!(
+                "account {account:?} is listed twice (lines {} and {line}); keep one line per account",
+                first.line
+            ),
+        ));
+    }
     Ok(entries)
+}
+
+/// The earliest line that repeats an account of an earlier line, with that earlier line: what a
+/// reader going down the file would trip over first. Found by sorting positions rather than by
+/// a set of names, so that a large file's names are not held twice.
+fn first_repeat(entries: &[AccountEntry]) -> Option<(&AccountEntry, &AccountEntry)> {
+    let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+    // Stable: equal names stay in file order.
+    order.sort_by(|&a, &b| {
+        entries[a as usize]
+            .account
+            .cmp(&entries[b as usize].account)
+    });
+    order
+        .windows(2)
+        .map(|w| (&entries[w[0] as usize], &entries[w[1] as usize]))
+        .filter(|(a, b)| a.account == b.account)
+        .min_by_key(|(_, repeat)| repeat.line)
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -414,6 +434,22 @@ mod tests {
         let (line, msg) = err(b"account\na\nb\na\n");
         assert_eq!(line, Some(4));
         assert!(msg.contains("lines 2 and 4"), "{msg}");
+    }
+
+    #[test]
+    fn names_the_first_repeat_in_file_order_whatever_the_names_sort_to() {
+        let (line, msg) = err(b"account\nz\nb\nb\nz\nz\n");
+        assert_eq!(line, Some(4));
+        assert!(
+            msg.contains("\"b\" is listed twice (lines 3 and 4)"),
+            "{msg}"
+        );
+        let (line, msg) = err(b"account\nz\na\nz\na\n");
+        assert_eq!(line, Some(4));
+        assert!(
+            msg.contains("\"z\" is listed twice (lines 2 and 4)"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -171,11 +171,11 @@ pub async fn list_accounts(
     }
 }
 
-fn new_run_account(a: &AccountEntry) -> NewRunAccount {
+fn new_run_account(a: AccountEntry) -> NewRunAccount {
     NewRunAccount {
-        account: a.account.clone(),
+        account: a.account,
         csv_line: a.line,
-        note: a.note.clone(),
+        note: a.note,
         enabled: a.enabled,
     }
 }
@@ -361,28 +361,29 @@ async fn sweep_with_store(
     .await?;
 
     let options_json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
-    let new_run = |accounts: &[AccountEntry]| NewRun {
+    let new_run = |accounts: Vec<AccountEntry>| NewRun {
         base_url: config.base_url.clone(),
         key_fingerprint: fingerprint.clone(),
         group_name: config.group.clone(),
         options_json: options_json.clone(),
         verify: config.verify,
-        accounts: accounts.iter().map(new_run_account).collect(),
+        accounts: accounts.into_iter().map(new_run_account).collect(),
     };
     let mut discover = None;
     let (run_id, invocation_id, to_sweep, resuming) = match target {
         Target::Discover { excluded } => {
-            let (run_id, invocation_id) = store.begin_run(new_run(&[])).await?;
+            let (run_id, invocation_id) = store.begin_run(new_run(Vec::new())).await?;
             discover = Some(excluded);
             (run_id, invocation_id, Vec::new(), false)
         }
         Target::New(accounts) => {
-            let (run_id, invocation_id) = store.begin_run(new_run(&accounts)).await?;
+            // The names only: the entries move into the run's rows (a large CSV is not held twice).
             let enabled = accounts
-                .into_iter()
+                .iter()
                 .filter(|a| a.enabled)
-                .map(|a| a.account)
+                .map(|a| a.account.clone())
                 .collect::<Vec<_>>();
+            let (run_id, invocation_id) = store.begin_run(new_run(accounts)).await?;
             (run_id, invocation_id, enabled, false)
         }
         Target::Resume { run_id, accounts } => {
@@ -453,19 +454,20 @@ async fn sweep_with_store(
                     to_sweep = entries.iter().filter(|e| e.enabled).count(),
                     "the group's accounts, as the exchange lists them"
                 );
+                let enabled = entries
+                    .iter()
+                    .filter(|e| e.enabled)
+                    .map(|e| e.account.clone())
+                    .collect();
                 store
                     .add_accounts(
                         run_id,
                         invocation_id,
-                        entries.iter().map(new_run_account).collect(),
+                        entries.into_iter().map(new_run_account).collect(),
                         config.verify,
                     )
                     .await?;
-                entries
-                    .into_iter()
-                    .filter(|e| e.enabled)
-                    .map(|e| e.account)
-                    .collect()
+                enabled
             }
             discovery::Listing::Failed(why) => {
                 forced = Some(store::RunStatus::Incomplete);
