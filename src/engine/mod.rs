@@ -171,6 +171,16 @@ pub async fn list_accounts(
     }
 }
 
+/// The accounts to sweep, by name only: the entries themselves move into the run's rows, so a
+/// large CSV is not held twice.
+fn enabled_names(entries: &[AccountEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| e.enabled)
+        .map(|e| e.account.clone())
+        .collect()
+}
+
 fn new_run_account(a: AccountEntry) -> NewRunAccount {
     NewRunAccount {
         account: a.account,
@@ -350,7 +360,6 @@ async fn sweep_with_store(
         target,
     } = job;
     let config = &config;
-    let fingerprint = credentials.fingerprint();
     let session = open_session(
         config,
         &store,
@@ -359,6 +368,7 @@ async fn sweep_with_store(
         config.concurrency as usize,
     )
     .await?;
+    let fingerprint = session.fingerprint.to_string();
 
     let options_json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
     let new_run = |accounts: Vec<AccountEntry>| NewRun {
@@ -377,12 +387,7 @@ async fn sweep_with_store(
             (run_id, invocation_id, Vec::new(), false)
         }
         Target::New(accounts) => {
-            // The names only: the entries move into the run's rows (a large CSV is not held twice).
-            let enabled = accounts
-                .iter()
-                .filter(|a| a.enabled)
-                .map(|a| a.account.clone())
-                .collect::<Vec<_>>();
+            let enabled = enabled_names(&accounts);
             let (run_id, invocation_id) = store.begin_run(new_run(accounts)).await?;
             (run_id, invocation_id, enabled, false)
         }
@@ -454,11 +459,7 @@ async fn sweep_with_store(
                     to_sweep = entries.iter().filter(|e| e.enabled).count(),
                     "the group's accounts, as the exchange lists them"
                 );
-                let enabled = entries
-                    .iter()
-                    .filter(|e| e.enabled)
-                    .map(|e| e.account.clone())
-                    .collect();
+                let enabled = enabled_names(&entries);
                 store
                     .add_accounts(
                         run_id,
