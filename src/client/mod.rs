@@ -108,6 +108,13 @@ pub struct Exchanged {
     pub verdict: Verdict,
 }
 
+/// reqwest is built without a default TLS provider (Cargo.toml says why); every client in the
+/// process, ours and the tests', takes rustls' ring provider from here. Idempotent.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is all this wants.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub struct ExchangeClient {
     http: reqwest::Client,
     base_url: reqwest::Url,
@@ -119,6 +126,7 @@ pub struct ExchangeClient {
 
 impl ExchangeClient {
     pub fn new(options: &ClientOptions, credentials: Credentials) -> Result<Self, ClientError> {
+        install_crypto_provider();
         let builder = reqwest::Client::builder()
             .connect_timeout(options.timeout.min(Duration::from_secs(5)))
             // A pooled connection kept longer than the server's keep-alive fails on reuse.

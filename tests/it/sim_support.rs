@@ -19,7 +19,7 @@ pub async fn bounded<F: Future>(f: F) -> F::Output {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::http_client_builder()
         .no_proxy()
         .build()
         .expect("reqwest client")

@@ -1,9 +1,7 @@
 //! Discovering the group's accounts instead of typing them: `gemini-sweep accounts` and
 //! `run --all-accounts`, against the simulator's `/v1/account/list` (500 per page).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gemini_sweep::sim::{AccountKind, AccountStatus, SimConfig};
 
 /// 1,200 accounts, every 100th a custody account and every 150th closed.

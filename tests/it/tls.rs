@@ -1,12 +1,10 @@
 //! Certificate verification is always on: an https "exchange" on loopback with a self-signed
 //! certificate gets no request through, and there is no flag to make it.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
+use crate::common::*;
 use tokio::io::AsyncReadExt;
 use tokio_rustls::rustls;
 

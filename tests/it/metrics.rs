@@ -1,11 +1,9 @@
 //! `--metrics-file`: Prometheus text that a real parser accepts, with figures equal to the
 //! database's, and a last-clean-sweep timestamp that only a clean run moves.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use openmetrics_parser::{PrometheusValue, prometheus::parse_prometheus};
 
 /// Every sample of the file as "name{label=value,...}" (labels sorted) -> value.

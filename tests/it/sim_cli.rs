@@ -1,15 +1,13 @@
 //! `gemini-sweep sim` arguments and the CLI run loop, in process.
 
-mod sim_support;
-
 use std::io::Write;
 use std::time::Duration;
 
+use crate::sim_support::{bounded, http, post_signed};
 use clap::Parser;
 use gemini_sweep::sim::cli::{self, SimArgs};
 use gemini_sweep::sim::{AccountKind, AccountStatus, Ledger, NonceMode, RateLimitConfig, Role};
 use serde_json::json;
-use sim_support::{bounded, http, post_signed};
 
 #[derive(Parser)]
 struct Wrapper {

@@ -3,14 +3,11 @@
 //! redirects, proxies. A raw HTTP server on loopback plays the exchange, scripted per test, and
 //! records every request it sees.
 
-mod common;
-mod raw_exchange;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
-use raw_exchange::*;
+use crate::common::*;
+use crate::raw_exchange::*;
 
 /// Runs a sweep of `accounts` against `url` with `extra` flags and `envs`.
 async fn sweep(

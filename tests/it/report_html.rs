@@ -1,13 +1,11 @@
 //! `report --format html --out FILE`: a page an auditor reads without SQL, built from real runs
 //! of the binary against the simulator on loopback, checked against the database it came from.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 use gemini_sweep::sim::RateLimitConfig;
 use scraper::{ElementRef, Html, Selector};
 

@@ -2,15 +2,12 @@
 //! the wrong run. Each test drives the real binary against the simulator or a scripted exchange
 //! and reads the database the way an auditor would.
 
-mod common;
-mod raw_exchange;
-
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
-use raw_exchange::*;
+use crate::common::*;
+use crate::raw_exchange::*;
 
 fn owned(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()

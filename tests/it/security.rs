@@ -1,8 +1,6 @@
 //! Who can read the audit trail, and what stays fast as it grows.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Mode bits of a file.
 #[cfg(unix)]

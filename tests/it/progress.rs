@@ -1,9 +1,7 @@
 //! What the operator sees while a run goes: a progress bar in a real pseudo-terminal, progress
 //! records (and no escape code) when stderr is a pipe, JSON logs that parse line by line.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gemini_sweep::sim::{RateLimitConfig, SimConfig};
 
 /// Twelve accounts at 25 requests/s: long enough (about 1.5 s) for the display to tick.

@@ -1,12 +1,10 @@
 //! Reconciliation: snapshot before, verify after, and every order accounted for, against the
 //! simulator's ledger.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gemini_sweep::sim::{FaultConfig, RateLimitConfig, SimConfig};
 
 /// (open_before, cancelled, rejected, open_after, unexplained, late, clean) per account.

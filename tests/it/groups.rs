@@ -1,9 +1,7 @@
 //! Several groups in one job (`run --config FILE`): each master key under its own pace, nonces
 //! and lock, in parallel; one group's refused key stops that group only.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gemini_sweep::sim::{KeySpec, NonceMode, RateLimitConfig, Role, SimConfig, SimServer};
 
 const DESK_A_KEY: &str = "master-desk-a";

@@ -1,16 +1,14 @@
 //! The simulator's API over real HTTP: authentication, every error reason, nonces, the order
 //! endpoints, account paging, determinism and the snapshot knobs.
 
-mod sim_support;
-
 use std::collections::BTreeSet;
 
+use crate::sim_support::{Client, bounded, http, key, now_secs, post_raw, post_signed};
 use gemini_sweep::signing;
 use gemini_sweep::sim::{
     self, AccountKind, AccountSpec, AccountStatus, Ledger, NonceMode, Role, SimConfig,
 };
 use serde_json::{Value, json};
-use sim_support::{Client, bounded, http, key, now_secs, post_raw, post_signed};
 
 fn config() -> SimConfig {
     SimConfig {

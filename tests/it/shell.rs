@@ -1,9 +1,7 @@
 //! Shell integration: completion scripts and man pages, generated from the same definitions as
 //! `--help`, so they cannot fall behind the flags.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const COMMANDS: &[&str] = &["run", "accounts", "report", "runs", "demo", "sim"];
 

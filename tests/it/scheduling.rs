@@ -2,12 +2,10 @@
 //! Each test does the bad thing for real to a child process, then compares the database with the
 //! simulator's ledger.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use gemini_sweep::sim::{RateLimitConfig, SimConfig, SimServer};
 
 fn rate_limited(accounts: usize, per_second: f64) -> SimConfig {

@@ -1,8 +1,6 @@
 //! Bad input gets one precise message, exit code 2, and not a single request.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 enum Csv {
     Bytes(&'static [u8]),

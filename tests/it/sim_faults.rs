@@ -1,15 +1,13 @@
 //! Fault injection and the rate limit, observed from the client side and checked in the ledger.
 
-mod sim_support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::sim_support::{Client, bounded, key, now_secs};
 use gemini_sweep::sim::{
     self, FaultConfig, NonceMode, RateLimitConfig, Role, SimConfig, SimServer,
 };
 use serde_json::json;
-use sim_support::{Client, bounded, key, now_secs};
 
 fn with_faults(faults: FaultConfig) -> SimConfig {
     SimConfig {
@@ -84,7 +82,7 @@ async fn stall_outlasts_the_client_timeout() {
         .await
         .unwrap();
         let mut c = Client::demo(&server);
-        c.http = reqwest::Client::builder()
+        c.http = crate::http_client_builder()
             .no_proxy()
             .timeout(Duration::from_millis(300))
             .build()
@@ -296,7 +294,7 @@ fn time_key_config(retry_after: bool) -> SimConfig {
     cfg
 }
 
-async fn burst(server: &SimServer, accounts: u32) -> Vec<(String, sim_support::Reply)> {
+async fn burst(server: &SimServer, accounts: u32) -> Vec<(String, crate::sim_support::Reply)> {
     let c = Client::new(server, "master-fast", "f");
     let base = now_secs();
     let c = &c;

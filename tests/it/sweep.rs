@@ -1,13 +1,11 @@
 //! End to end: the real binary (or the library's engine) against the simulator over loopback.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use gemini_sweep::accounts::AccountEntry;
 use gemini_sweep::client::{Clock, Credentials, NonceMode, SystemClock};
 use gemini_sweep::config::SweepConfig;
@@ -236,7 +234,7 @@ struct Refusal {
 async fn another_process_ran_ahead(server: &gemini_sweep::sim::SimServer) {
     let payload = r#"{"request":"/v1/heartbeat","nonce":9000000000000000}"#;
     let signed = gemini_sweep::signing::sign(SECRET.as_bytes(), payload.as_bytes());
-    let reply = reqwest::Client::builder()
+    let reply = crate::http_client_builder()
         .no_proxy()
         .build()
         .unwrap()

@@ -1,0 +1,33 @@
+//! The one integration-test binary: every area of the suite is a module, so the crate and its
+//! dependencies are linked once rather than once per file.
+
+// Shared helpers.
+mod common;
+mod raw_exchange;
+mod sim_support;
+
+// One module per area.
+mod audit_honesty;
+mod bad_input;
+mod discovery;
+mod groups;
+mod hostile_exchange;
+mod metrics;
+mod parsers_never_panic;
+mod progress;
+mod reconcile;
+mod report_html;
+mod scheduling;
+mod security;
+mod shell;
+mod sim_api;
+mod sim_cli;
+mod sim_faults;
+mod sweep;
+mod tls;
+
+/// A reqwest builder for the tests' own HTTP clients, with the TLS provider the crate uses.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    gemini_sweep::client::install_crypto_provider();
+    reqwest::Client::builder()
+}
