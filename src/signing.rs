@@ -51,7 +51,7 @@ fn mac_over(secret: &[u8], message: &[u8]) -> HmacSha384 {
 mod tests {
     use super::*;
 
-    /// The three vectors of shared/gemini-api.md §1: (secret, payload, base64, signature).
+    /// The three vectors of docs/gemini-api.md §1: (secret, payload, base64, signature).
     pub(crate) const VECTORS: [(&str, &str, &str, &str); 3] = [
         (
             "1234abcd",

@@ -1,4 +1,4 @@
-//! An in-process simulator of Gemini's private REST API (shared/gemini-api.md), served over real
+//! An in-process simulator of Gemini's private REST API (docs/gemini-api.md), served over real
 //! HTTP on loopback so the sweeper can be exercised end to end: signing, nonces, roles, the
 //! per-key rate limit, seeded order books and reproducible faults, with a ledger of what really
 //! happened to compare the client's story against.
