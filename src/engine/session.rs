@@ -270,11 +270,11 @@ impl KeySession {
             _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
             _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
         };
-        tokio::select! {
-            _ = self.pacer.admit() => {}
+        let pace = tokio::select! {
+            ticket = self.pacer.admit() => ticket,
             _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
             _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
-        }
+        };
         if let Some(stop) = stopped() {
             return Ok(AttemptResult::NotSent(stop));
         }
@@ -330,7 +330,7 @@ impl KeySession {
         };
         recorded?;
 
-        self.react(&exchanged.verdict, &slot, &sent, account, phase);
+        self.react(&exchanged.verdict, &slot, &sent, pace, account, phase);
         drop(slot);
 
         run.store
@@ -451,6 +451,7 @@ impl KeySession {
         verdict: &Verdict,
         slot: &super::window::Slot<'_>,
         sent: &Sent,
+        pace: super::pacer::PaceTicket,
         account: &str,
         phase: Phase,
     ) {
@@ -478,7 +479,7 @@ impl KeySession {
                         ),
                     );
                 } else {
-                    self.pacer.on_push_back(*pause);
+                    self.pacer.on_push_back(*pause, pace);
                 }
             }
             Verdict::Transient { .. } | Verdict::AccountRefused { .. } => {
