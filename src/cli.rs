@@ -512,7 +512,9 @@ fn resume_target(
             stored.status
         );
         return Ok(ResumePlan::NothingToDo(SweepSummary {
-            exit_code: if dirty > 0 {
+            // A run whose listing cannot vouch for the group is never clean, however its
+            // accounts ended.
+            exit_code: if dirty > 0 || totals.listing_note.is_some() {
                 exit_code::INCOMPLETE
             } else {
                 exit_code::OK
