@@ -614,6 +614,63 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_nickname_that_breaks_the_rule_is_kept_escaped_unique_and_never_swept() {
+        let long = "x".repeat(10 * 1024);
+        let mut listing = [
+            listed("desk-1", "exchange", "open"),
+            listed("", "exchange", "open"),
+            listed(&format!("{long}y"), "exchange", "open"),
+            listed(&format!("{long}z"), "exchange", "open"),
+            listed("a\u{1b}[2J\u{202e}<b>\n\0", "custody", "open"),
+        ];
+        assert_eq!(screen_listing(&mut listing), 4);
+        let names: Vec<&str> = listing.iter().map(|a| a.account.as_str()).collect();
+        assert_eq!(names[0], "desk-1");
+        assert_eq!(names[1], "\"\"");
+        assert_eq!(names[4], r#""a\u{1b}[2J\u{202e}<b>\n\u{0}""#);
+        // Cut to a bounded length, saying how much is left, and still one row each.
+        assert!(
+            names[2].len() < 140 && names[2].ends_with("more bytes)"),
+            "{}",
+            names[2]
+        );
+        assert_eq!(names[3], format!("{} (entry 4)", names[2]));
+        for a in &listing[1..] {
+            assert!(
+                a.account.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "{}",
+                a.account
+            );
+            assert!(nickname_problem(&a.account).is_some(), "{}", a.account);
+        }
+        let entries = from_listing(&listing, &BTreeSet::new());
+        assert_eq!(
+            entries.iter().map(|e| e.enabled).collect::<Vec<_>>(),
+            [true, false, false, false, false]
+        );
+        assert_eq!(
+            entries[1].note.as_deref(),
+            Some("invalid nickname, never sent: it is empty")
+        );
+        assert!(
+            entries[2]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("10241 bytes long")
+        );
+        assert!(entries[4].note.as_deref().unwrap().contains("'\\u{1b}'"));
+
+        // The CSV written from it leaves them out and reads back.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.csv");
+        write_csv(&path, &listing, &BTreeSet::new()).unwrap();
+        let read = load(&path).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].account, "desk-1");
+    }
+
+    #[test]
     fn excludes_come_from_the_flag_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("exclude.txt");

@@ -146,7 +146,8 @@ pub async fn list_group(
             Ok(page) => page,
             Err(listing) => return Ok(listing),
         };
-        let full = first.len() as u64 >= PAGE;
+        // A short page is the last one, under any reading.
+        let mut more = first.len() as u64 >= PAGE;
         // Only a hint of which reading to try first: nothing public confirms a page's order.
         let created: Vec<u64> = first.iter().filter_map(|a| a.created).collect();
         let mut reading = if created.windows(2).all(|w| w[0] <= w[1])
@@ -161,7 +162,7 @@ pub async fn list_group(
         let (mut known, mut switched) = (false, false);
         let mut doubt = None;
         let mut asked = 1;
-        while full {
+        while more {
             let Some(timestamp) = pages.timestamp(reading) else {
                 doubt = Some(format!(
                     "the exchange listed a full page of {PAGE} accounts without creation times to page by"
@@ -202,10 +203,8 @@ pub async fn list_group(
                     ));
                 }
             }
-            if !page_full {
-                break;
-            }
-            if pages.accounts.len() > MAX_LISTED {
+            more = page_full;
+            if more && pages.accounts.len() > MAX_LISTED {
                 doubt = Some(format!(
                     "the exchange listed more than {MAX_LISTED} accounts and kept going"
                 ));
