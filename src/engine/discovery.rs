@@ -10,10 +10,11 @@
 //! to the end, a short page. Accounts are de-duplicated by nickname; timestamps are inclusive, so
 //! accounts sharing a creation time with a page's edge are never skipped.
 //!
-//! A full page that adds nothing new under both readings (an exchange that ignores `timestamp`),
-//! or once the reading is known (more than a page of accounts created the same millisecond), or a
-//! page whose accounts fall outside what it was asked for, leaves the listing *possibly
-//! incomplete*: said in [`Listing::Listed::doubt`], never passed off as the whole group.
+//! A full first page that neither reading adds to (an exchange that ignores `timestamp`), a full
+//! page that adds nothing new once the reading is known (more than a page of accounts created in
+//! the same millisecond), or a page whose accounts fall outside what it was asked for, leaves the
+//! listing *possibly incomplete*: said in [`Listing::Listed::doubt`], never passed off as the
+//! whole group.
 //!
 //! Every request goes through the key's session like any other: recorded before it leaves
 //! (phase `discover`, account `""`, which no nickname can be), paced, and stopping the key if
@@ -180,6 +181,15 @@ pub async fn list_group(
                 .filter(|a| a.created.is_some_and(|c| !reading.fits(c, timestamp)))
                 .count();
             let new = pages.add(page);
+            if new == 0 && switched && !known {
+                // Asked at both ends of a full first page, the exchange listed nothing new. Even a
+                // short page here does not prove the end: a group of exactly one page and an
+                // exchange that never pages past its first answer alike.
+                doubt = Some(format!(
+                    "asked at the oldest and at the newest creation time of a full first page of {PAGE}, the exchange listed no account not already listed: it may not page by `timestamp`"
+                ));
+                break;
+            }
             if new == 0 && page_full {
                 if !known && !switched {
                     switched = true;

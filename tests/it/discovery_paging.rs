@@ -382,3 +382,45 @@ async fn listed_nicknames_that_break_the_rule_are_skipped_with_the_reason_and_ne
     assert_eq!(rerun.status.code(), Some(0), "{}", stderr(&rerun));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_that_repeats_its_first_page_at_either_end_is_not_a_one_page_group() {
+    // A full first page, oldest first; asked on or after its newest account, the same page
+    // again; asked on or before its oldest, just that account. Exactly 500 accounts, or an
+    // exchange that never pages past its first 500: nothing tells them apart.
+    let exchange = RawExchange::start(|_, n| match n {
+        0 | 1 => Reply::json(200, page("a", 500, |i| 1_600_000_000_000 + i as u64)),
+        _ => Reply::json(200, page("a", 1, |i| 1_600_000_000_000 + i as u64)),
+    })
+    .await;
+    let ws = Workspace::new();
+    let listed = accounts(&exchange.url, &ws, &[]).await;
+    assert_eq!(listed.status.code(), Some(1), "{}", stderr(&listed));
+    assert!(
+        stderr(&listed).contains("may not page by `timestamp`"),
+        "{}",
+        stderr(&listed)
+    );
+    assert!(listed.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_page_of_accounts_created_in_one_millisecond_leaves_the_listing_in_doubt() {
+    // Newest first; 1,000 accounts share one creation time, so asking on or before it can only
+    // ever return the same 500 once the second page is in.
+    let same = 1_650_000_000_000;
+    let exchange = RawExchange::start(move |_, n| match n {
+        0 => Reply::json(200, page("a", 500, |_| same)),
+        1 => Reply::json(200, page("b", 500, |_| same)),
+        _ => Reply::json(200, page("b", 500, |_| same)),
+    })
+    .await;
+    let ws = Workspace::new();
+    let listed = accounts(&exchange.url, &ws, &[]).await;
+    assert_eq!(listed.status.code(), Some(1), "{}", stderr(&listed));
+    let err = stderr(&listed);
+    assert!(
+        err.contains("1000 accounts listed") && err.contains("share a creation time"),
+        "{err}"
+    );
+}
