@@ -251,32 +251,106 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// What breaks the nickname rule, the one rule for the CSV, the exclude list and the nicknames
+/// the exchange lists: letters, digits, `-`, `_` and `.`, at most [`MAX_NICKNAME_LEN`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicknameProblem {
+    Empty,
+    /// The length in bytes.
+    TooLong(usize),
+    /// The first character outside the rule.
+    Char(char),
+}
+
+pub fn nickname_problem(account: &str) -> Option<NicknameProblem> {
+    if account.is_empty() {
+        return Some(NicknameProblem::Empty);
+    }
+    if account.len() > MAX_NICKNAME_LEN {
+        return Some(NicknameProblem::TooLong(account.len()));
+    }
+    account
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .map(NicknameProblem::Char)
+}
+
 /// Gemini nicknames are short identifiers; anything else is a typo or a broken export, and
 /// sending it would only earn an `InvalidAccountName` per account.
 fn validate_nickname(account: &str) -> Result<(), String> {
-    if account.is_empty() {
-        return Err("the `account` cell is empty; write the subaccount's nickname".into());
-    }
-    if account.len() > MAX_NICKNAME_LEN {
-        return Err(format!(
-            "the account nickname is {} bytes long (at most {MAX_NICKNAME_LEN}); is a column missing its delimiter?",
-            account.len()
-        ));
-    }
-    if let Some(bad) = account
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(format!(
+    match nickname_problem(account) {
+        None => Ok(()),
+        Some(NicknameProblem::Empty) => {
+            Err("the `account` cell is empty; write the subaccount's nickname".into())
+        }
+        Some(NicknameProblem::TooLong(len)) => Err(format!(
+            "the account nickname is {len} bytes long (at most {MAX_NICKNAME_LEN}); is a column missing its delimiter?"
+        )),
+        Some(NicknameProblem::Char(bad)) => Err(format!(
             "account nickname {account:?} contains {bad:?}; nicknames use letters, digits, '-', '_' and '.' only"
-        ));
+        )),
     }
-    Ok(())
+}
+
+/// The most bytes of escaped text kept of a listed nickname that breaks the rule.
+const ESCAPED_NICKNAME_LEN: usize = 96;
+
+/// Outside text as printable ASCII, quoted: control characters, bidi overrides and every other
+/// non-ASCII character become `\u{..}` escapes, and at most about [`ESCAPED_NICKNAME_LEN`] bytes
+/// are kept, the length of the rest said. The quotes make it something no nickname can be (nor
+/// the empty name the group's own listing requests record).
+pub fn escaped_nickname(raw: &str) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in raw.char_indices() {
+        let escaped: String = c.escape_default().collect();
+        if out.len() + escaped.len() > ESCAPED_NICKNAME_LEN {
+            out.push_str(&format!("\"... ({} more bytes)", raw.len() - i));
+            return out;
+        }
+        out.push_str(&escaped);
+    }
+    out.push('"');
+    out
+}
+
+/// Screens the nicknames of a listing: an entry whose nickname breaks the rule keeps its raw
+/// text only escaped (unique within the listing, so every entry keeps its own row) and the
+/// reason it is never sent. Returns how many entries broke the rule.
+pub fn screen_listing(listed: &mut [ListedAccount]) -> usize {
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut broken = 0;
+    for (i, a) in listed.iter_mut().enumerate() {
+        let Some(problem) = nickname_problem(&a.account) else {
+            continue;
+        };
+        broken += 1;
+        let why = match problem {
+            NicknameProblem::Empty => "it is empty".to_owned(),
+            NicknameProblem::TooLong(len) => {
+                format!("it is {len} bytes long (at most {MAX_NICKNAME_LEN})")
+            }
+            NicknameProblem::Char(c) => format!(
+                "it contains '{}' (nicknames use letters, digits, '-', '_' and '.' only)",
+                c.escape_default()
+            ),
+        };
+        let mut escaped = escaped_nickname(&a.account);
+        if !taken.insert(escaped.clone()) {
+            escaped = format!("{escaped} (entry {})", i + 1);
+            taken.insert(escaped.clone());
+        }
+        a.account = escaped;
+        a.unusable = Some(format!("invalid nickname, never sent: {why}"));
+    }
+    broken
 }
 
 /// Why an account the exchange listed is not swept, or `None` when it is: only open exchange
 /// accounts hold orders, and the operator may exclude any by name.
 pub fn skip_reason(listed: &ListedAccount, excluded: &BTreeSet<String>) -> Option<String> {
+    if let Some(why) = &listed.unusable {
+        return Some(why.clone());
+    }
     if excluded.contains(&listed.account) {
         return Some("excluded (--exclude)".into());
     }
@@ -350,7 +424,8 @@ pub fn excludes(names: &[String], file: Option<&Path>) -> Result<BTreeSet<String
 }
 
 /// Writes the listing as an accounts CSV that `run --accounts` reads: custody and closed
-/// accounts (and excluded ones) written `enabled=false`, with the reason in `note`. Written to a
+/// accounts (and excluded ones) written `enabled=false`, with the reason in `note`; entries whose
+/// nickname breaks the rule left out. Written to a
 /// temporary file beside `path` and renamed over it.
 pub fn write_csv(
     path: &Path,
@@ -359,7 +434,8 @@ pub fn write_csv(
 ) -> std::io::Result<()> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(["account", "enabled", "note", "name", "type", "status"])?;
-    for a in listed {
+    // A nickname that breaks the rule could not be read back, and can never be swept.
+    for a in listed.iter().filter(|a| a.unusable.is_none()) {
         let reason = skip_reason(a, excluded);
         writer.write_record([
             a.account.as_str(),
@@ -495,6 +571,7 @@ mod tests {
             status: status.into(),
             created: None,
             counterparty_id: None,
+            unusable: None,
         }
     }
 
@@ -534,6 +611,63 @@ mod tests {
                 .map(|e| (e.account.as_str(), e.enabled, e.note.as_deref()))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_listed_nickname_that_breaks_the_rule_is_kept_escaped_unique_and_never_swept() {
+        let long = "x".repeat(10 * 1024);
+        let mut listing = [
+            listed("desk-1", "exchange", "open"),
+            listed("", "exchange", "open"),
+            listed(&format!("{long}y"), "exchange", "open"),
+            listed(&format!("{long}z"), "exchange", "open"),
+            listed("a\u{1b}[2J\u{202e}<b>\n\0", "custody", "open"),
+        ];
+        assert_eq!(screen_listing(&mut listing), 4);
+        let names: Vec<&str> = listing.iter().map(|a| a.account.as_str()).collect();
+        assert_eq!(names[0], "desk-1");
+        assert_eq!(names[1], "\"\"");
+        assert_eq!(names[4], r#""a\u{1b}[2J\u{202e}<b>\n\u{0}""#);
+        // Cut to a bounded length, saying how much is left, and still one row each.
+        assert!(
+            names[2].len() < 140 && names[2].ends_with("more bytes)"),
+            "{}",
+            names[2]
+        );
+        assert_eq!(names[3], format!("{} (entry 4)", names[2]));
+        for a in &listing[1..] {
+            assert!(
+                a.account.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "{}",
+                a.account
+            );
+            assert!(nickname_problem(&a.account).is_some(), "{}", a.account);
+        }
+        let entries = from_listing(&listing, &BTreeSet::new());
+        assert_eq!(
+            entries.iter().map(|e| e.enabled).collect::<Vec<_>>(),
+            [true, false, false, false, false]
+        );
+        assert_eq!(
+            entries[1].note.as_deref(),
+            Some("invalid nickname, never sent: it is empty")
+        );
+        assert!(
+            entries[2]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("10241 bytes long")
+        );
+        assert!(entries[4].note.as_deref().unwrap().contains("'\\u{1b}'"));
+
+        // The CSV written from it leaves them out and reads back.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.csv");
+        write_csv(&path, &listing, &BTreeSet::new()).unwrap();
+        let read = load(&path).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].account, "desk-1");
     }
 
     #[test]

@@ -512,7 +512,9 @@ fn resume_target(
             stored.status
         );
         return Ok(ResumePlan::NothingToDo(SweepSummary {
-            exit_code: if dirty > 0 {
+            // A run whose listing cannot vouch for the group is never clean, however its
+            // accounts ended.
+            exit_code: if dirty > 0 || totals.listing_note.is_some() {
                 exit_code::INCOMPLETE
             } else {
                 exit_code::OK
@@ -610,8 +612,33 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
     let excluded = accounts::excludes(&args.exclude, args.exclude_file.as_deref())?;
     let stopping = Stopping::default();
     let _signal = watch_signals(stopping.clone());
-    let listed =
-        engine::list_accounts(config, credentials, Arc::new(client::SystemClock), stopping).await?;
+    let engine::GroupListing {
+        accounts: listed,
+        doubt,
+    } = engine::list_accounts(config, credentials, Arc::new(client::SystemClock), stopping).await?;
+    // A partial list printed or written would pass for the group: a later `run --accounts` over
+    // it would end clean with accounts never swept.
+    if let Some(doubt) = doubt {
+        let not_written = match &args.csv {
+            Some(path) => format!("; {} not written", path.display()),
+            None => String::new(),
+        };
+        return Err(Error::Unavailable(format!(
+            "the group's listing may be incomplete ({} accounts listed, none printed{not_written}): {doubt}",
+            listed.len()
+        )));
+    }
+    let invalid = listed.iter().filter(|a| a.unusable.is_some()).count();
+    if invalid > 0 {
+        eprintln!(
+            "warning: the exchange listed {invalid} accounts whose nickname breaks the nickname rule (letters, digits, '-', '_' and '.', at most 128 bytes): shown escaped, never swept{}",
+            if args.csv.is_some() {
+                ", left out of the CSV"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(path) = &args.csv {
         accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::UnreadableInput {
             path: path.clone(),
@@ -619,7 +646,7 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
         })?;
         eprintln!(
             "wrote {} accounts to {} ({} to sweep)",
-            listed.len(),
+            listed.len() - invalid,
             path.display(),
             listed
                 .iter()

@@ -40,6 +40,10 @@ pub struct ListedAccount {
     pub created: Option<u64>,
     #[serde(default)]
     pub counterparty_id: Option<String>,
+    /// Set by discovery when `account` broke the nickname rule: why it is never sent. `account`
+    /// then holds the raw text escaped, which no nickname can equal.
+    #[serde(skip)]
+    pub unusable: Option<String>,
 }
 
 /// One active order as `/v1/orders` lists it (the fields the audit trail keeps).

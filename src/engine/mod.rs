@@ -115,6 +115,15 @@ pub fn plan(credentials: &Credentials, target: &Target, config: &SweepConfig) ->
     )))
 }
 
+/// The group's accounts as `gemini-sweep accounts` lists them.
+pub struct GroupListing {
+    /// In the exchange's order, nicknames screened: an entry that breaks the nickname rule has
+    /// its text escaped and `unusable` set.
+    pub accounts: Vec<crate::client::ListedAccount>,
+    /// Why the listing may be missing accounts; `None` when the pages prove it whole.
+    pub doubt: Option<String>,
+}
+
 /// Lists the group's accounts outside any run (`gemini-sweep accounts`): the same locks, nonce
 /// mark and recorded requests as a run, and nothing swept.
 pub async fn list_accounts(
@@ -122,7 +131,7 @@ pub async fn list_accounts(
     credentials: Credentials,
     clock: Arc<dyn Clock>,
     stopping: Stopping,
-) -> Result<Vec<crate::client::ListedAccount>, Error> {
+) -> Result<GroupListing, Error> {
     if !credentials.is_master() {
         return Err(Error::Config(
             "listing the group's accounts needs the group's master key (master-...)".into(),
@@ -157,7 +166,7 @@ pub async fn list_accounts(
     drop(store);
     writer.join();
     match listing? {
-        (discovery::Listing::Complete(listed), _) => Ok(listed),
+        (discovery::Listing::Listed { accounts, doubt }, _) => Ok(GroupListing { accounts, doubt }),
         (discovery::Listing::Failed(why), _) => Err(Error::Unavailable(format!(
             "the exchange did not list the group's accounts: {why}"
         ))),
@@ -451,8 +460,47 @@ async fn sweep_with_store(
     let to_sweep = match discover {
         None => to_sweep,
         Some(excluded) => match discovery::list_group(&session, &run, retry).await? {
-            discovery::Listing::Complete(listed) => {
+            discovery::Listing::Listed {
+                accounts: listed,
+                doubt,
+            } => {
                 let entries = crate::accounts::from_listing(&listed, &excluded);
+                // An open exchange account the run cannot address may hold orders: the run
+                // cannot say the group is clean.
+                let unaddressable = listed
+                    .iter()
+                    .filter(|a| a.unusable.is_some() && a.kind == "exchange" && a.status == "open")
+                    .count();
+                let invalid = listed.iter().filter(|a| a.unusable.is_some()).count();
+                drop(listed);
+                let mut notes = Vec::new();
+                if let Some(doubt) = &doubt {
+                    tracing::warn!(
+                        run_id,
+                        listed = entries.len(),
+                        "the group's listing may be incomplete ({doubt}); sweeping the {} accounts listed, and the run cannot end completed",
+                        entries.len()
+                    );
+                    notes.push(format!(
+                        "the group's listing may be incomplete ({} accounts listed): {doubt}",
+                        entries.len()
+                    ));
+                }
+                if invalid > 0 {
+                    tracing::warn!(
+                        run_id,
+                        invalid,
+                        unaddressable,
+                        "the exchange listed {invalid} accounts whose nickname breaks the nickname rule; recorded as skipped, never sent"
+                    );
+                }
+                if unaddressable > 0 {
+                    notes.push(format!(
+                        "{unaddressable} open exchange accounts were listed with a nickname that cannot be sent (see the skipped accounts); their orders, if any, were not cancelled"
+                    ));
+                }
+                let note = (!notes.is_empty()).then(|| notes.join("; "));
+                store.record_listing(run_id, doubt.is_some(), note).await?;
                 tracing::info!(
                     run_id,
                     listed = entries.len(),

@@ -12,8 +12,8 @@ use rand::RngExt;
 use rand::distr::Alphanumeric;
 
 use super::{
-    AccountKind, AccountSpec, AccountStatus, FaultConfig, KeySpec, NonceMode, RateLimitConfig,
-    Role, Shared, SimConfig,
+    AccountKind, AccountListPaging, AccountSpec, AccountStatus, FaultConfig, KeySpec, NonceMode,
+    RateLimitConfig, Role, Shared, SimConfig,
 };
 
 /// Ledger rewrites are at least this far apart; the final one at shutdown always happens.
@@ -98,6 +98,10 @@ pub struct SimArgs {
     /// Orders placed on an account right after its first /v1/orders reply.
     #[arg(long, default_value_t = 0)]
     pub late_orders: u32,
+    /// How /v1/account/list reads `timestamp`: on-or-before (newest first, as documented),
+    /// on-or-after (oldest first) or ignores-timestamp (always the first page).
+    #[arg(long, value_enum, default_value_t = AccountListPaging::OnOrBefore)]
+    pub account_list_paging: AccountListPaging,
     /// Keep this file holding the ledger JSON, rewritten atomically as it changes.
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
@@ -220,6 +224,7 @@ pub fn config_from(args: &SimArgs) -> Result<SimConfig, SimCliError> {
         },
         fill_after_snapshot_fraction: args.fill_after_snapshot,
         late_orders_after_snapshot: args.late_orders,
+        account_list_paging: args.account_list_paging,
     })
 }
 

@@ -43,6 +43,25 @@ pub struct SimConfig {
     pub fill_after_snapshot_fraction: f64,
     /// Orders placed on an account right after its first `/v1/orders` reply.
     pub late_orders_after_snapshot: u32,
+    /// How `/v1/account/list` reads `timestamp`.
+    #[serde(default)]
+    pub account_list_paging: AccountListPaging,
+}
+
+/// How `/v1/account/list` reads `timestamp`: the exchange's documentation is silent, so the
+/// simulator offers each reading a client must survive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountListPaging {
+    /// As Gemini's earlier reference documents it: accounts created on or before `timestamp`,
+    /// newest first.
+    #[default]
+    OnOrBefore,
+    /// The other reading: accounts created on or after `timestamp`, oldest first.
+    OnOrAfter,
+    /// `timestamp` ignored: always the oldest accounts, oldest first. No client can page past
+    /// the first page of such an exchange.
+    IgnoresTimestamp,
 }
 
 impl Default for SimConfig {
@@ -65,6 +84,7 @@ impl Default for SimConfig {
             faults: FaultConfig::default(),
             fill_after_snapshot_fraction: 0.0,
             late_orders_after_snapshot: 0,
+            account_list_paging: AccountListPaging::default(),
         }
     }
 }

@@ -391,10 +391,10 @@ async fn answer(
         }
         (Endpoint::Orders, Some(i)) => json_response(OrderList::new(s.world.list_orders(i))),
         (Endpoint::AccountList, _) => {
-            let (since, limit) = paging(&authed.payload);
+            let (timestamp, limit) = paging(&authed.payload);
             axum::Json(Value::Array(s.world.account_list(
                 authed.key.group(),
-                since,
+                timestamp,
                 limit,
             )))
             .into_response()
@@ -411,7 +411,7 @@ async fn answer(
 }
 
 /// `limit_accounts` (default and maximum 500) and `timestamp` (seconds or milliseconds).
-fn paging(payload: &serde_json::Map<String, Value>) -> (u64, usize) {
+fn paging(payload: &serde_json::Map<String, Value>) -> (Option<u64>, usize) {
     let number = |field: &str| {
         payload.get(field).and_then(|v| match v {
             Value::Number(n) => n.as_u64(),
@@ -420,13 +420,9 @@ fn paging(payload: &serde_json::Map<String, Value>) -> (u64, usize) {
         })
     };
     let limit = number("limit_accounts").unwrap_or(500).clamp(1, 500) as usize;
-    let since = match number("timestamp") {
-        // Ten-digit values are seconds; the exchange accepts both forms elsewhere.
-        Some(t) if t < 100_000_000_000 => t * 1000,
-        Some(t) => t,
-        None => 0,
-    };
-    (since, limit)
+    // Ten-digit values are seconds; the exchange accepts both forms elsewhere.
+    let timestamp = number("timestamp").map(|t| if t < 100_000_000_000 { t * 1000 } else { t });
+    (timestamp, limit)
 }
 
 /// Sleeps, but wakes early when the server is shutting down so it can stop promptly.

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use super::body::{push_fixed, push_hex8, push_micros, push_u64};
 use super::faults::stable_hash;
 use super::{
-    AccountKind, AccountLedger, AccountSpec, AccountStatus, AccountSummary, CancelRecord, Counters,
-    SimConfig,
+    AccountKind, AccountLedger, AccountListPaging, AccountSpec, AccountStatus, AccountSummary,
+    CancelRecord, Counters, SimConfig,
 };
 
 /// Ids start past u32::MAX so a client that squeezes them into 32 bits breaks visibly.
@@ -201,6 +201,7 @@ pub(crate) struct World {
     reject_fraction: f64,
     fill_fraction: f64,
     late_orders: u32,
+    account_list_paging: AccountListPaging,
     /// Config order, which is also creation order.
     accounts: Vec<Account>,
     index: HashMap<String, usize>,
@@ -278,6 +279,7 @@ impl World {
             reject_fraction: config.reject_fraction,
             fill_fraction: config.fill_after_snapshot_fraction,
             late_orders: config.late_orders_after_snapshot,
+            account_list_paging: config.account_list_paging,
             accounts,
             index,
             by_name,
@@ -378,12 +380,23 @@ impl World {
         reply
     }
 
-    /// Accounts of `group` created at or after `since_ms`, oldest first, at most `limit`.
-    pub(crate) fn account_list(&self, group: &str, since_ms: u64, limit: usize) -> Vec<Value> {
-        self.accounts
-            .iter()
-            .filter(|a| a.spec.group() == group && a.created >= since_ms)
-            .take(limit)
+    /// One page of `group`'s accounts, at most `limit`, as the configured paging reads
+    /// `timestamp` (`ms`).
+    pub(crate) fn account_list(&self, group: &str, ms: Option<u64>, limit: usize) -> Vec<Value> {
+        let in_group = self.accounts.iter().filter(|a| a.spec.group() == group);
+        let page: Vec<&Account> = match (self.account_list_paging, ms) {
+            (AccountListPaging::OnOrBefore, ms) => in_group
+                .rev()
+                .filter(|a| ms.is_none_or(|ms| a.created <= ms))
+                .take(limit)
+                .collect(),
+            (AccountListPaging::OnOrAfter, ms) => in_group
+                .filter(|a| ms.is_none_or(|ms| a.created >= ms))
+                .take(limit)
+                .collect(),
+            (AccountListPaging::IgnoresTimestamp, _) => in_group.take(limit).collect(),
+        };
+        page.into_iter()
             .map(|a| {
                 json!({
                     "name": display_name(&a.spec.name),

@@ -110,6 +110,12 @@ pub struct RunTotals {
     pub rate_limited: i64,
     pub nonce_refused: i64,
     pub abandoned: i64,
+    /// A discovery run's listing: `complete` or `possibly_incomplete` (absent for a CSV run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listing: Option<String>,
+    /// Why the run cannot vouch for every account of the group, if it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listing_note: Option<String>,
 }
 
 pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals> {
@@ -121,7 +127,8 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
                 (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id),
                 (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.http_status = 429),
                 (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.error_reason = 'InvalidNonce'),
-                (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.outcome = 'abandoned')
+                (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.outcome = 'abandoned'),
+                r.listing, r.listing_note
          FROM runs r,
               -- Filtered inside, so only this run's accounts are read.
               (SELECT count(*) AS accounts,
@@ -162,6 +169,8 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
                 rate_limited: row.get(17)?,
                 nonce_refused: row.get(18)?,
                 abandoned: row.get(19)?,
+                listing: row.get(20)?,
+                listing_note: row.get(21)?,
             })
         },
     )

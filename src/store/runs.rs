@@ -170,6 +170,33 @@ impl Store {
         .await
     }
 
+    /// Records what the run's listing of the group proves: `possibly_incomplete` is whether the
+    /// pages may have missed accounts; `note`, why the run cannot vouch for every account (it
+    /// keeps the run from `completed` in this and every later invocation; see [`Store::settle`]).
+    pub async fn record_listing(
+        &self,
+        run_id: i64,
+        possibly_incomplete: bool,
+        note: Option<String>,
+    ) -> Result<(), Error> {
+        self.exec(move |c| {
+            c.execute(
+                "UPDATE runs SET listing = ?2, listing_note = ?3 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    if possibly_incomplete {
+                        "possibly_incomplete"
+                    } else {
+                        "complete"
+                    },
+                    note
+                ],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     /// Records a resume as a new invocation and puts the accounts it picks up back to pending.
     /// Returns the invocation id.
     pub async fn begin_resume(&self, resume: Resume) -> Result<i64, Error> {
@@ -300,6 +327,11 @@ impl Store {
         let now = now_ms();
         self.exec(move |c| {
             abandon_in_flight(c, "invocation_id = ?1", settle.invocation_id)?;
+            let listing_note: Option<String> = c.query_row(
+                "SELECT listing_note FROM runs WHERE run_id = ?1",
+                [settle.run_id],
+                |r| r.get(0),
+            )?;
             let status = if settle.aborted {
                 RunStatus::Aborted
             } else if settle.refused {
@@ -318,9 +350,16 @@ impl Store {
                     RunStatus::Interrupted
                 } else if dirty > 0 {
                     RunStatus::Incomplete
+                } else if listing_note.is_some() {
+                    // Every listed account is clean, but the group may have others.
+                    RunStatus::Incomplete
                 } else {
                     RunStatus::Completed
                 }
+            };
+            let stop_reason = match status {
+                RunStatus::Incomplete => settle.stop_reason.clone().or(listing_note),
+                _ => settle.stop_reason.clone(),
             };
             let exit_code = (settle.exit_code)(status);
             c.execute(
@@ -329,7 +368,7 @@ impl Store {
                     utc_text!("?4"),
                     " WHERE run_id = ?1"
                 ),
-                params![settle.run_id, status.as_str(), settle.stop_reason, now],
+                params![settle.run_id, status.as_str(), stop_reason, now],
             )?;
             c.execute(
                 concat!(
@@ -340,7 +379,7 @@ impl Store {
                 params![
                     settle.invocation_id,
                     status.as_str(),
-                    settle.stop_reason,
+                    stop_reason,
                     now,
                     exit_code
                 ],

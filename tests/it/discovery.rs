@@ -150,7 +150,7 @@ async fn all_accounts_sweeps_the_open_exchange_accounts_but_the_excluded_ones() 
     );
     let notes: Vec<(String, String, String)> = conn
         .prepare(
-            "SELECT account, status, note FROM run_accounts WHERE status = 'skipped' ORDER BY csv_line LIMIT 5",
+            "SELECT account, status, note FROM run_accounts WHERE status = 'skipped' ORDER BY account LIMIT 5",
         )
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))

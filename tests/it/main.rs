@@ -10,6 +10,7 @@ mod sim_support;
 mod audit_honesty;
 mod bad_input;
 mod discovery;
+mod discovery_paging;
 mod groups;
 mod hostile_exchange;
 mod metrics;

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use crate::sim_support::{Client, bounded, http, key, now_secs, post_raw, post_signed};
 use gemini_sweep::signing;
 use gemini_sweep::sim::{
-    self, AccountKind, AccountSpec, AccountStatus, Ledger, NonceMode, Role, SimConfig,
+    self, AccountKind, AccountListPaging, AccountSpec, AccountStatus, Ledger, NonceMode, Role,
+    SimConfig,
 };
 use serde_json::{Value, json};
 
@@ -16,6 +17,9 @@ fn config() -> SimConfig {
         // These tests send many requests back to back on one key; the exchange's limit would
         // only slow them down (sim_faults tests the limit).
         rate_limit: None,
+        // The account-list tests here page forwards; tests/it/discovery_paging.rs tests the
+        // documented (default) reading and the one that ignores `timestamp`.
+        account_list_paging: AccountListPaging::OnOrAfter,
         ..SimConfig::default()
     }
 }
