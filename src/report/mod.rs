@@ -11,6 +11,8 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
+use crate::display::escape;
+
 pub mod html;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -284,10 +286,10 @@ pub fn runs(
                 };
                 out.push_str(&line([
                     &text(field(r, "run_id")),
-                    &clip(&text(field(r, "group_name")), 10),
-                    &text(field(r, "started_at")),
+                    &clip(&shown(field(r, "group_name")), 10),
+                    &shown(field(r, "started_at")),
                     &duration,
-                    &text(field(r, "status")),
+                    &shown(field(r, "status")),
                     &text(field(r, "accounts")),
                     &text(field(r, "accounts_clean")),
                     yes_no(field(r, "clean")),
@@ -329,12 +331,12 @@ pub fn accounts(
             for a in listed {
                 let note = skip(a);
                 let _ = writer.write_record([
-                    spreadsheet_safe(a.account.clone()),
-                    spreadsheet_safe(a.name.clone()),
-                    a.kind.clone(),
-                    a.status.clone(),
+                    csv_cell(&a.account),
+                    csv_cell(&a.name),
+                    csv_cell(&a.kind),
+                    csv_cell(&a.status),
                     note.is_none().to_string(),
-                    note.unwrap_or_default(),
+                    csv_cell(&note.unwrap_or_default()),
                 ]);
             }
             String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
@@ -351,11 +353,11 @@ pub fn accounts(
             for a in listed {
                 let note = skip(a).map_or_else(|| "yes".to_owned(), |why| format!("no: {why}"));
                 out.push_str(&line([
-                    &clip(&a.account, 20),
-                    &clip(&a.name, 20),
-                    &a.kind,
-                    &a.status,
-                    &note,
+                    &clip(&escape(&a.account), 20),
+                    &clip(&escape(&a.name), 20),
+                    &escape(&a.kind),
+                    &escape(&a.status),
+                    &escape(&note),
                 ]));
             }
             let sweep = listed.iter().filter(|a| skip(a).is_none()).count();
@@ -373,6 +375,11 @@ fn text(v: &Value) -> String {
         Value::Text(t) => t.clone(),
         Value::Blob(b) => hex::encode(b),
     }
+}
+
+/// Text from the database for a table: control characters shown (see [`escape`]).
+fn shown(v: &Value) -> String {
+    escape(&text(v)).into_owned()
 }
 
 /// A count in a table: `-` when unknown.
@@ -420,8 +427,8 @@ fn table(run: &Row, accounts: &[Row]) -> String {
     ]);
     for a in accounts {
         out.push_str(&line([
-            &clip(&text(field(a, "account")), 15),
-            &text(field(a, "status")),
+            &clip(&shown(field(a, "account")), 15),
+            &shown(field(a, "status")),
             &count(field(a, "open_before")),
             &count(field(a, "cancelled")),
             &count(field(a, "rejected")),
@@ -442,7 +449,7 @@ fn table(run: &Row, accounts: &[Row]) -> String {
     };
     out.push_str(&line([
         &format!("run {} total", text(field(run, "run_id"))),
-        &text(field(run, "status")),
+        &shown(field(run, "status")),
         &partial("open_before", "accounts_without_snapshot"),
         &count(field(run, "cancelled")),
         &count(field(run, "rejected")),
@@ -453,7 +460,7 @@ fn table(run: &Row, accounts: &[Row]) -> String {
         yes_no(field(run, "clean")),
     ]));
     if let Value::Text(reason) = field(run, "stop_reason") {
-        out.push_str(&format!("stopped: {reason}\n"));
+        out.push_str(&format!("stopped: {}\n", escape(reason)));
     }
     out
 }
@@ -466,6 +473,12 @@ fn clip(text: &str, width: usize) -> String {
         cut.push('~');
         cut
     }
+}
+
+/// A cell of a CSV written from what the database or the exchange holds: its control
+/// characters shown (see [`escape`]), and made safe from spreadsheets.
+pub(crate) fn csv_cell(text: &str) -> String {
+    spreadsheet_safe(escape(text).into_owned())
 }
 
 /// A cell a spreadsheet would run as a formula gets a leading apostrophe.
@@ -482,7 +495,7 @@ fn csv_text(rows: &[Row], columns: &[&str], total: Option<&Row>) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let _ = writer.write_record(columns);
     for r in rows {
-        let _ = writer.write_record(r.iter().map(|(_, v)| spreadsheet_safe(text(v))));
+        let _ = writer.write_record(r.iter().map(|(_, v)| csv_cell(&text(v))));
     }
     if let Some(run) = total {
         let cells = columns.iter().map(|c| match *c {
@@ -490,11 +503,11 @@ fn csv_text(rows: &[Row], columns: &[&str], total: Option<&Row>) -> String {
             "last_error" => run
                 .iter()
                 .find(|(name, _)| *name == "stop_reason")
-                .map_or(String::new(), |(_, v)| spreadsheet_safe(text(v))),
+                .map_or(String::new(), |(_, v)| csv_cell(&text(v))),
             other => run
                 .iter()
                 .find(|(name, _)| *name == other)
-                .map_or(String::new(), |(_, v)| spreadsheet_safe(text(v))),
+                .map_or(String::new(), |(_, v)| csv_cell(&text(v))),
         });
         let _ = writer.write_record(cells);
     }
