@@ -1,6 +1,5 @@
 //! Files other programs read while we may be writing them (the reports, the metrics file, the
-//! accounts CSV):
-//! written whole or not at all.
+//! accounts CSV): written whole or not at all.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
