@@ -219,7 +219,8 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
     };
     engine::plan(&credentials, &target, &config)?;
     if args.dry_run {
-        println!("{}", print_plan(&config, &target, &credentials));
+        let plan = print_plan(&config, &target, &credentials).to_string();
+        println!("{}", display::json_safe(&plan));
         return Ok(exit_code::OK);
     }
     let stopping = Stopping::default();
@@ -431,7 +432,7 @@ async fn run_config(
         "db": args.exchange.db.display().to_string(),
         "exit_code": exit_code,
     });
-    println!("{line}");
+    println!("{}", display::json_safe(&line.to_string()));
     let _ = std::io::stdout().flush();
     write_metrics(args, &outcomes);
     Ok(exit_code)
@@ -642,7 +643,7 @@ fn print_summary(summary: &SweepSummary) {
         )
     });
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{}", display::json_safe(&line));
     let _ = out.flush();
 }
 

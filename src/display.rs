@@ -59,6 +59,46 @@ fn needs_escape(c: char) -> bool {
         )
 }
 
+/// JSON text (serde_json's) with the characters [`escape`] shows that JSON itself leaves raw
+/// (DEL, the C1 controls, the bidi controls, the line separators) written as `\uXXXX` escapes:
+/// the same document to any JSON reader, nothing a terminal acts on when it is printed. They
+/// can only stand inside strings; C0 controls are left, serde_json has escaped those inside
+/// strings already, and any outside them is the document's own whitespace.
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    let escaped = |c: char| needs_escape(c) && u32::from(c) >= 0x7f;
+    if !json.chars().any(escaped) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if escaped(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Stderr for JSON logs, each record through [`json_safe`] (the formatter writes one whole
+/// record per call).
+struct JsonSafeStderr;
+
+impl std::io::Write for JsonSafeStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut stderr = std::io::stderr().lock();
+        match std::str::from_utf8(buf) {
+            Ok(text) => stderr.write_all(json_safe(text).as_bytes())?,
+            Err(_) => stderr.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Display {
@@ -121,8 +161,8 @@ pub fn init_logging(format: LogFormat, display: Display) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.fmt_fields(EscapedFields).init(),
-        // JSON escapes every control character itself.
-        LogFormat::Json => builder.json().init(),
+        // JSON escapes C0 controls itself, and json_safe the rest.
+        LogFormat::Json => builder.json().with_writer(|| JsonSafeStderr).init(),
     }
 }
 
@@ -350,6 +390,26 @@ mod tests {
         );
         // Letters of every script, and backslashes, are left as they are.
         assert_eq!(escape("Zürich 東京 ‎a\\b"), "Zürich 東京 \\u{200e}a\\b");
+    }
+
+    #[test]
+    fn json_keeps_its_meaning_and_loses_what_a_terminal_obeys() {
+        let value = serde_json::json!({"m": "a\u{1b}[2J\r\n\u{9b}31m\u{202e}b\u{2028}", "n": 1});
+        let text = value.to_string();
+        let safe = json_safe(&text);
+        assert!(
+            !safe.contains(['\u{9b}', '\u{202e}', '\u{2028}', '\u{1b}', '\r']),
+            "{safe}"
+        );
+        assert!(safe.contains("\\u009b31m\\u202eb\\u2028"), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, value);
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json_safe(&pretty)).unwrap(),
+            value
+        );
+        assert!(matches!(json_safe("{\"a\":\"b\"}"), Cow::Borrowed(_)));
     }
 
     /// A writer into a shared buffer, standing in for stderr.

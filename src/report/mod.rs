@@ -11,7 +11,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
-use crate::display::escape;
+use crate::display::{escape, json_safe};
 
 pub mod html;
 
@@ -219,7 +219,7 @@ pub fn render(
                 "run": to_json(&run),
                 "accounts": accounts.iter().map(to_json).collect::<Vec<_>>(),
             });
-            format!("{doc}\n")
+            format!("{}\n", json_safe(&doc.to_string()))
         }
         Format::Html => unreachable!("rendered above"),
     })
@@ -259,7 +259,10 @@ pub fn runs(
         rows.push(row);
     }
     Ok(match format {
-        Format::Json => format!("{}\n", Json::Array(rows.iter().map(to_json).collect())),
+        Format::Json => {
+            let doc = Json::Array(rows.iter().map(to_json).collect()).to_string();
+            format!("{}\n", json_safe(&doc))
+        }
         Format::Csv => csv_text(&rows, COLUMNS, None),
         // `runs` offers no html (the command line refuses it): a table, should it get here.
         Format::Table | Format::Html => {
@@ -323,7 +326,7 @@ pub fn accounts(
                     })
                 })
                 .collect();
-            format!("{}\n", Json::Array(rows))
+            format!("{}\n", json_safe(&Json::Array(rows).to_string()))
         }
         Format::Csv => {
             let mut writer = csv::Writer::from_writer(Vec::new());
