@@ -179,7 +179,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
         if record.iter().all(|c| c.is_empty()) {
             continue;
         }
-        let account = cell(Some(account_col))?.unwrap_or("");
+        let account = unguarded(cell(Some(account_col))?.unwrap_or(""));
         validate_nickname(account).map_err(|p| (Some(line), p))?;
         let enabled = match cell(enabled_col)? {
             None | Some("") => true,
@@ -190,7 +190,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
                 )
             })?,
         };
-        let note = cell(note_col)?.filter(|n| !n.is_empty()).map(str::to_owned);
+        let note = cell(note_col)?
+            .map(unguarded)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
         if entries.len() == MAX_ACCOUNTS {
             return Err((
                 Some(line),
@@ -425,38 +428,44 @@ pub fn excludes(names: &[String], file: Option<&Path>) -> Result<BTreeSet<String
 
 /// Writes the listing as an accounts CSV that `run --accounts` reads: custody and closed
 /// accounts (and excluded ones) written `enabled=false`, with the reason in `note`; entries whose
-/// nickname breaks the rule left out. Written to a
-/// temporary file beside `path` and renamed over it.
+/// nickname breaks the rule left out. Every cell that holds what the exchange wrote is made safe
+/// for a spreadsheet ([`crate::report`]'s CSV rule: control characters shown, a leading `=`, `+`,
+/// `-` or `@` behind an apostrophe, which [`parse`] drops again). Written like the reports: whole
+/// or not at all, mode 0600.
 pub fn write_csv(
     path: &Path,
     listed: &[ListedAccount],
     excluded: &BTreeSet<String>,
 ) -> std::io::Result<()> {
+    use crate::report::csv_cell;
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(["account", "enabled", "note", "name", "type", "status"])?;
     // A nickname that breaks the rule could not be read back, and can never be swept.
     for a in listed.iter().filter(|a| a.unusable.is_none()) {
         let reason = skip_reason(a, excluded);
         writer.write_record([
-            a.account.as_str(),
-            if reason.is_none() { "true" } else { "false" },
-            reason.as_deref().unwrap_or(""),
-            a.name.as_str(),
-            a.kind.as_str(),
-            a.status.as_str(),
+            csv_cell(&a.account),
+            if reason.is_none() { "true" } else { "false" }.to_owned(),
+            csv_cell(reason.as_deref().unwrap_or("")),
+            csv_cell(&a.name),
+            csv_cell(&a.kind),
+            csv_cell(&a.status),
         ])?;
     }
     let bytes = writer
         .into_inner()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path))
+    crate::report::atomic_file::write(path, &bytes, 0o600)
+}
+
+/// A cell as a spreadsheet (or [`write_csv`]) wrote it to keep it from being read as a
+/// formula, `'=...`, `'+...`, `'-...`, `'@...`, means the text after the apostrophe. No
+/// nickname has an apostrophe, so this cannot change what a valid cell names.
+fn unguarded(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
+    }
 }
 
 #[cfg(test)]
@@ -668,6 +677,57 @@ mod tests {
         let read = load(&path).unwrap();
         assert_eq!(read.len(), 1);
         assert_eq!(read[0].account, "desk-1");
+    }
+
+    #[test]
+    fn the_csv_written_is_safe_in_a_spreadsheet_and_reads_back_the_same() {
+        let mut hostile = listed("-desk.1", "=HYPERLINK(\"http://x\")", "open");
+        hostile.name = "@SUM(A1)\u{1b}[2J".into();
+        let mut plain = listed("desk-2", "exchange", "+open");
+        plain.name = "-1+1".into();
+        let listing = [hostile, plain, listed("desk-3", "exchange", "open")];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.csv");
+        write_csv(&path, &listing, &BTreeSet::new()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        for record in reader.records() {
+            for cell in record.unwrap().iter() {
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "{cell:?} in {text}"
+                );
+                assert!(!cell.contains('\u{1b}'), "{cell:?}");
+            }
+        }
+        let read = load(&path).unwrap();
+        let expected = from_listing(&listing, &BTreeSet::new());
+        assert_eq!(
+            read.iter()
+                .map(|e| (e.account.as_str(), e.enabled, e.note.as_deref()))
+                .collect::<Vec<_>>(),
+            expected
+                .iter()
+                .map(|e| (e.account.as_str(), e.enabled, e.note.as_deref()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(read[0].account, "-desk.1");
+        assert!(!read[0].enabled && !read[1].enabled && read[2].enabled);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    #[test]
+    fn an_apostrophe_guarding_a_formula_is_dropped_on_reading() {
+        let entries = ok("account,note\n'-desk,'=not a formula\nplain,'quoted\n");
+        assert_eq!(entries[0].account, "-desk");
+        assert_eq!(entries[0].note.as_deref(), Some("=not a formula"));
+        assert_eq!(entries[1].note.as_deref(), Some("'quoted"));
+        assert!(err(b"account\n'desk\n").1.contains("'\\''"));
     }
 
     #[test]

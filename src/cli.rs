@@ -35,7 +35,7 @@ pub fn main() -> i32 {
             // One line, like every other error (clap's tip and usage lines are dropped).
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see --help)");
+            eprintln!("{} (see --help)", display::escape(first));
             return exit_code::BAD_INPUT;
         }
     };
@@ -81,8 +81,9 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line, whatever the log format: the README promises it.
-            eprintln!("error: {e}");
+            // One line, whatever the log format (the README promises it), whatever the exchange
+            // wrote into the message.
+            eprintln!("error: {}", display::escape(&e.to_string()));
             e.exit_code()
         }
     }
@@ -218,7 +219,8 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
     };
     engine::plan(&credentials, &target, &config)?;
     if args.dry_run {
-        println!("{}", print_plan(&config, &target, &credentials));
+        let plan = print_plan(&config, &target, &credentials).to_string();
+        println!("{}", display::json_safe(&plan));
         return Ok(exit_code::OK);
     }
     let stopping = Stopping::default();
@@ -402,7 +404,7 @@ async fn run_config(
             }
             Err(e) => {
                 let group = names.get(i).cloned().unwrap_or_default();
-                eprintln!("error: group {group}: {e}");
+                eprintln!("error: group {group}: {}", display::escape(&e.to_string()));
                 codes.push(e.exit_code());
                 entries.push(serde_json::json!({
                     "group": group,
@@ -430,7 +432,7 @@ async fn run_config(
         "db": args.exchange.db.display().to_string(),
         "exit_code": exit_code,
     });
-    println!("{line}");
+    println!("{}", display::json_safe(&line.to_string()));
     let _ = std::io::stdout().flush();
     write_metrics(args, &outcomes);
     Ok(exit_code)
@@ -579,7 +581,8 @@ fn print_plan(
     let seconds = requests.saturating_sub(config.burst as usize) as f64 / config.rate;
     for (account, enabled) in &names {
         eprintln!(
-            "  {account:<24} {}",
+            "  {:<24} {}",
+            display::escape(account),
             if *enabled {
                 "sweep"
             } else {
@@ -667,7 +670,7 @@ fn print_summary(summary: &SweepSummary) {
         )
     });
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{}", display::json_safe(&line));
     let _ = out.flush();
 }
 

@@ -1,22 +1,103 @@
 //! What the operator sees while a job runs: on a terminal, a progress bar with log lines printed
 //! above it; elsewhere (cron, systemd, Airflow), a progress record in the log every few seconds
-//! and never an escape code.
+//! and never an escape code. Whatever came from outside (an exchange's message, an account's
+//! name) reaches a terminal, a log line or a text report through [`escape`], so that it cannot
+//! move the cursor, start a line of its own or turn the text around it backwards.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::field::{Field, Visit};
 use tracing_indicatif::IndicatifLayer;
 use tracing_indicatif::filter::IndicatifFilter;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 use tracing_subscriber::Layer;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 use crate::engine::{Progress, ProgressCounts};
+
+/// `text` with every character that would act on a terminal or a reader instead of showing
+/// written as a visible escape: `\n`, `\r`, `\t`, `\0`, and `\u{1b}` for the other C0 and C1
+/// controls and DEL, the bidirectional overrides, embeddings, isolates and marks (which reorder
+/// what follows them on screen), and the Unicode line and paragraph separators (which some
+/// viewers break lines at). Everything else, backslashes included, is left as it is.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push_str("\\0"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// JSON text (serde_json's) with the characters [`escape`] shows that JSON itself leaves raw
+/// (DEL, the C1 controls, the bidi controls, the line separators) written as `\uXXXX` escapes:
+/// the same document to any JSON reader, nothing a terminal acts on when it is printed. They
+/// can only stand inside strings; C0 controls are left, serde_json has escaped those inside
+/// strings already, and any outside them is the document's own whitespace.
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    let escaped = |c: char| needs_escape(c) && u32::from(c) >= 0x7f;
+    if !json.chars().any(escaped) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if escaped(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Stderr for JSON logs, each record through [`json_safe`] (the formatter writes one whole
+/// record per call).
+struct JsonSafeStderr;
+
+impl std::io::Write for JsonSafeStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut stderr = std::io::stderr().lock();
+        match std::str::from_utf8(buf) {
+            Ok(text) => stderr.write_all(json_safe(text).as_bytes())?,
+            Err(_) => stderr.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,6 +144,7 @@ pub fn init_logging(format: LogFormat, display: Display) {
     if display == Display::Bar {
         let bars: IndicatifLayer<_> = IndicatifLayer::new();
         let logs = tracing_subscriber::fmt::layer()
+            .fmt_fields(EscapedFields)
             .with_ansi(ansi)
             .with_writer(bars.get_stderr_writer())
             .with_filter(filter());
@@ -78,8 +160,73 @@ pub fn init_logging(format: LogFormat, display: Display) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.fmt_fields(EscapedFields).init(),
+        // JSON escapes C0 controls itself, and json_safe the rest.
+        LogFormat::Json => builder.json().with_writer(|| JsonSafeStderr).init(),
+    }
+}
+
+/// Human log fields, the message among them, each through [`escape`]: an exchange's message
+/// is logged as it came, and a CR/LF in it must not start a log line of its own (a forged
+/// `all clean` in the cron log) nor an escape sequence act on the terminal. Otherwise the
+/// lines read as tracing's own: `message field="text" field=42`.
+struct EscapedFields;
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            result: Ok(()),
+            first: true,
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'writer> {
+    writer: Writer<'writer>,
+    result: fmt::Result,
+    first: bool,
+}
+
+impl EscapingVisitor<'_> {
+    fn emit(&mut self, field: &Field, text: &str) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        let text = escape(text);
+        self.result = if name == "message" {
+            write!(self.writer, "{separator}{text}")
+        } else if self.writer.has_ansi_escapes() {
+            write!(
+                self.writer,
+                "{separator}\x1b[3m{name}\x1b[0m\x1b[2m=\x1b[0m{text}"
+            )
+        } else {
+            write!(self.writer, "{separator}{name}={text}")
+        };
+    }
+}
+
+impl Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.emit(field, value);
+        } else {
+            // Quoted, as tracing's default shows a string field.
+            self.emit(field, &format!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.emit(field, &format!("{value:?}"));
     }
 }
 
@@ -222,6 +369,115 @@ impl RequestRate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outside_text_cannot_act_on_the_terminal() {
+        assert!(matches!(
+            escape("acct-1 refused: Trader role"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape("a\u{1b}]0;pwned\u{7}\u{1b}[2J\0b\r\nFAKE\tc\u{7f}\u{85}\u{9b}"),
+            "a\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\0b\\r\\nFAKE\\tc\\u{7f}\\u{85}\\u{9b}"
+        );
+        assert_eq!(
+            escape("\u{202a}\u{202b}\u{202c}\u{202d}\u{202e}\u{2066}\u{2067}\u{2068}\u{2069}"),
+            "\\u{202a}\\u{202b}\\u{202c}\\u{202d}\\u{202e}\\u{2066}\\u{2067}\\u{2068}\\u{2069}"
+        );
+        assert_eq!(
+            escape("\u{200e}\u{200f}\u{61c}\u{2028}\u{2029}"),
+            "\\u{200e}\\u{200f}\\u{61c}\\u{2028}\\u{2029}"
+        );
+        // Letters of every script, and backslashes, are left as they are.
+        assert_eq!(escape("Zürich 東京 ‎a\\b"), "Zürich 東京 \\u{200e}a\\b");
+    }
+
+    #[test]
+    fn json_keeps_its_meaning_and_loses_what_a_terminal_obeys() {
+        let value = serde_json::json!({"m": "a\u{1b}[2J\r\n\u{9b}31m\u{202e}b\u{2028}", "n": 1});
+        let text = value.to_string();
+        let safe = json_safe(&text);
+        assert!(
+            !safe.contains(['\u{9b}', '\u{202e}', '\u{2028}', '\u{1b}', '\r']),
+            "{safe}"
+        );
+        assert!(safe.contains("\\u009b31m\\u202eb\\u2028"), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, value);
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json_safe(&pretty)).unwrap(),
+            value
+        );
+        assert!(matches!(json_safe("{\"a\":\"b\"}"), Cow::Borrowed(_)));
+    }
+
+    /// A writer into a shared buffer, standing in for stderr.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_human_log_line_stays_one_line_whatever_the_exchange_wrote() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(EscapedFields)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let message = "bad key\r\nFAKE LOG LINE: all clean\u{1b}[2J";
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("group", name = "desk\nA");
+            let _entered = span.enter();
+            tracing::error!("{message}; no further request");
+            // A field named `message` is shown bare, as tracing's own formatter shows it.
+            tracing::warn!(
+                reason = "Invalid\u{202e}Nonce",
+                message,
+                count = 3,
+                "refused"
+            );
+            let error = std::io::Error::other("disk\rfull");
+            tracing::error!(error = %error, "aborted");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(!text.contains(['\r', '\u{1b}', '\u{202e}']), "{text:?}");
+        assert!(
+            lines[0]
+                .ends_with("bad key\\r\\nFAKE LOG LINE: all clean\\u{1b}[2J; no further request"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains("group{name=\"desk\\nA\"}"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(
+                "refused reason=\"Invalid\\u{202e}Nonce\" bad key\\r\\nFAKE LOG LINE: all clean\\u{1b}[2J count=3"
+            ),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].ends_with("aborted error=disk\\rfull"),
+            "{}",
+            lines[2]
+        );
+    }
 
     #[test]
     fn eta_follows_the_pace_so_far() {

@@ -47,6 +47,9 @@ impl Endpoint {
 
 /// How much of a reply is kept for the audit trail.
 pub const RECORDED_BODY_BYTES: usize = 4 * 1024;
+/// How much of a reply is read for it: more than is kept, so that a key quoted across the cut
+/// is whole when it is redacted.
+const HEAD_BYTES: usize = 2 * RECORDED_BODY_BYTES;
 /// Successful replies up to this size are parsed in memory; larger ones are streamed.
 const IN_MEMORY_BYTES: usize = 1024 * 1024;
 /// Error replies are read this far (the JSON error is small; an HTML page is not worth more).
@@ -158,7 +161,7 @@ impl ExchangeClient {
     /// Some replies quote the key (MissingRole: "...roles [Trader] to API key master-..."); the
     /// audit trail and the logs get its fingerprint instead.
     fn redact(&self, text: &str) -> String {
-        text.replace(&self.credentials.key, &self.key_fingerprint)
+        redact_key(text, &self.credentials.key, &self.key_fingerprint)
     }
 
     fn redact_verdict(&self, verdict: Verdict) -> Verdict {
@@ -268,15 +271,53 @@ impl ExchangeClient {
             drop(spill);
             read_error(response, deadline, status, retry_after, location.as_deref()).await
         };
-        let head = &read.head[..read.head.len().min(RECORDED_BODY_BYTES)];
+        let head = &read.head[..read.head.len().min(HEAD_BYTES)];
+        let (body, body_truncated) = recorded_body(
+            head,
+            !read.more && head.len() == read.head.len(),
+            &self.credentials.key,
+            &self.key_fingerprint,
+        );
         Exchanged {
             latency: started.elapsed(),
             http_status: Some(status),
-            body: Some(self.redact(&String::from_utf8_lossy(head))),
-            body_truncated: read.head.len() > RECORDED_BODY_BYTES || read.more,
+            body: Some(body),
+            body_truncated,
             verdict: self.redact_verdict(read.verdict),
         }
     }
+}
+
+fn redact_key(text: &str, key: &str, fingerprint: &str) -> String {
+    if key.is_empty() {
+        return text.to_owned();
+    }
+    text.replace(key, fingerprint)
+}
+
+/// What the audit trail keeps of a reply whose first bytes are `head` (`complete`: the whole
+/// reply), and whether that is less than the reply: the key redacted, then the text cut to
+/// [`RECORDED_BODY_BYTES`] on a character boundary. Cut first, a key quoted across the cut
+/// would keep its first characters; and a head that ends inside a quoted key (the rest was not
+/// read) loses that start of the key too.
+fn recorded_body(head: &[u8], complete: bool, key: &str, fingerprint: &str) -> (String, bool) {
+    let mut text = redact_key(&String::from_utf8_lossy(head), key, fingerprint);
+    if !complete {
+        let partial = (1..key.len())
+            .rev()
+            .filter(|&i| key.is_char_boundary(i))
+            .find(|&i| text.ends_with(&key[..i]));
+        if let Some(i) = partial {
+            text.truncate(text.len() - i);
+        }
+    }
+    let mut cut = text.len().min(RECORDED_BODY_BYTES);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let truncated = !complete || cut < text.len();
+    text.truncate(cut);
+    (text, truncated)
 }
 
 /// When a reply must be complete: `timeout` after sending, plus a second per MiB received.
@@ -300,7 +341,7 @@ impl Deadline {
 struct Read {
     /// The reply's first bytes (at least what the audit trail keeps).
     head: Vec<u8>,
-    /// More followed than `head` holds.
+    /// `head` is not the whole reply: more followed, or the rest never came.
     more: bool,
     verdict: Verdict,
 }
@@ -340,8 +381,11 @@ async fn read_error(
     let mut more = false;
     loop {
         match tokio::time::timeout_at(deadline.after(body.len() as u64), response.chunk()).await {
-            Err(_) => break,
-            Ok(Err(_)) | Ok(Ok(None)) => break,
+            Ok(Ok(None)) => break,
+            Err(_) | Ok(Err(_)) => {
+                more = true;
+                break;
+            }
             Ok(Ok(Some(chunk))) => {
                 let room = ERROR_BODY_BYTES - body.len();
                 body.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -376,11 +420,8 @@ async fn read_ok(
                 return buffer_head(buffer, true, verdict);
             }
             Ok(Err(e)) => {
-                return Read {
-                    head: buffer,
-                    more: false,
-                    verdict: broken(&e),
-                };
+                let verdict = broken(&e);
+                return buffer_head(buffer, true, verdict);
             }
             Ok(Ok(None)) => {
                 let verdict = reply::parse_ok(expect, &buffer)
@@ -402,7 +443,7 @@ async fn read_ok(
 }
 
 fn buffer_head(mut buffer: Vec<u8>, more: bool, verdict: Verdict) -> Read {
-    buffer.truncate(RECORDED_BODY_BYTES + 1);
+    buffer.truncate(HEAD_BYTES);
     Read {
         head: buffer,
         more,
@@ -429,7 +470,7 @@ async fn stream_ok(
         reply::parse_streaming(expect, ChannelReader::new(bytes_rx), &mut spill)
     });
     let mut received = first.len() as u64;
-    let head = first[..RECORDED_BODY_BYTES].to_vec();
+    let head = first[..HEAD_BYTES].to_vec();
     let mut failure = None;
     if bytes_tx.send(first.into()).await.is_ok() {
         loop {
@@ -534,6 +575,36 @@ mod tests {
         assert!(!shown.contains("AbCdEf123"));
         assert!(creds.fingerprint().starts_with("master:"));
         assert!(creds.is_master());
+    }
+
+    #[test]
+    fn a_key_quoted_across_the_cut_is_redacted_whole() {
+        let key = "master-AbCdEf1234567890xyz";
+        let fingerprint = "master:0011223344556677";
+        for start in RECORDED_BODY_BYTES - key.len()..=RECORDED_BODY_BYTES {
+            let mut body = "é".repeat(start / 2);
+            body.push_str(&"x".repeat(start - body.len()));
+            body.push_str(key);
+            body.push_str(&"y".repeat(100));
+            let (kept, truncated) = recorded_body(body.as_bytes(), true, key, fingerprint);
+            assert!(truncated, "{start}");
+            assert!(kept.len() <= RECORDED_BODY_BYTES, "{start}");
+            assert!(!kept.contains("master-"), "key start kept at {start}");
+            assert!(kept.starts_with("é"), "{start}");
+        }
+        // A reply read only in part may end inside the key: that start of it goes too.
+        let head = format!("{{\"message\":\"{}", &key[..12]);
+        let (kept, truncated) = recorded_body(head.as_bytes(), false, key, fingerprint);
+        assert_eq!(kept, "{\"message\":\"");
+        assert!(truncated);
+        // A whole short reply is kept whole, redacted.
+        let whole = format!("{{\"message\":\"{key} lacks a role\"}}");
+        let (kept, truncated) = recorded_body(whole.as_bytes(), true, key, fingerprint);
+        assert_eq!(
+            kept,
+            format!("{{\"message\":\"{fingerprint} lacks a role\"}}")
+        );
+        assert!(!truncated);
     }
 
     #[test]

@@ -746,19 +746,59 @@ impl KeySource<'_> {
     }
 }
 
+/// The most an API secret file may hold: a secret is a few dozen characters on line 1.
+pub const MAX_SECRET_FILE_BYTES: u64 = 4 * 1024;
+
+/// The secret on the first line of `path`, a regular file of at most
+/// [`MAX_SECRET_FILE_BYTES`]. Anything else is refused before a byte is read: opening a FIFO
+/// would wait for a writer forever, and a device such as /dev/zero never ends.
 fn read_secret_file(path: &Path) -> Result<String, Error> {
+    use std::io::Read as _;
     let unreadable = |reason: String| Error::UnreadableInput {
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| unreadable(format!("cannot read the API secret file ({e})")))?;
+    let cannot_read = |e: std::io::Error| {
+        unreadable(format!(
+            "cannot read the API secret file ({e}); check the path and its permissions"
+        ))
+    };
+    let acceptable = |meta: &std::fs::Metadata| -> Result<(), Error> {
+        if !meta.is_file() {
+            return Err(unreadable(format!(
+                "the API secret file is {}, not a regular file; put the secret on the first line of a file (chmod 600)",
+                file_kind(meta)
+            )));
+        }
+        if meta.len() > MAX_SECRET_FILE_BYTES {
+            return Err(unreadable(format!(
+                "the API secret file is {} bytes (at most {MAX_SECRET_FILE_BYTES}); it holds the secret on its first line: is this the right file?",
+                meta.len()
+            )));
+        }
+        Ok(())
+    };
+    // Checked before opening (the open itself would block on a FIFO), then again on what was
+    // opened, in case the path changed in between; the read is bounded whatever the size says.
+    acceptable(&std::fs::metadata(path).map_err(cannot_read)?)?;
+    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    let meta = file.metadata().map_err(cannot_read)?;
+    acceptable(&meta)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(unreadable(format!(
+            "the API secret file holds more than {MAX_SECRET_FILE_BYTES} bytes; it holds the secret on its first line: is this the right file?"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| unreadable("the API secret file is not UTF-8 text".into()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
+        if meta.permissions().mode() & 0o077 != 0 {
             tracing::warn!(
                 file = %path.display(),
                 "the API secret file is readable by group or others; chmod 600 it"
@@ -772,6 +812,31 @@ fn read_secret_file(path: &Path) -> Result<String, Error> {
         ));
     }
     Ok(secret)
+}
+
+/// What a path that is not a regular file is, for the message.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    "a special file"
 }
 
 #[cfg(test)]
@@ -861,5 +926,30 @@ mod tests {
         assert_eq!(creds.secret.expose_secret(), "line-one");
         std::fs::write(&file, "\n").unwrap();
         assert!(load_credentials(Some(&file), &env).is_err());
+    }
+
+    #[test]
+    fn a_secret_file_is_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = |name: &str| (name == ENV_API_KEY).then(|| "master-abc".to_string());
+        let refused = |path: &Path| {
+            let err = load_credentials(Some(path), &env).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::exit_code::BAD_INPUT, "{err}");
+            err.to_string()
+        };
+        let msg = refused(dir.path());
+        assert!(msg.contains("a directory, not a regular file"), "{msg}");
+        let big = dir.path().join("big");
+        let mut text = "s3cret\n".to_string();
+        text.push_str(&"#".repeat(MAX_SECRET_FILE_BYTES as usize));
+        std::fs::write(&big, &text).unwrap();
+        let msg = refused(&big);
+        assert!(msg.contains("at most 4096"), "{msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
+        #[cfg(unix)]
+        {
+            let msg = refused(Path::new("/dev/zero"));
+            assert!(msg.contains("a character device"), "{msg}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Files other programs read while we may be writing them (the HTML report, the metrics file):
-//! written whole or not at all.
+//! Files other programs read while we may be writing them (the reports, the metrics file, the
+//! accounts CSV): written whole or not at all.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,5 +75,38 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no temporary file is left behind");
         assert!(write(&dir.path().join("missing/report.html"), b"x", 0o600).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let path = dir.path().join("group.csv");
+        for attempt in 0..3 {
+            let tmp = dir
+                .path()
+                .join(format!(".group.csv.{}.{attempt}.tmp", std::process::id()));
+            std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        }
+        write(&path, b"account\n", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file(), "{meta:?}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "account\n");
+    }
+
+    #[test]
+    fn a_directory_in_the_way_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        assert!(write(&target, b"x", 0o600).is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["out"]);
     }
 }

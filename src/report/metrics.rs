@@ -220,12 +220,14 @@ fn last_clean_sweep(conn: &Connection, group: &str) -> rusqlite::Result<Option<f
     Ok(None)
 }
 
-/// Label values may hold what the exchange wrote (a reason); the format escapes \, " and newline.
+/// Label values may hold what the exchange wrote (a reason). Its newlines and other control
+/// characters become visible escapes first, like everywhere else (the format would take most of
+/// them raw, the terminal of whoever reads the file would not); then the format's own `\` and
+/// `"` escapes.
 fn escape_label(value: &str) -> String {
-    value
+    crate::display::escape(value)
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Checks before the run that the file can be written where it is meant to go.
@@ -262,7 +264,8 @@ mod tests {
 
     #[test]
     fn label_values_from_the_exchange_cannot_break_the_format() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\\\nd");
+        assert_eq!(escape_label("x\u{1b}[2J"), "x\\\\u{1b}[2J");
     }
 
     #[test]

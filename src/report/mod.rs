@@ -11,6 +11,8 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
+use crate::display::{escape, json_safe};
+
 pub mod html;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -217,7 +219,7 @@ pub fn render(
                 "run": to_json(&run),
                 "accounts": accounts.iter().map(to_json).collect::<Vec<_>>(),
             });
-            format!("{doc}\n")
+            format!("{}\n", json_safe(&doc.to_string()))
         }
         Format::Html => unreachable!("rendered above"),
     })
@@ -257,7 +259,10 @@ pub fn runs(
         rows.push(row);
     }
     Ok(match format {
-        Format::Json => format!("{}\n", Json::Array(rows.iter().map(to_json).collect())),
+        Format::Json => {
+            let doc = Json::Array(rows.iter().map(to_json).collect()).to_string();
+            format!("{}\n", json_safe(&doc))
+        }
         Format::Csv => csv_text(&rows, COLUMNS, None),
         // `runs` offers no html (the command line refuses it): a table, should it get here.
         Format::Table | Format::Html => {
@@ -284,10 +289,10 @@ pub fn runs(
                 };
                 out.push_str(&line([
                     &text(field(r, "run_id")),
-                    &clip(&text(field(r, "group_name")), 10),
-                    &text(field(r, "started_at")),
+                    &clip(&shown(field(r, "group_name")), 10),
+                    &shown(field(r, "started_at")),
                     &duration,
-                    &text(field(r, "status")),
+                    &shown(field(r, "status")),
                     &text(field(r, "accounts")),
                     &text(field(r, "accounts_clean")),
                     yes_no(field(r, "clean")),
@@ -321,7 +326,7 @@ pub fn accounts(
                     })
                 })
                 .collect();
-            format!("{}\n", Json::Array(rows))
+            format!("{}\n", json_safe(&Json::Array(rows).to_string()))
         }
         Format::Csv => {
             let mut writer = csv::Writer::from_writer(Vec::new());
@@ -329,12 +334,12 @@ pub fn accounts(
             for a in listed {
                 let note = skip(a);
                 let _ = writer.write_record([
-                    spreadsheet_safe(a.account.clone()),
-                    spreadsheet_safe(a.name.clone()),
-                    a.kind.clone(),
-                    a.status.clone(),
+                    csv_cell(&a.account),
+                    csv_cell(&a.name),
+                    csv_cell(&a.kind),
+                    csv_cell(&a.status),
                     note.is_none().to_string(),
-                    note.unwrap_or_default(),
+                    csv_cell(&note.unwrap_or_default()),
                 ]);
             }
             String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
@@ -351,11 +356,11 @@ pub fn accounts(
             for a in listed {
                 let note = skip(a).map_or_else(|| "yes".to_owned(), |why| format!("no: {why}"));
                 out.push_str(&line([
-                    &clip(&a.account, 20),
-                    &clip(&a.name, 20),
-                    &a.kind,
-                    &a.status,
-                    &note,
+                    &clip(&escape(&a.account), 20),
+                    &clip(&escape(&a.name), 20),
+                    &escape(&a.kind),
+                    &escape(&a.status),
+                    &escape(&note),
                 ]));
             }
             let sweep = listed.iter().filter(|a| skip(a).is_none()).count();
@@ -373,6 +378,11 @@ fn text(v: &Value) -> String {
         Value::Text(t) => t.clone(),
         Value::Blob(b) => hex::encode(b),
     }
+}
+
+/// Text from the database for a table: control characters shown (see [`escape`]).
+fn shown(v: &Value) -> String {
+    escape(&text(v)).into_owned()
 }
 
 /// A count in a table: `-` when unknown.
@@ -420,8 +430,8 @@ fn table(run: &Row, accounts: &[Row]) -> String {
     ]);
     for a in accounts {
         out.push_str(&line([
-            &clip(&text(field(a, "account")), 15),
-            &text(field(a, "status")),
+            &clip(&shown(field(a, "account")), 15),
+            &shown(field(a, "status")),
             &count(field(a, "open_before")),
             &count(field(a, "cancelled")),
             &count(field(a, "rejected")),
@@ -442,7 +452,7 @@ fn table(run: &Row, accounts: &[Row]) -> String {
     };
     out.push_str(&line([
         &format!("run {} total", text(field(run, "run_id"))),
-        &text(field(run, "status")),
+        &shown(field(run, "status")),
         &partial("open_before", "accounts_without_snapshot"),
         &count(field(run, "cancelled")),
         &count(field(run, "rejected")),
@@ -453,7 +463,7 @@ fn table(run: &Row, accounts: &[Row]) -> String {
         yes_no(field(run, "clean")),
     ]));
     if let Value::Text(reason) = field(run, "stop_reason") {
-        out.push_str(&format!("stopped: {reason}\n"));
+        out.push_str(&format!("stopped: {}\n", escape(reason)));
     }
     out
 }
@@ -466,6 +476,12 @@ fn clip(text: &str, width: usize) -> String {
         cut.push('~');
         cut
     }
+}
+
+/// A cell of a CSV written from what the database or the exchange holds: its control
+/// characters shown (see [`escape`]), and made safe from spreadsheets.
+pub(crate) fn csv_cell(text: &str) -> String {
+    spreadsheet_safe(escape(text).into_owned())
 }
 
 /// A cell a spreadsheet would run as a formula gets a leading apostrophe.
@@ -482,7 +498,7 @@ fn csv_text(rows: &[Row], columns: &[&str], total: Option<&Row>) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let _ = writer.write_record(columns);
     for r in rows {
-        let _ = writer.write_record(r.iter().map(|(_, v)| spreadsheet_safe(text(v))));
+        let _ = writer.write_record(r.iter().map(|(_, v)| csv_cell(&text(v))));
     }
     if let Some(run) = total {
         let cells = columns.iter().map(|c| match *c {
@@ -490,11 +506,11 @@ fn csv_text(rows: &[Row], columns: &[&str], total: Option<&Row>) -> String {
             "last_error" => run
                 .iter()
                 .find(|(name, _)| *name == "stop_reason")
-                .map_or(String::new(), |(_, v)| spreadsheet_safe(text(v))),
+                .map_or(String::new(), |(_, v)| csv_cell(&text(v))),
             other => run
                 .iter()
                 .find(|(name, _)| *name == other)
-                .map_or(String::new(), |(_, v)| spreadsheet_safe(text(v))),
+                .map_or(String::new(), |(_, v)| csv_cell(&text(v))),
         });
         let _ = writer.write_record(cells);
     }
