@@ -306,6 +306,11 @@ async fn lines(progress: Arc<Progress>, every: Duration, done: CancellationToken
             _ = done.cancelled() => return,
         }
         let counts = progress.counts();
+        // Before the run has its accounts (opening the database, say) there is nothing to say,
+        // and "0/0 accounts" would read as an empty run.
+        if counts.accounts_total == 0 && counts.requests == 0 {
+            continue;
+        }
         let per_second = rate.update(counts.requests);
         let eta = eta_secs(&counts, started.elapsed());
         tracing::info!(
