@@ -323,6 +323,15 @@ async fn open_session(
 ) -> Result<session::KeySession, Error> {
     let high_water = store.nonce_high_water(&credentials.fingerprint()).await?;
     let nonces = Arc::new(NonceSource::new(config.nonce_mode, clock, high_water));
+    if let Some(mark) = nonces.ignored_mark_us() {
+        let ahead = mark.saturating_sub(nonces.now_us()) as f64 / 1e6;
+        tracing::warn!(
+            key = %credentials.fingerprint(),
+            mark = %crate::client::Nonce { value_us: mark, mode: config.nonce_mode },
+            "the database's nonce mark for this time-mode key is {ahead:.0} s ahead of this machine's clock, beyond the exchange's {} s window (a machine with a clock running ahead used the key?); nonces start from the clock instead. If this machine's clock is the wrong one, the exchange will refuse them: fix it (NTP)",
+            crate::client::nonce::TIME_WINDOW_US / 1_000_000
+        );
+    }
     let client = ExchangeClient::new(
         &ClientOptions {
             base_url: config.base_url(),

@@ -499,12 +499,14 @@ impl KeySession {
                 }
             }
             Verdict::KeyRefused { reason, message } => {
+                let on = match phase {
+                    // The group's listing names no account.
+                    Phase::Discover => "while listing the group's accounts".to_owned(),
+                    _ => format!("on the {} of {account}", phase.as_str()),
+                };
                 self.halt.trigger(
                     true,
-                    format!(
-                        "the exchange refused the key ({reason}: {message}) on the {} of {account}",
-                        phase.as_str()
-                    ),
+                    format!("the exchange refused the key ({reason}: {message}) {on}"),
                 );
             }
         }

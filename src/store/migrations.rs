@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_discovery.sql",
         include_str!("../../migrations/0004_discovery.sql"),
     ),
+    (
+        5,
+        "0005_empty_runs.sql",
+        include_str!("../../migrations/0005_empty_runs.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {
