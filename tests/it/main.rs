@@ -18,6 +18,7 @@ mod parsers_never_panic;
 mod progress;
 mod reconcile;
 mod report_html;
+mod run_record;
 mod scheduling;
 mod security;
 mod shell;
