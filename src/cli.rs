@@ -531,6 +531,7 @@ fn resume_target(
             wall_ms: 0,
             db: args.exchange.db.display().to_string(),
             nothing_to_resume: true,
+            record_unwritten: false,
         }));
     }
     tracing::info!(

@@ -7,7 +7,7 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::discard_rows;
 use super::{AccountStatus, Failure, Phase, RunStatus, Store, epoch_ms, utc_text};
@@ -298,7 +298,11 @@ impl Store {
     /// read; the run and the invocation record it. Returns the status and the exit code.
     pub async fn settle(&self, settle: Settle) -> Result<(RunStatus, i32), Error> {
         let now = now_ms();
-        self.exec(move |c| {
+        let unsent = self.unsent.clone();
+        let work = move |c: &Connection| {
+            // Read when the job runs: attempts found unsent until then are all in.
+            let never_left = super::unsent_of(&unsent, Some(settle.invocation_id));
+            forget_unsent(c, settle.invocation_id, &never_left)?;
             abandon_in_flight(c, "invocation_id = ?1", settle.invocation_id)?;
             let status = if settle.aborted {
                 RunStatus::Aborted
@@ -346,9 +350,54 @@ impl Store {
                 ],
             )?;
             Ok((status, exit_code))
-        })
-        .await
+        };
+        let options = super::writer::JobOptions {
+            last_word: true,
+            ..Default::default()
+        };
+        self.writer
+            .exec_with(work, options)
+            .await
+            .map_err(|e| super::store_error(&self.path, e))
     }
+}
+
+/// Removes the write-ahead rows of attempts that never left (the run stopped between recording
+/// a request and sending it), and what recording them counted on their account.
+fn forget_unsent(c: &Connection, invocation_id: i64, attempt_ids: &[i64]) -> rusqlite::Result<()> {
+    for &attempt_id in attempt_ids {
+        let found = c
+            .query_row(
+                "SELECT run_id, account, phase FROM attempts
+                 WHERE attempt_id = ?1 AND invocation_id = ?2 AND outcome = 'in_flight'",
+                params![attempt_id, invocation_id],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<i64>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((run_id, account, phase)) = found else {
+            continue;
+        };
+        c.execute("DELETE FROM attempts WHERE attempt_id = ?1", [attempt_id])?;
+        if phase == Phase::Discover.as_str() {
+            continue;
+        }
+        c.execute(
+            "UPDATE run_accounts SET attempts = max(attempts - 1, 0),
+                last_cancel_attempt_id = CASE WHEN last_cancel_attempt_id = ?3
+                    THEN (SELECT max(attempt_id) FROM attempts
+                          WHERE run_id = ?1 AND account = ?2 AND phase = 'cancel')
+                    ELSE last_cancel_attempt_id END
+             WHERE run_id = ?1 AND account = ?2",
+            params![run_id, account, attempt_id],
+        )?;
+    }
+    Ok(())
 }
 
 fn insert_invocation(

@@ -219,3 +219,157 @@ async fn a_key_of_no_known_form_is_stored_and_logged_only_as_a_hash() {
         }
     }
 }
+
+/// Waits for `condition`, checking often, within the suite's bound.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_aborted_by_a_locked_database_prints_its_summary_and_reads_aborted() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+
+    // Every account answers 500 at once and is retried: the run keeps writing, and cannot end
+    // on its own within the test's bound (100 attempts each, with back-off).
+    let mut config = sim_config(4);
+    config.faults.failing_accounts = (1..=4).map(|i| format!("acct-{i:04}")).collect();
+    let server = start(config).await;
+    let (ws, mut args) = sweep_setup(&server);
+    let timeout = args.iter().position(|a| a == "--timeout").unwrap();
+    // Requests already recorded get all the time they need to come back: each one that was
+    // recorded reaches the exchange, whatever the machine's load.
+    args[timeout + 1] = "600".into();
+    args.extend(
+        [
+            "--rate",
+            "1000",
+            "--concurrency",
+            "4",
+            "--max-attempts",
+            "100",
+            "--grace",
+            "600",
+        ]
+        .map(String::from),
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gemini-sweep"))
+        .args(&args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("GEMINI_API_KEY", KEY)
+        .env("GEMINI_API_SECRET", SECRET)
+        // The test-only knob: give up on the locked database after 0.3 s, not 120 s. The
+        // run's last word (its settlement) still waits the full 120 s.
+        .env("GEMINI_SWEEP_BUSY_PATIENCE_MS", "300")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let mut stdout = child.stdout.take().unwrap();
+    let stdout = tokio::spawn(async move {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).await.unwrap();
+        text
+    });
+
+    // Once the run has recorded requests, an auditor's connection takes the write lock.
+    let recorded = || {
+        rusqlite::Connection::open(ws.db())
+            .and_then(|c| c.query_row("SELECT count(*) FROM attempts", [], |r| r.get::<_, i64>(0)))
+            .is_ok_and(|n| n >= 4)
+    };
+    wait_until("the run has recorded requests", recorded).await;
+    let blocker = db(&ws.db());
+    blocker.busy_timeout(TEST_TIMEOUT).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    wait_until("the run gives up on the locked database", || {
+        log.lock().unwrap().contains("sweep aborted")
+    })
+    .await;
+    blocker.execute_batch("COMMIT").unwrap();
+
+    let status = tokio::time::timeout(TEST_TIMEOUT, child.wait())
+        .await
+        .expect("the run ends")
+        .unwrap();
+    let stdout = stdout.await.unwrap();
+    reader.await.unwrap();
+    let err = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(3), "{err}");
+
+    let last = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no summary line; stderr:\n{err}"));
+    let summary: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(summary["status"], "aborted", "{summary}");
+    assert_eq!(summary["exit_code"], 3);
+    assert!(summary.get("record_unwritten").is_none(), "{summary}");
+    let reason = summary["stop_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("aborted: the audit trail could not be written")
+            && reason.contains("locked"),
+        "{reason}"
+    );
+
+    let conn = db(&ws.db());
+    let (run_status, stop_reason, exit_code): (String, String, i64) = conn
+        .query_row(
+            "SELECT r.status, r.stop_reason, i.exit_code FROM runs r JOIN invocations i USING (run_id)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (run_status.as_str(), stop_reason.as_str(), exit_code),
+        ("aborted", reason, 3)
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM attempts
+             WHERE sent_at > (SELECT ended_at FROM runs WHERE run_id = 1)"
+        ),
+        0,
+        "no request is recorded as sent after the run ended"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM attempts WHERE outcome = 'in_flight'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM attempts") as u64,
+        server.ledger().counters.requests,
+        "a row for every request the exchange saw, and none for a request it did not"
+    );
+    assert!(server.ledger().counters.requests >= 4);
+
+    let report = run_binary(&["report", "--db", &ws.db().display().to_string()], &[]).await;
+    assert_eq!(report.status.code(), Some(0), "{}", stderr(&report));
+    assert!(String::from_utf8_lossy(&report.stdout).contains("aborted"));
+}
