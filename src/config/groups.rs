@@ -530,6 +530,22 @@ nonce_mode = "increasing"
             (&TWO.replace("rate = 3", "rate = = 3"), "line"),
             ("[defaults]\nrate = 2\n", "names no group"),
             (
+                &TWO.replace("rate = 3", "rate = 3\nexclude = [\"mm-2\"]"),
+                "[defaults]: `exclude` belongs to each [[group]]",
+            ),
+            (
+                &TWO.replace("rate = 3", "rate = 3\nratee = 3"),
+                "[defaults]: unknown setting `ratee`",
+            ),
+            (
+                &TWO.replace("name = \"desk-a\"", "name = \"default\""),
+                "name \"default\" is reserved",
+            ),
+            (
+                &TWO.replace("accounts = \"b.csv\"", "accounts = \"\""),
+                "\"desk-b\": `accounts` is empty",
+            ),
+            (
                 &TWO.replace("name = \"desk-a\"", "name = \"desk a\""),
                 "use 1-64 letters",
             ),
