@@ -296,8 +296,11 @@ async fn a_run_aborted_by_a_locked_database_prints_its_summary_and_reads_aborted
 
     // Once the run has recorded requests, an auditor's connection takes the write lock.
     let recorded = || {
-        rusqlite::Connection::open(ws.db())
-            .and_then(|c| c.query_row("SELECT count(*) FROM attempts", [], |r| r.get::<_, i64>(0)))
+        // Read-only, so the test never creates the file the run is about to create.
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let count = "SELECT count(*) FROM attempts";
+        rusqlite::Connection::open_with_flags(ws.db(), flags)
+            .and_then(|c| c.query_row(count, [], |r| r.get::<_, i64>(0)))
             .is_ok_and(|n| n >= 4)
     };
     wait_until("the run has recorded requests", recorded).await;
