@@ -195,6 +195,13 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+fn is_out_of_space(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+    )
+}
+
 fn writer_loop(
     mut conn: Connection,
     queue: mpsc::Receiver<Box<dyn Job>>,
@@ -213,12 +220,24 @@ fn writer_loop(
         } else {
             patience
         };
+        let last_word = batch.iter().any(|job| job.last_word());
+        let mut made_room = false;
         let results = loop {
             match run_batch(&mut conn, &mut batch) {
                 Ok(results) => break results,
                 Err(e) if is_busy(&e) && started.elapsed() < patience => {
                     tracing::warn!(db = %path.display(), "database is locked by another connection; retrying");
                     std::thread::sleep(Duration::from_millis(200));
+                }
+                // A full disk (or a file at its size limit) fails the run's writes, and the run
+                // stops; its end is still worth one try after moving the WAL into the database
+                // and truncating it, which gives back the space the WAL held.
+                Err(e) if last_word && !made_room && is_out_of_space(&e) => {
+                    made_room = true;
+                    tracing::warn!(db = %path.display(), error = %e, "cannot write the database; checkpointing its WAL to make room for the run's end");
+                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                        tracing::warn!(db = %path.display(), error = %e, "the checkpoint failed too");
+                    }
                 }
                 Err(e) => {
                     let reason = e.to_string();

@@ -376,3 +376,93 @@ async fn a_run_aborted_by_a_locked_database_prints_its_summary_and_reads_aborted
     assert_eq!(report.status.code(), Some(0), "{}", stderr(&report));
     assert!(String::from_utf8_lossy(&report.stdout).contains("aborted"));
 }
+
+/// A disk that fills up during the run, made deterministic: the database's files may not grow
+/// past a size limit (RLIMIT_FSIZE, set by `ulimit -f` with SIGXFSZ ignored, so a write past it
+/// fails as on a full disk). The limit leaves room for the run's start, not for its sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_aborted_by_a_full_disk_prints_its_summary_and_reads_aborted() {
+    let server = start(sim_config(300)).await;
+    let ws = Workspace::new();
+    let names = account_names(&server);
+    // A first run creates and migrates the database; its end leaves it one checkpointed file.
+    let first_csv = ws.accounts_csv(&names[..1]);
+    let mut first = run_args(&server.base_url(), &first_csv, &ws.db());
+    first.extend(["--rate", "1000"].map(String::from));
+    let output = run_binary(&text_args(&first), &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let sent_before = server.ledger().counters.requests;
+    let size = std::fs::metadata(ws.db()).unwrap().len();
+
+    let csv = ws.write(
+        "rest.csv",
+        format!("account\n{}\n", names[1..].join("\n")).as_bytes(),
+    );
+    let mut args = run_args(&server.base_url(), &csv, &ws.db());
+    args.extend(["--rate", "1000"].map(String::from));
+    // `ulimit -f` counts 512-byte blocks (POSIX); 256 KiB over the database's size.
+    let blocks = size / 512 + 512;
+    let script = format!("trap '' XFSZ; ulimit -f {blocks} && exec \"$0\" \"$@\"");
+    let run = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_gemini-sweep"))
+        .args(&args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("GEMINI_API_KEY", KEY)
+        .env("GEMINI_API_SECRET", SECRET)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(TEST_TIMEOUT, run)
+        .await
+        .expect("the run ends")
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{err}");
+    let summary = stdout_json(&output);
+    assert_eq!(summary["run_id"], 2, "{summary}");
+    assert_eq!(summary["status"], "aborted", "{summary}");
+    assert_eq!(summary["exit_code"], 3);
+    assert!(summary.get("record_unwritten").is_none(), "{summary}");
+    let reason = summary["stop_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("aborted: the audit trail could not be written"),
+        "{reason}"
+    );
+    assert!(
+        summary["accounts_ok"].as_i64().unwrap() < 299,
+        "the limit stopped the sweep: {summary}"
+    );
+
+    let conn = db(&ws.db());
+    let (status, stop_reason): (String, String) = conn
+        .query_row(
+            "SELECT status, stop_reason FROM runs WHERE run_id = 2",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((status.as_str(), stop_reason.as_str()), ("aborted", reason));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM attempts
+             WHERE run_id = 2 AND sent_at > (SELECT ended_at FROM runs WHERE run_id = 2)"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM attempts WHERE outcome = 'in_flight'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM attempts WHERE run_id = 2") as u64,
+        server.ledger().counters.requests - sent_before,
+        "a row for every request the exchange saw, and none for a request it did not"
+    );
+}
