@@ -480,10 +480,13 @@ async fn sweep_with_store(
     };
     let abort = |e: &Error| {
         if !aborting.is_cancelled() {
-            session.halt.trigger(
-                false,
-                format!("aborted: the audit trail could not be written ({e})"),
-            );
+            let why = match e {
+                Error::Store { .. } => {
+                    format!("aborted: the audit trail could not be written ({e})")
+                }
+                _ => format!("aborted: {e}"),
+            };
+            session.halt.trigger(false, why);
             aborting.cancel();
         }
     };
