@@ -190,6 +190,7 @@ fn signal_seen(flag: &AtomicU8) -> Option<StopSignal> {
 }
 
 async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
+    args.check_flag_mix()?;
     if let Some(path) = &args.metrics_file {
         report::metrics::check_target(path).map_err(Error::Config)?;
     }
@@ -329,7 +330,15 @@ async fn run_config(
                     GroupAccounts::All { excluded } => Target::Discover {
                         excluded: excluded.clone(),
                     },
-                    GroupAccounts::Csv(path) => Target::New(accounts::load(path)?),
+                    // The CSV's own message names the CSV; the job's file and group say
+                    // which of possibly many groups it is.
+                    GroupAccounts::Csv(path) => Target::New(accounts::load(path).map_err(|e| {
+                        Error::Config(format!(
+                            "{}: [[group]] {:?}: accounts: {e}",
+                            file.display(),
+                            plan.config.group
+                        ))
+                    })?),
                 };
                 GroupJob {
                     config: plan.config,
@@ -526,6 +535,7 @@ fn resume_target(
             wall_ms: 0,
             db: args.exchange.db.display().to_string(),
             nothing_to_resume: true,
+            record_unwritten: false,
         }));
     }
     tracing::info!(

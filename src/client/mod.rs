@@ -70,9 +70,17 @@ impl Credentials {
         self.key.starts_with("master-")
     }
 
-    /// What logs and the database show instead of the key: its kind and a short hash.
+    /// What logs, lock files and the database show instead of the key: its kind and a short
+    /// hash. The kind is one of three fixed words, never text taken from the key: a key variable
+    /// holding something else (the secret pasted in its place) must not reach the audit trail.
     pub fn fingerprint(&self) -> String {
-        let kind = self.key.split('-').next().unwrap_or("key");
+        let kind = if self.key.starts_with("master-") {
+            "master"
+        } else if self.key.starts_with("account-") {
+            "account"
+        } else {
+            "key"
+        };
         let digest = Sha256::digest(self.key.as_bytes());
         format!("{kind}:{}", hex::encode(&digest[..8]))
     }

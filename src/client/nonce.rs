@@ -82,21 +82,51 @@ impl std::fmt::Display for Nonce {
     }
 }
 
+/// How far a time-mode nonce may be from the exchange's clock (either way) and still be
+/// accepted (shared/gemini-api.md, section 2).
+pub const TIME_WINDOW_US: u64 = 30_000_000;
+
 pub struct NonceSource {
     mode: NonceMode,
     clock: Arc<dyn Clock>,
     /// The last nonce handed out, in microseconds (the stored mark at start).
     last_us: Mutex<u64>,
+    /// A time-mode mark found further ahead of the clock than the exchange's window, and so
+    /// not continued from (see [`NonceSource::new`]).
+    ignored_mark_us: Option<u64>,
 }
 
 impl NonceSource {
     /// `high_water_us` is the key's mark read from storage (0 for a key never used).
+    ///
+    /// An increasing-mode key continues above its mark whatever the clock says: the exchange
+    /// remembers the key's largest nonce forever. A time-mode key only has the exchange's window:
+    /// a nonce more than [`TIME_WINDOW_US`] ahead of the clock was refused when it was sent
+    /// (or the clock is wrong now, which the exchange's refusal says). Continuing above such a
+    /// mark would make every nonce of the run unacceptable until real time caught up, so the
+    /// source starts from the clock instead; [`NonceSource::ignored_mark_us`] says so.
     pub fn new(mode: NonceMode, clock: Arc<dyn Clock>, high_water_us: u64) -> Self {
+        let now = clock.now_us();
+        let ignored_mark_us = (mode == NonceMode::Time
+            && high_water_us > now.saturating_add(TIME_WINDOW_US))
+        .then_some(high_water_us);
+        let start = if ignored_mark_us.is_some() {
+            0
+        } else {
+            high_water_us
+        };
         NonceSource {
             mode,
             clock,
-            last_us: Mutex::new(high_water_us),
+            last_us: Mutex::new(start),
+            ignored_mark_us,
         }
+    }
+
+    /// The stored mark a time-mode source did not continue from, being beyond the exchange's
+    /// window ahead of the clock.
+    pub fn ignored_mark_us(&self) -> Option<u64> {
+        self.ignored_mark_us
     }
 
     pub fn mode(&self) -> NonceMode {
@@ -191,6 +221,25 @@ mod tests {
         assert_eq!(restarted.issue().value_us, T0 + 3_600_001_000);
         let (restarted, _) = stepped(NonceMode::Time, T0 + 5);
         assert_eq!(restarted.issue().value_us, T0 + 6);
+        assert_eq!(restarted.ignored_mark_us(), None);
+    }
+
+    #[test]
+    fn a_time_mode_mark_beyond_the_window_does_not_hold_the_nonce_outside_it() {
+        // Within the window: continued from, as the exchange may have accepted it.
+        let (near, _) = stepped(NonceMode::Time, T0 + TIME_WINDOW_US);
+        assert_eq!(near.issue().value_us, T0 + TIME_WINDOW_US + 1);
+        assert_eq!(near.ignored_mark_us(), None);
+        // Ten minutes ahead: no nonce that far ahead was ever accepted; start from the clock.
+        let ahead = T0 + 600_000_000;
+        let (far, _) = stepped(NonceMode::Time, ahead);
+        assert_eq!(far.ignored_mark_us(), Some(ahead));
+        assert_eq!(far.issue().value_us, T0);
+        assert_eq!(far.issue().value_us, T0 + 1);
+        // Increasing mode keeps the mark: the exchange remembers the largest nonce forever.
+        let (increasing, _) = stepped(NonceMode::Increasing, ahead);
+        assert_eq!(increasing.ignored_mark_us(), None);
+        assert_eq!(increasing.issue().value_us, ahead + 1000);
     }
 
     #[test]

@@ -26,7 +26,9 @@ use std::time::Duration;
 use crate::client::{Credentials, NonceMode};
 use crate::error::Error;
 
-use super::{KeySource, SANDBOX_URL, SweepConfig, validate_base_url, validate_proxy};
+use super::{
+    DEFAULT_GROUP, KeySource, SANDBOX_URL, SweepConfig, validate_base_url, validate_proxy,
+};
 
 /// Largest configuration file read: a group is a few lines, so this is thousands of groups.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -106,6 +108,21 @@ pub fn load(
         let table = table
             .as_table()
             .ok_or_else(|| fail("`defaults` must be a table: [defaults]".into()))?;
+        for key in table.keys() {
+            if !SETTINGS.contains(&key.as_str()) {
+                let hint = if GROUP_KEYS.contains(&key.as_str()) {
+                    format!(
+                        "`{key}` belongs to each [[group]] (a default for it would silently apply to, or be ignored by, every group); move it there"
+                    )
+                } else {
+                    format!("unknown setting `{key}`")
+                };
+                return Err(fail(format!(
+                    "[defaults]: {hint}; [defaults] takes only the settings {}",
+                    SETTINGS.join(", ")
+                )));
+            }
+        }
         apply_settings(table, &mut defaults).map_err(|m| fail(format!("[defaults]: {m}")))?;
     }
     over_defaults(&mut defaults)?;
@@ -204,6 +221,11 @@ fn group(
         }
     }
     let name = required_str(table, "name")?;
+    if name.eq_ignore_ascii_case(DEFAULT_GROUP) {
+        return Err(format!(
+            "name {name:?} is reserved: runs made without --config are stored as group {DEFAULT_GROUP:?}, and `runs`/`report --group` would mix the two; give the group its own name"
+        ));
+    }
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -241,6 +263,11 @@ fn group(
     apply_settings(table, &mut config)?;
 
     let accounts_value = required_str(table, "accounts")?;
+    if accounts_value.is_empty() {
+        return Err(
+            "`accounts` is empty; give \"all\" (every open exchange account) or the path of an accounts CSV".into(),
+        );
+    }
     let exclude = match table.get("exclude") {
         None => Vec::new(),
         Some(toml::Value::Array(items)) => items
@@ -502,6 +529,22 @@ nonce_mode = "increasing"
             ),
             (&TWO.replace("rate = 3", "rate = = 3"), "line"),
             ("[defaults]\nrate = 2\n", "names no group"),
+            (
+                &TWO.replace("rate = 3", "rate = 3\nexclude = [\"mm-2\"]"),
+                "[defaults]: `exclude` belongs to each [[group]]",
+            ),
+            (
+                &TWO.replace("rate = 3", "rate = 3\nratee = 3"),
+                "[defaults]: unknown setting `ratee`",
+            ),
+            (
+                &TWO.replace("name = \"desk-a\"", "name = \"default\""),
+                "name \"default\" is reserved",
+            ),
+            (
+                &TWO.replace("accounts = \"b.csv\"", "accounts = \"\""),
+                "\"desk-b\": `accounts` is empty",
+            ),
             (
                 &TWO.replace("name = \"desk-a\"", "name = \"desk a\""),
                 "use 1-64 letters",

@@ -118,12 +118,7 @@ pub struct AccountsArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Accounts CSV: header row with an `account` column; optional `enabled`, `note`.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "GEMINI_SWEEP_ACCOUNTS",
-        required_unless_present_any = ["resume", "all_accounts", "config"]
-    )]
+    #[arg(long, value_name = "FILE", env = "GEMINI_SWEEP_ACCOUNTS")]
     pub accounts: Option<PathBuf>,
 
     /// Sweep several groups (master keys) in parallel, as FILE (TOML) describes them: each
@@ -592,6 +587,53 @@ impl RunArgs {
         self.exchange.apply_settings(&mut config)?;
         self.apply_run_flags(&mut config);
         Ok(config)
+    }
+
+    /// Refuses flags that the chosen account source would not use (a safeguard such as
+    /// `--exclude` that is silently dropped is worse than an error), and a run with no source.
+    pub fn check_flag_mix(&self) -> Result<(), Error> {
+        let source = if self.config.is_some() {
+            "--config"
+        } else if self.all_accounts {
+            "--all-accounts"
+        } else if self.resume.is_some() {
+            "--resume"
+        } else if self.accounts.is_some() {
+            "--accounts"
+        } else {
+            return Err(Error::Config(
+                "run: nothing to sweep; give an account source: --accounts FILE (a CSV), --all-accounts (the group's own list), --config FILE (several groups) or --resume RUN (finish an earlier run)".into(),
+            ));
+        };
+        let excluding = if !self.exclude.is_empty() {
+            Some("--exclude")
+        } else if self.exclude_file.is_some() {
+            Some("--exclude-file")
+        } else {
+            None
+        };
+        if let Some(flag) = excluding
+            && source != "--all-accounts"
+        {
+            let instead = match source {
+                "--config" => {
+                    "in a --config file, give exclude = [...] or exclude_file in the group's [[group]] table"
+                }
+                "--resume" => {
+                    "a resume picks up the run's own unfinished accounts (an --all-accounts run keeps the exclusions it started with)"
+                }
+                _ => "with --accounts, set enabled=false on the account's line in the CSV",
+            };
+            return Err(Error::Config(format!(
+                "{flag} goes with --all-accounts and would be ignored beside {source}; {instead}"
+            )));
+        }
+        if !self.group.is_empty() && self.config.is_none() {
+            return Err(Error::Config(format!(
+                "--group picks groups of a --config file, and there is none here (the run sweeps {source}); give --config FILE, or drop --group"
+            )));
+        }
+        Ok(())
     }
 
     fn apply_run_flags(&self, config: &mut SweepConfig) {

@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::AccountEntry;
@@ -47,6 +47,10 @@ pub struct SweepSummary {
     /// Set by a `--resume` that found nothing left to do, and so sent and wrote nothing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub nothing_to_resume: bool,
+    /// The run's end could not be written to the database (which reads `running` until the
+    /// next run on it marks it died): status and stop reason here are this process's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub record_unwritten: bool,
     pub exit_code: i32,
 }
 
@@ -305,18 +309,23 @@ pub async fn run_groups(
     Ok(swept
         .into_iter()
         .map(|result| {
-            let (run_id, invocation_id, exit_code, wall) = result?;
-            let totals = store::run_totals(&conn, run_id).map_err(|e| Error::Store {
+            let swept = result?;
+            let mut totals = store::run_totals(&conn, swept.run_id).map_err(|e| Error::Store {
                 path: db.clone(),
                 reason: e.to_string(),
             })?;
+            if let Some(reason) = &swept.unrecorded {
+                totals.status = store::RunStatus::Aborted.as_str().to_owned();
+                totals.stop_reason = Some(reason.clone());
+            }
             Ok(SweepSummary {
                 totals,
-                invocation_id: Some(invocation_id),
-                wall_ms: wall.min(started.elapsed()).as_millis() as u64,
+                invocation_id: Some(swept.invocation_id),
+                wall_ms: swept.wall.min(started.elapsed()).as_millis() as u64,
                 db: db.display().to_string(),
                 nothing_to_resume: false,
-                exit_code,
+                record_unwritten: swept.unrecorded.is_some(),
+                exit_code: swept.exit_code,
             })
         })
         .collect())
@@ -332,6 +341,15 @@ async fn open_session(
 ) -> Result<session::KeySession, Error> {
     let high_water = store.nonce_high_water(&credentials.fingerprint()).await?;
     let nonces = Arc::new(NonceSource::new(config.nonce_mode, clock, high_water));
+    if let Some(mark) = nonces.ignored_mark_us() {
+        let ahead = mark.saturating_sub(nonces.now_us()) as f64 / 1e6;
+        tracing::warn!(
+            key = %credentials.fingerprint(),
+            mark = %crate::client::Nonce { value_us: mark, mode: config.nonce_mode },
+            "the database's nonce mark for this time-mode key is {ahead:.0} s ahead of this machine's clock, beyond the exchange's {} s window (a machine with a clock running ahead used the key?); nonces start from the clock instead. If this machine's clock is the wrong one, the exchange will refuse them: fix it (NTP)",
+            crate::client::nonce::TIME_WINDOW_US / 1_000_000
+        );
+    }
     let client = ExchangeClient::new(
         &ClientOptions {
             base_url: config.base_url(),
@@ -361,7 +379,7 @@ async fn sweep_with_store(
     progress: Arc<Progress>,
     stop_signal: StopSignalFn,
     store: Store,
-) -> Result<(i64, i64, i32, std::time::Duration), Error> {
+) -> Result<Swept, Error> {
     let started = Instant::now();
     let GroupJob {
         config,
@@ -443,27 +461,54 @@ async fn sweep_with_store(
             }
         })
     };
+    // The run's own hard stop: a signal's (the parent) reaches it, and an abort's reaches no
+    // other group of the job.
+    let hard_stop = stopping.hard_stop.child_token();
+    // A write that fails stops the key (nothing may leave without its row); requests already
+    // recorded and sent get the grace period to come back, then are abandoned.
+    let aborting = CancellationToken::new();
+    let abort_timer = {
+        let (aborting, hard_stop, grace) = (aborting.clone(), hard_stop.clone(), config.grace);
+        tokio::spawn(async move {
+            aborting.cancelled().await;
+            tokio::time::sleep(grace).await;
+            hard_stop.cancel();
+        })
+    };
     let run = session::RunContext {
         store: store.clone(),
         run_id: Some(run_id),
         invocation_id: Some(invocation_id),
         shutdown: stopping.shutdown.clone(),
-        hard_stop: stopping.hard_stop.clone(),
+        hard_stop: hard_stop.clone(),
         progress: progress.clone(),
     };
     let retry = session::Retry {
         max_attempts: config.max_attempts,
         base: config.retry_base,
     };
+    let abort = |e: &Error| {
+        if !aborting.is_cancelled() {
+            let why = match e {
+                Error::Store { .. } => {
+                    format!("aborted: the audit trail could not be written ({e})")
+                }
+                _ => format!("aborted: {e}"),
+            };
+            session.halt.trigger(false, why);
+            aborting.cancel();
+        }
+    };
     let mut forced = None;
     let mut discovery_failed = None;
+    let mut failure: Option<Error> = None;
     let to_sweep = match discover {
         None => to_sweep,
-        Some(excluded) => match discovery::list_group(&session, &run, retry).await? {
-            discovery::Listing::Listed {
+        Some(excluded) => match discovery::list_group(&session, &run, retry).await {
+            Ok(discovery::Listing::Listed {
                 accounts: listed,
                 doubt,
-            } => {
+            }) => {
                 let entries = crate::accounts::from_listing(&listed, &excluded);
                 // An open exchange account the run cannot address may hold orders: the run
                 // cannot say the group is clean.
@@ -500,7 +545,7 @@ async fn sweep_with_store(
                     ));
                 }
                 let note = (!notes.is_empty()).then(|| notes.join("; "));
-                store.record_listing(run_id, doubt.is_some(), note).await?;
+                let recorded = store.record_listing(run_id, doubt.is_some(), note).await;
                 tracing::info!(
                     run_id,
                     listed = entries.len(),
@@ -508,26 +553,43 @@ async fn sweep_with_store(
                     "the group's accounts, as the exchange lists them"
                 );
                 let enabled = enabled_names(&entries);
-                store
-                    .add_accounts(
-                        run_id,
-                        invocation_id,
-                        entries.into_iter().map(new_run_account).collect(),
-                        config.verify,
-                    )
-                    .await?;
-                enabled
+                let added = match recorded {
+                    Ok(()) => {
+                        store
+                            .add_accounts(
+                                run_id,
+                                invocation_id,
+                                entries.into_iter().map(new_run_account).collect(),
+                                config.verify,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match added {
+                    Ok(()) => enabled,
+                    Err(e) => {
+                        abort(&e);
+                        failure = Some(e);
+                        Vec::new()
+                    }
+                }
             }
-            discovery::Listing::Failed(why) => {
+            Ok(discovery::Listing::Failed(why)) => {
                 forced = Some(store::RunStatus::Incomplete);
                 discovery_failed = Some(format!("could not list the group's accounts: {why}"));
                 Vec::new()
             }
-            discovery::Listing::Stopped(session::Stop::Signal) => {
+            Ok(discovery::Listing::Stopped(session::Stop::Signal)) => {
                 forced = Some(store::RunStatus::Interrupted);
                 Vec::new()
             }
-            discovery::Listing::Stopped(session::Stop::Halt) => Vec::new(),
+            Ok(discovery::Listing::Stopped(session::Stop::Halt)) => Vec::new(),
+            Err(e) => {
+                abort(&e);
+                failure = Some(e);
+                Vec::new()
+            }
         },
     };
     let sweeper = account::AccountSweeper {
@@ -539,21 +601,37 @@ async fn sweep_with_store(
     let sweeper = &sweeper;
     progress.add_accounts(to_sweep.len());
     let progress = &progress;
+    let (aborting_ref, abort) = (&aborting, &abort);
     // Owned names: a future borrowing from the closure's argument is not Send-able to a task.
-    let outcome = futures::stream::iter(to_sweep)
+    // Every account under way is let finish (a failed write stops the key, so they finish
+    // quickly) rather than dropped, so that what they sent is settled with the run; accounts
+    // not yet started once the run is aborting are not started.
+    let results = futures::stream::iter(to_sweep)
         .map(|account| async move {
-            let status = sweeper.sweep(&account).await;
-            if let Ok(status) = &status {
-                progress.account_done(*status);
+            if aborting_ref.is_cancelled() {
+                return None;
             }
-            status
+            let status = sweeper.sweep(&account).await;
+            match &status {
+                Ok(status) => progress.account_done(*status),
+                Err(e) => abort(e),
+            }
+            Some(status)
         })
         .buffer_unordered(config.concurrency as usize)
-        .try_collect::<Vec<_>>()
+        .collect::<Vec<_>>()
         .await;
     grace_timer.abort();
+    abort_timer.abort();
+    for result in results.into_iter().flatten() {
+        if let Err(e) = result
+            && failure.is_none()
+        {
+            failure = Some(e);
+        }
+    }
 
-    if let Err(e) = &outcome {
+    if let Some(e) = &failure {
         tracing::error!(run_id, error = %e, "sweep aborted");
     }
     let halt = session.halt.reason();
@@ -580,15 +658,35 @@ async fn sweep_with_store(
         .settle(Settle {
             run_id,
             invocation_id,
-            aborted: outcome.is_err(),
+            aborted: failure.is_some(),
             refused: halt.as_ref().is_some_and(|h| h.refused),
             forced,
             stop_reason,
             exit_code: Box::new(move |status| exit_code::for_run(status, signal)),
         })
         .await;
-    outcome?;
-    let (status, exit_code) = settled?;
+    // The run started, so it has its summary whatever happened: an aborted run reads its
+    // status (exit 3) from the record like any other, and a record that could not be written
+    // is said so in the summary.
+    let (status, exit_code) = match settled {
+        Ok(settled) => settled,
+        Err(e) => {
+            tracing::error!(run_id, error = %e, "the run's end could not be recorded");
+            let reason = match &failure {
+                Some(first) => format!(
+                    "aborted: the audit trail could not be written ({first}), and the run's end could not be recorded either ({e})"
+                ),
+                None => format!("aborted: the run's end could not be recorded ({e})"),
+            };
+            return Ok(Swept {
+                run_id,
+                invocation_id,
+                exit_code: exit_code::INTERNAL,
+                wall: started.elapsed(),
+                unrecorded: Some(reason),
+            });
+        }
+    };
     tracing::info!(
         run_id,
         status = status.as_str(),
@@ -596,5 +694,22 @@ async fn sweep_with_store(
         final_window = session.window.size(),
         "sweep finished"
     );
-    Ok((run_id, invocation_id, exit_code, started.elapsed()))
+    Ok(Swept {
+        run_id,
+        invocation_id,
+        exit_code,
+        wall: started.elapsed(),
+        unrecorded: None,
+    })
+}
+
+/// How one group's run ended, for its summary.
+struct Swept {
+    run_id: i64,
+    invocation_id: i64,
+    exit_code: i32,
+    wall: std::time::Duration,
+    /// Set when the run's end could not be written: why, for the summary (the database still
+    /// reads `running` until the next run on it marks the run died).
+    unrecorded: Option<String>,
 }

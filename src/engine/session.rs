@@ -304,7 +304,12 @@ impl KeySession {
             .await?;
         tokio::select! {
             _ = self.departures.depart(sent.nonce.value_us) => {}
-            _ = run.hard_stop.cancelled() => return Ok(AttemptResult::Abandoned),
+            // Recorded, but it never left: it must not read as a request that may have acted.
+            _ = run.hard_stop.cancelled() => {
+                run.store.never_sent(run.invocation_id, sent.attempt_id);
+                let stop = if self.halt.is_halted() { Stop::Halt } else { Stop::Signal };
+                return Ok(AttemptResult::NotSent(stop));
+            }
         }
         self.window.sending(&mut slot);
         run.progress.request_sent();
@@ -500,12 +505,14 @@ impl KeySession {
                 }
             }
             Verdict::KeyRefused { reason, message } => {
+                let on = match phase {
+                    // The group's listing names no account.
+                    Phase::Discover => "while listing the group's accounts".to_owned(),
+                    _ => format!("on the {} of {account}", phase.as_str()),
+                };
                 self.halt.trigger(
                     true,
-                    format!(
-                        "the exchange refused the key ({reason}: {message}) on the {} of {account}",
-                        phase.as_str()
-                    ),
+                    format!("the exchange refused the key ({reason}: {message}) {on}"),
                 );
             }
         }

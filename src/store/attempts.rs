@@ -87,6 +87,7 @@ impl Store {
         start: AttemptStart,
         committed: impl FnOnce(&Sent) + Send + 'static,
     ) -> Result<Sent, Error> {
+        let invocation_id = start.invocation_id;
         let work = move |c: &Connection| {
             let nonce = start.nonces.issue();
             let sent_at = SystemTime::now();
@@ -157,8 +158,18 @@ impl Store {
                 sent_at,
             })
         };
+        let (unsent, invocation_id) = (self.unsent.clone(), invocation_id);
+        let options = super::writer::JobOptions {
+            after_commit: Some(Box::new(committed)),
+            // A caller that has gone will not send it: no row at all if it has not run yet, and
+            // none left behind if it has.
+            orphaned: Some(Box::new(move |sent: Sent| {
+                super::never_sent(&unsent, invocation_id, sent.attempt_id)
+            })),
+            last_word: false,
+        };
         self.writer
-            .exec(work, Some(Box::new(committed)))
+            .exec_with(work, options)
             .await
             .map_err(|e| super::store_error(&self.path, e))
     }

@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_listing.sql",
         include_str!("../../migrations/0005_listing.sql"),
     ),
+    (
+        6,
+        "0006_empty_runs.sql",
+        include_str!("../../migrations/0006_empty_runs.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

@@ -13,7 +13,9 @@ mod reads;
 mod runs;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags};
@@ -46,6 +48,10 @@ pub(crate) use utc_text;
 pub struct Store {
     path: PathBuf,
     writer: writer::Writer,
+    /// Attempts recorded before leaving whose requests never left (the run stopped first), by
+    /// invocation: settling the invocation removes their rows, which would otherwise read
+    /// `abandoned`, a request that may have acted.
+    unsent: Unsent,
 }
 
 fn store_error(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -67,7 +73,8 @@ pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| store_error(path, format!("cannot open: {e}")))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
+    let patience = writer::busy_patience();
+    conn.busy_timeout(BUSY_TIMEOUT.min(patience))
         .map_err(|e| store_error(path, e))?;
     // Before anything is written: a file that is not SQLite, or another program's database,
     // is refused untouched.
@@ -78,12 +85,13 @@ pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
     conn.execute_batch("PRAGMA foreign_keys = ON;")
         .map_err(|e| store_error(path, e))?;
 
-    let (writer, thread) = writer::Writer::start(conn, path)
+    let (writer, thread) = writer::Writer::start(conn, path, patience)
         .map_err(|e| store_error(path, format!("cannot start the writer thread: {e}")))?;
     Ok((
         Store {
             path: path.to_path_buf(),
             writer,
+            unsent: Arc::default(),
         },
         thread,
     ))
@@ -288,6 +296,12 @@ impl Store {
         &self.path
     }
 
+    /// The attempt, recorded before leaving, never left: its row goes when its invocation is
+    /// settled.
+    pub fn never_sent(&self, invocation_id: Option<i64>, attempt_id: i64) {
+        never_sent(&self.unsent, invocation_id, attempt_id);
+    }
+
     /// Runs `work` in the writer's next transaction; resolves once it is committed.
     async fn exec<T, F>(&self, work: F) -> Result<T, Error>
     where
@@ -299,4 +313,24 @@ impl Store {
             .await
             .map_err(|e| store_error(&self.path, e))
     }
+}
+
+type Unsent = Arc<Mutex<HashMap<Option<i64>, Vec<i64>>>>;
+
+fn never_sent(unsent: &Unsent, invocation_id: Option<i64>, attempt_id: i64) {
+    unsent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(invocation_id)
+        .or_default()
+        .push(attempt_id);
+}
+
+fn unsent_of(unsent: &Unsent, invocation_id: Option<i64>) -> Vec<i64> {
+    unsent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&invocation_id)
+        .cloned()
+        .unwrap_or_default()
 }

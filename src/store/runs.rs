@@ -7,7 +7,7 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::discard_rows;
 use super::{AccountStatus, Failure, Phase, RunStatus, Store, epoch_ms, utc_text};
@@ -325,7 +325,11 @@ impl Store {
     /// read; the run and the invocation record it. Returns the status and the exit code.
     pub async fn settle(&self, settle: Settle) -> Result<(RunStatus, i32), Error> {
         let now = now_ms();
-        self.exec(move |c| {
+        let unsent = self.unsent.clone();
+        let work = move |c: &Connection| {
+            // Read when the job runs: attempts found unsent until then are all in.
+            let never_left = super::unsent_of(&unsent, Some(settle.invocation_id));
+            forget_unsent(c, settle.invocation_id, &never_left)?;
             abandon_in_flight(c, "invocation_id = ?1", settle.invocation_id)?;
             let listing_note: Option<String> = c.query_row(
                 "SELECT listing_note FROM runs WHERE run_id = ?1",
@@ -385,9 +389,54 @@ impl Store {
                 ],
             )?;
             Ok((status, exit_code))
-        })
-        .await
+        };
+        let options = super::writer::JobOptions {
+            last_word: true,
+            ..Default::default()
+        };
+        self.writer
+            .exec_with(work, options)
+            .await
+            .map_err(|e| super::store_error(&self.path, e))
     }
+}
+
+/// Removes the write-ahead rows of attempts that never left (the run stopped between recording
+/// a request and sending it), and what recording them counted on their account.
+fn forget_unsent(c: &Connection, invocation_id: i64, attempt_ids: &[i64]) -> rusqlite::Result<()> {
+    for &attempt_id in attempt_ids {
+        let found = c
+            .query_row(
+                "SELECT run_id, account, phase FROM attempts
+                 WHERE attempt_id = ?1 AND invocation_id = ?2 AND outcome = 'in_flight'",
+                params![attempt_id, invocation_id],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<i64>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((run_id, account, phase)) = found else {
+            continue;
+        };
+        c.execute("DELETE FROM attempts WHERE attempt_id = ?1", [attempt_id])?;
+        if phase == Phase::Discover.as_str() {
+            continue;
+        }
+        c.execute(
+            "UPDATE run_accounts SET attempts = max(attempts - 1, 0),
+                last_cancel_attempt_id = CASE WHEN last_cancel_attempt_id = ?3
+                    THEN (SELECT max(attempt_id) FROM attempts
+                          WHERE run_id = ?1 AND account = ?2 AND phase = 'cancel')
+                    ELSE last_cancel_attempt_id END
+             WHERE run_id = ?1 AND account = ?2",
+            params![run_id, account, attempt_id],
+        )?;
+    }
+    Ok(())
 }
 
 fn insert_invocation(
@@ -457,4 +506,110 @@ fn abandon_in_flight(c: &Connection, filter: &str, key: i64) -> rusqlite::Result
         [key],
     )?;
     Ok(open.len() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::client::{NonceMode, NonceSource, SystemClock};
+    use crate::store::AttemptStart;
+
+    fn start(run_id: i64, invocation_id: i64, attempt_no: u32, phase: Phase) -> AttemptStart {
+        AttemptStart {
+            run_id: Some(run_id),
+            invocation_id: Some(invocation_id),
+            account: "acct-1".into(),
+            attempt_no,
+            phase,
+            endpoint: "/v1/order/cancel/all",
+            key_fingerprint: "master:00".into(),
+            nonces: Arc::new(NonceSource::new(
+                NonceMode::Increasing,
+                Arc::new(SystemClock),
+                0,
+            )),
+        }
+    }
+
+    /// A request recorded but never sent, and one whose caller left before its row was written,
+    /// leave no row once the run is settled; the one that left keeps its own.
+    #[tokio::test]
+    async fn requests_that_never_left_leave_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let (store, writer) = crate::store::open(&path).unwrap();
+        let (run_id, invocation_id) = store
+            .begin_run(NewRun {
+                base_url: "https://api.gemini.com/".into(),
+                key_fingerprint: "master:00".into(),
+                group_name: "default".into(),
+                options_json: "{}".into(),
+                verify: true,
+                accounts: vec![NewRunAccount {
+                    account: "acct-1".into(),
+                    csv_line: 1,
+                    note: None,
+                    enabled: true,
+                }],
+            })
+            .await
+            .unwrap();
+        let sent = store
+            .begin_attempt(start(run_id, invocation_id, 1, Phase::Cancel), |_| {})
+            .await
+            .unwrap();
+        let unsent = store
+            .begin_attempt(start(run_id, invocation_id, 2, Phase::Cancel), |_| {})
+            .await
+            .unwrap();
+        store.never_sent(Some(invocation_id), unsent.attempt_id);
+
+        // Held up behind another connection's write lock, its caller gives up on it.
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut gone = Box::pin(
+            store.begin_attempt(start(run_id, invocation_id, 3, Phase::Verify), |_| {
+                panic!("a job whose caller has gone is not run")
+            }),
+        );
+        assert!(futures::poll!(&mut gone).is_pending(), "queued, not run");
+        drop(gone);
+        blocker.execute_batch("COMMIT").unwrap();
+
+        let (status, _) = store
+            .settle(Settle {
+                run_id,
+                invocation_id,
+                aborted: true,
+                refused: false,
+                forced: None,
+                stop_reason: Some("aborted: a test".into()),
+                exit_code: Box::new(|_| 3),
+            })
+            .await
+            .unwrap();
+        assert_eq!(status, RunStatus::Aborted);
+        drop(store);
+        writer.join();
+
+        let conn = Connection::open(&path).unwrap();
+        let rows: Vec<(i64, String)> = conn
+            .prepare("SELECT attempt_id, outcome FROM attempts ORDER BY attempt_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, [(sent.attempt_id, "abandoned".to_string())]);
+        let (attempts, last_cancel): (i64, i64) = conn
+            .query_row(
+                "SELECT attempts, last_cancel_attempt_id FROM run_accounts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((attempts, last_cancel), (1, sent.attempt_id));
+    }
 }

@@ -14,8 +14,11 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 /// How long the writer keeps retrying a batch while another connection (an auditor's sqlite3
-/// holding a write lock) keeps the database locked, before the jobs fail.
-const BUSY_PATIENCE: Duration = Duration::from_secs(120);
+/// holding a write lock) keeps the database locked, before the jobs fail. A run whose writes
+/// fail stops sending (nothing may leave without its row), so this is also how long a locked
+/// database may hold a run up. Tests shorten it for every job but a run's last word (see
+/// [`JobOptions::last_word`]) with `GEMINI_SWEEP_BUSY_PATIENCE_MS`.
+pub(super) const BUSY_PATIENCE: Duration = Duration::from_secs(120);
 /// At most this many jobs share one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -25,15 +28,42 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> rusqlite::Result<()>;
     /// Delivers the outcome once the batch is committed (or has failed).
     fn deliver(self: Box<Self>, result: Result<(), String>);
+    /// Only worth doing for a caller still waiting, and that caller has gone.
+    fn unwanted(&self) -> bool;
+    /// See [`JobOptions::last_word`].
+    fn last_word(&self) -> bool;
 }
 
 /// Runs in the writer thread once the job's transaction is committed, before the caller hears.
 pub(super) type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
 
+/// What a job needs beyond its work.
+pub(super) struct JobOptions<T> {
+    pub after_commit: Option<AfterCommit<T>>,
+    /// Set for a job only worth doing for a caller still waiting (a request's write-ahead row:
+    /// a caller that has gone will never send it). Such a job is skipped when its caller has
+    /// gone before it runs; when the caller goes while it runs, this gets the committed output
+    /// instead of the caller.
+    pub orphaned: Option<Box<dyn FnOnce(T) + Send>>,
+    /// The record of how a run ended: it waits out a locked database for the full
+    /// [`BUSY_PATIENCE`] whatever the other jobs' patience, since nothing else will record it.
+    pub last_word: bool,
+}
+
+impl<T> Default for JobOptions<T> {
+    fn default() -> Self {
+        JobOptions {
+            after_commit: None,
+            orphaned: None,
+            last_word: false,
+        }
+    }
+}
+
 struct TypedJob<T, F> {
     work: F,
     output: Option<T>,
-    after_commit: Option<AfterCommit<T>>,
+    options: JobOptions<T>,
     reply: oneshot::Sender<Result<T, String>>,
 }
 
@@ -51,15 +81,27 @@ where
         let TypedJob {
             output,
             reply,
-            after_commit,
+            options,
             ..
         } = *self;
         let answer =
             result.and_then(|()| output.ok_or_else(|| "the job produced no output".to_string()));
-        if let (Ok(output), Some(after_commit)) = (&answer, after_commit) {
+        if let (Ok(output), Some(after_commit)) = (&answer, options.after_commit) {
             after_commit(output);
         }
-        let _ = reply.send(answer);
+        if let Err(Ok(output)) = reply.send(answer)
+            && let Some(orphaned) = options.orphaned
+        {
+            orphaned(output);
+        }
+    }
+
+    fn unwanted(&self) -> bool {
+        self.options.orphaned.is_some() && self.reply.is_closed()
+    }
+
+    fn last_word(&self) -> bool {
+        self.options.last_word
     }
 }
 
@@ -67,6 +109,17 @@ where
 #[derive(Clone)]
 pub(super) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+/// The writer's patience with a locked database: [`BUSY_PATIENCE`], or what the test-only
+/// `GEMINI_SWEEP_BUSY_PATIENCE_MS` sets (bounded to 1 ms ..= [`BUSY_PATIENCE`]).
+pub(super) fn busy_patience() -> Duration {
+    std::env::var("GEMINI_SWEEP_BUSY_PATIENCE_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(BUSY_PATIENCE, |ms| {
+            Duration::from_millis(ms).clamp(Duration::from_millis(1), BUSY_PATIENCE)
+        })
 }
 
 pub struct WriterThread(std::thread::JoinHandle<()>);
@@ -82,12 +135,13 @@ impl Writer {
     pub(super) fn start(
         conn: Connection,
         path: &Path,
+        patience: Duration,
     ) -> Result<(Writer, WriterThread), std::io::Error> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let thread_path = path.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, queue, &thread_path))?;
+            .spawn(move || writer_loop(conn, queue, &thread_path, patience))?;
         Ok((Writer { jobs }, WriterThread(handle)))
     }
 
@@ -102,11 +156,27 @@ impl Writer {
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.exec_with(
+            work,
+            JobOptions {
+                after_commit,
+                ..JobOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Writer::exec`] with every option.
+    pub(super) async fn exec_with<T, F>(&self, work: F, options: JobOptions<T>) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job = TypedJob {
             work,
             output: None,
-            after_commit,
+            options,
             reply,
         };
         self.jobs
@@ -125,7 +195,19 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn writer_loop(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, path: &Path) {
+fn is_out_of_space(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+    )
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    queue: mpsc::Receiver<Box<dyn Job>>,
+    path: &Path,
+    patience: Duration,
+) {
     let (mut batches, mut jobs) = (0u64, 0u64);
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -133,12 +215,29 @@ fn writer_loop(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, path: 
         batches += 1;
         jobs += batch.len() as u64;
         let started = Instant::now();
+        let patience = if batch.iter().any(|job| job.last_word()) {
+            patience.max(BUSY_PATIENCE)
+        } else {
+            patience
+        };
+        let last_word = batch.iter().any(|job| job.last_word());
+        let mut made_room = false;
         let results = loop {
             match run_batch(&mut conn, &mut batch) {
                 Ok(results) => break results,
-                Err(e) if is_busy(&e) && started.elapsed() < BUSY_PATIENCE => {
+                Err(e) if is_busy(&e) && started.elapsed() < patience => {
                     tracing::warn!(db = %path.display(), "database is locked by another connection; retrying");
                     std::thread::sleep(Duration::from_millis(200));
+                }
+                // A full disk (or a file at its size limit) fails the run's writes, and the run
+                // stops; its end is still worth one try after moving the WAL into the database
+                // and truncating it, which gives back the space the WAL held.
+                Err(e) if last_word && !made_room && is_out_of_space(&e) => {
+                    made_room = true;
+                    tracing::warn!(db = %path.display(), error = %e, "cannot write the database; checkpointing its WAL to make room for the run's end");
+                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                        tracing::warn!(db = %path.display(), error = %e, "the checkpoint failed too");
+                    }
                 }
                 Err(e) => {
                     let reason = e.to_string();
@@ -169,6 +268,10 @@ fn run_batch(
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
+        if job.unwanted() {
+            results.push(Err("not run: its caller has gone".to_string()));
+            continue;
+        }
         let savepoint = tx.savepoint()?;
         match job.run(&savepoint) {
             Ok(()) => {

@@ -9,6 +9,7 @@ mod sim_support;
 // One module per area.
 mod audit_honesty;
 mod bad_input;
+mod config_safeguards;
 mod discovery;
 mod discovery_paging;
 mod files;
@@ -20,6 +21,7 @@ mod parsers_never_panic;
 mod progress;
 mod reconcile;
 mod report_html;
+mod run_record;
 mod scheduling;
 mod security;
 mod shell;
