@@ -129,18 +129,16 @@ pub const BIN_PATH: &str = env!("CARGO_BIN_EXE_gemini-sweep");
 
 impl Bin {
     pub fn new() -> Self {
-        let mut bin = Bin {
+        Bin {
             wrapper: Wrapper::None,
             args: Vec::new(),
             envs: Vec::new(),
             stdin: None,
-        };
-        bin = bin
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .env("GEMINI_API_KEY", KEY)
-            .env("GEMINI_API_SECRET", SECRET);
-        bin
+        }
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("GEMINI_API_KEY", KEY)
+        .env("GEMINI_API_SECRET", SECRET)
     }
 
     /// A shell line (run by `sh -c`) in the binary's environment, instead of the binary.
