@@ -73,6 +73,14 @@ pub fn main() -> i32 {
                 let mut command = <Cli as clap::CommandFactory>::command();
                 let mut text = Vec::new();
                 clap_complete::generate(shell, &mut command, "gemini-sweep", &mut text);
+                if shell == clap_complete::Shell::Bash {
+                    // clap_complete spells a hyphenated name one way in the bash script's state
+                    // and another in the arms that match it, so no subcommand's flags complete
+                    // (clap-rs/clap#6421): spell the arms the way the state is built.
+                    text = String::from_utf8_lossy(&text)
+                        .replace("gemini__subcmd__sweep__subcmd__", "gemini__sweep__subcmd__")
+                        .into_bytes();
+                }
                 print_bytes(&text)
             }
             Command::Man { command } => man_page(command.as_deref()),

@@ -150,10 +150,26 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    /// A time-mode request leaves at once, even with a lower nonce queued and never departing:
+    /// its first poll completes, and no time passes on the paused clock (a held departure would
+    /// wait for the lower nonce to be presumed lost, 200 ms later).
+    #[tokio::test(start_paused = true)]
     async fn time_mode_departures_are_not_held() {
+        use futures::FutureExt;
         let d = Departures::new(false);
         d.queue(1);
-        d.depart(2).await;
+        let start = Instant::now();
+        assert!(
+            d.depart(2).now_or_never().is_some(),
+            "a time-mode departure waited"
+        );
+        d.depart(3).await;
+        assert_eq!(Instant::now(), start, "no time passed");
+
+        // The same calls in increasing mode are held: the check above can fail.
+        let ordered = Departures::new(true);
+        ordered.queue(1);
+        ordered.queue(2);
+        assert!(ordered.depart(2).now_or_never().is_none());
     }
 }

@@ -2,16 +2,11 @@
 //! the wrong run. Each test drives the real binary against the simulator or a scripted exchange
 //! and reads the database the way an auditor would.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use crate::raw_exchange::*;
-
-fn owned(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
 
 fn invocations(conn: &rusqlite::Connection) -> i64 {
     count(conn, "SELECT count(*) FROM invocations")
@@ -26,7 +21,7 @@ async fn the_cron_line_never_resumes_yesterdays_run() {
     let server = start(config).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate", "1000", "--max-attempts", "2"].map(String::from));
-    let yesterday = run_binary(&owned(&args), &[]).await;
+    let yesterday = run_binary(&args, &[]).await;
     assert_eq!(yesterday.status.code(), Some(1), "{}", stderr(&yesterday));
     // The run was yesterday's.
     db(&ws.db())
@@ -36,7 +31,7 @@ async fn the_cron_line_never_resumes_yesterdays_run() {
         .unwrap();
     let requests = server.ledger().counters.requests;
 
-    let bin = env!("CARGO_BIN_EXE_gemini-sweep");
+    let bin = BIN_PATH;
     let db_path = ws.db().display().to_string();
     let lock_dir = ws.dir.path().display().to_string();
     let url = server.base_url();
@@ -44,15 +39,7 @@ async fn the_cron_line_never_resumes_yesterdays_run() {
         "{bin} run --accounts {missing} --base-url {url} --db {db_path} --lock-dir {lock_dir} || {bin} run --resume latest --db {db_path} --lock-dir {lock_dir}",
         missing = ws.path("renamed-by-mistake.csv").display()
     );
-    let output = tokio::process::Command::new("sh")
-        .args(["-c", &cron_line])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GEMINI_API_KEY", KEY)
-        .env("GEMINI_API_SECRET", SECRET)
-        .output()
-        .await
-        .unwrap();
+    let output = Bin::shell(&cron_line).output().await;
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let err = stderr(&output);
     assert!(err.contains("renamed-by-mistake.csv"), "{err}");
@@ -79,7 +66,7 @@ async fn resuming_a_finished_run_changes_nothing_and_says_so() {
     let server = start(sim_config(5)).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate", "1000"].map(String::from));
-    let first = run_binary(&owned(&args), &[]).await;
+    let first = run_binary(&args, &[]).await;
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     let before: (String, String, Option<i64>, i64) = db(&ws.db())
         .query_row(
@@ -158,7 +145,7 @@ async fn a_listing_older_than_the_last_cancel_all_proves_nothing() {
     let ws = Workspace::new();
     let csv = ws.accounts_csv(&["acct-0001".to_string()]);
     let args = run_args(&exchange.url, &csv, &ws.db());
-    let first = run_binary(&owned(&args), &[]).await;
+    let first = run_binary(&args, &[]).await;
     assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
     let summary = stdout_json(&first);
     assert_eq!(summary["accounts_rejects_left"], 1);
@@ -213,7 +200,7 @@ async fn what_was_never_verified_reads_unverified_and_a_missing_listing_reads_un
     let csv = ws.accounts_csv(&["acct-0001".to_string(), "acct-0002".to_string()]);
     let mut args = run_args(&exchange.url, &csv, &ws.db());
     args.extend(["--max-attempts", "2"].map(String::from));
-    let output = run_binary(&owned(&args), &[]).await;
+    let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let summary = stdout_json(&output);
     assert_eq!(summary["orders_unverified"], 3);
@@ -272,31 +259,10 @@ async fn a_killed_run_left_its_requests_recorded_and_reads_died() {
     let (ws, mut args) = sweep_setup(&stalling);
     args.retain(|a| a != "--timeout" && a != "2");
     args.extend(["--timeout", "50"].map(String::from));
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gemini-sweep"))
-        .args(&args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GEMINI_API_KEY", KEY)
-        .env("GEMINI_API_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stalling.ledger().counters.requests == 0 {
-        assert!(Instant::now() < deadline, "no request was sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = child.wait_with_output().await;
+    let child = Bin::new().args(&args).spawn();
+    wait_until("a request sent", || stalling.ledger().counters.requests > 0).await;
+    child.signal("-KILL");
+    let _ = child.finish().await;
 
     let conn = db(&ws.db());
     let (in_flight, nonce, sent_at): (i64, String, String) = conn

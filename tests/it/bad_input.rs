@@ -278,7 +278,6 @@ async fn an_unusable_database_exits_3_and_sends_nothing() {
         let mut args = run_args(&url, &csv, &db);
         args.truncate(args.len() - 2);
         args.extend(["--lock-dir".into(), ws.dir.path().display().to_string()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let output = run_binary(&args, &[]).await;
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(3), "{}: {err}", db.display());

@@ -87,7 +87,6 @@ async fn accounts_pages_past_500_and_writes_a_csv_a_run_accepts() {
     );
     let mut args = run_args(&url, std::path::Path::new(&csv), &ws.db());
     args.extend(["--rate", "2000", "--no-verify"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = run_binary(&args, &[]).await;
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
     let summary = stdout_json(&run);

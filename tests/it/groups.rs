@@ -1,26 +1,26 @@
 //! Several groups in one job (`run --config FILE`): each master key under its own pace, nonces
 //! and lock, in parallel; one group's refused key stops that group only.
 
+use std::time::SystemTime;
+
 use crate::common::*;
-use gemini_sweep::sim::{KeySpec, NonceMode, RateLimitConfig, Role, SimConfig, SimServer};
+use gemini_sweep::sim::{KeySpec, Role, SimConfig, SimServer};
 
 const DESK_A_KEY: &str = "master-desk-a";
 const DESK_B_KEY: &str = "master-desk-b";
 const DESK_A_SECRET: &str = "desk-a-secret-Hq2";
 const DESK_B_SECRET: &str = "desk-b-secret-Pw9";
 
-fn group_key(key: &str, secret: &str, group: &str) -> KeySpec {
+fn group_key(k: &str, secret: &str, group: &str) -> KeySpec {
     KeySpec {
-        key: key.into(),
-        secret: secret.into(),
-        nonce_mode: NonceMode::Increasing,
-        roles: vec![Role::Trader, Role::Auditor],
-        account: None,
         group: Some(group.into()),
+        ..key(k, secret, &[Role::Trader, Role::Auditor], None)
     }
 }
 
-/// Two groups of `per_group` accounts each; the exchange limits each key to 8/s (2 queued).
+/// Two groups of `per_group` accounts each. The exchange does not limit them: the pace under
+/// test is the engine's own, read from the send times it recorded (a limited simulator's 429s
+/// depend on how requests bunch on a loaded machine, not on the engine).
 fn two_groups(per_group: u32) -> SimConfig {
     let mut config = sim_config(0);
     for (g, prefix) in [("desk-a", "a"), ("desk-b", "b")] {
@@ -35,11 +35,6 @@ fn two_groups(per_group: u32) -> SimConfig {
         group_key(DESK_B_KEY, DESK_B_SECRET, "desk-b"),
     ];
     config.orders_per_account = 1..=5;
-    config.rate_limit = Some(RateLimitConfig {
-        per_second: 8.0,
-        burst_queue: 2,
-        send_retry_after: false,
-    });
     config
 }
 
@@ -106,27 +101,8 @@ async fn run_config(ws: &Workspace, extra: &[&str], b_secret: &str) -> std::proc
 }
 
 /// Send times (seconds) of each group's requests, from the audit trail.
-fn send_times(conn: &rusqlite::Connection, group: &str) -> Vec<f64> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT (julianday(a.sent_at) - 2440587.5) * 86400.0 FROM attempts a
-             JOIN runs r ON r.run_id = a.run_id WHERE r.group_name = ?1 ORDER BY 1",
-        )
-        .unwrap();
-    stmt.query_map([group], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
-/// The most requests sent in any one-second window.
-fn busiest_second(times: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, start) in times.iter().enumerate() {
-        let n = times[i..].iter().take_while(|t| **t < start + 1.0).count();
-        best = best.max(n);
-    }
-    best
+fn group_send_times(conn: &rusqlite::Connection, group: &str) -> Vec<f64> {
+    send_times(conn, &format!("r.group_name = '{group}'"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,6 +111,7 @@ async fn two_groups_sweep_in_parallel_each_at_its_own_rate() {
     let ws = Workspace::new();
     write_config(&ws, &server);
 
+    let started = SystemTime::now();
     let output = run_config(&ws, &[], DESK_B_SECRET).await;
     let summary = stdout_json(&output);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -146,7 +123,6 @@ async fn two_groups_sweep_in_parallel_each_at_its_own_rate() {
         assert_eq!(entry["status"], "completed", "{entry}");
         assert_eq!(entry["accounts_ok"], 10, "{entry}");
     }
-    assert_eq!(server.ledger().counters.rate_limited, 0);
 
     // Every order of both groups cancelled, and recorded under the run of its group.
     let conn = db(&ws.db());
@@ -163,17 +139,66 @@ async fn two_groups_sweep_in_parallel_each_at_its_own_rate() {
         "each account is recorded under its own group's run"
     );
 
-    // Each group keeps to its own 6/s (+1 back to back); together they go faster than one key
-    // may, so neither waited on the other's budget.
-    let (a, b) = (send_times(&conn, "desk-a"), send_times(&conn, "desk-b"));
-    assert_eq!(a.len(), 31, "a listing and 10 × 3 calls");
-    assert_eq!(b.len(), 30, "10 × 3 calls");
-    assert!(busiest_second(&a) <= 7, "{}", busiest_second(&a));
-    assert!(busiest_second(&b) <= 7, "{}", busiest_second(&b));
-    let mut both = [a.clone(), b.clone()].concat();
-    both.sort_by(f64::total_cmp);
-    assert!(busiest_second(&both) >= 9, "{}", busiest_second(&both));
-    assert!(a[0] < *b.last().unwrap() && b[0] < *a.last().unwrap());
+    // Every request the exchange saw is an attempt of one group or the other.
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM attempts") as u64,
+        server.ledger().counters.requests
+    );
+    // Each group keeps to its own 6/s from the start, request by request: each span takes at
+    // least its 5 s, however fast or slow the machine.
+    let (a, b) = (
+        group_send_times(&conn, "desk-a"),
+        group_send_times(&conn, "desk-b"),
+    );
+    // Each call answered once; anything more is a retry of a transient failure (a nonce race
+    // between two requests in flight, more likely on a loaded machine), paced like the rest.
+    let answered = |group: &str, outcome: &str| {
+        count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM attempts a JOIN runs r ON r.run_id = a.run_id
+                 WHERE r.group_name = '{group}' AND a.outcome = '{outcome}'"
+            ),
+        )
+    };
+    assert_eq!(answered("desk-a", "ok"), 31, "a listing and 10 × 3 calls");
+    assert_eq!(answered("desk-b", "ok"), 30, "10 × 3 calls");
+    assert_eq!(
+        a.len() + b.len(),
+        61 + answered("desk-a", "transient") as usize + answered("desk-b", "transient") as usize,
+        "and retries of transient failures only"
+    );
+    assert_paced(&a, started, 6.0, 1, "desk-a");
+    assert_paced(&b, started, 6.0, 1, "desk-b");
+    // In parallel: each group's requests began before the other's ended (one after the other,
+    // the second would begin after the first's 5 s were over).
+    assert!(
+        a[0] < *b.last().unwrap() && b[0] < *a.last().unwrap(),
+        "desk-a {:.3}..{:.3}, desk-b {:.3}..{:.3}",
+        a[0],
+        a.last().unwrap(),
+        b[0],
+        b.last().unwrap()
+    );
+    // Each under its own key session: every request of a group was signed with its own key.
+    for group in ["desk-a", "desk-b"] {
+        let keys = count(
+            &conn,
+            &format!(
+                "SELECT count(DISTINCT a.key_fingerprint) FROM attempts a
+                 JOIN runs r ON r.run_id = a.run_id WHERE r.group_name = '{group}'"
+            ),
+        );
+        assert_eq!(keys, 1, "{group} used one key");
+    }
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(DISTINCT key_fingerprint) FROM attempts"
+        ),
+        2,
+        "the groups used different keys"
+    );
 
     // `runs --group` shows that group's runs only.
     let db_path = ws.db().display().to_string();

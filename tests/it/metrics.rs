@@ -40,10 +40,9 @@ async fn the_metrics_file_parses_and_matches_the_database() {
     let metrics = ws.path("textfile/gemini-sweep.prom");
     std::fs::create_dir(ws.path("textfile")).unwrap();
     args.extend(["--metrics-file".into(), metrics.display().to_string()]);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
 
     // A clean run: exit 0, and the clean-sweep timestamp is the run's end.
-    let output = run_binary(&argv, &[]).await;
+    let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let first = samples(&std::fs::read_to_string(&metrics).unwrap());
     let conn = db(&ws.db());
@@ -79,7 +78,7 @@ async fn the_metrics_file_parses_and_matches_the_database() {
     let mut names = account_names(&server);
     names.push("closed-last-week".into());
     ws.accounts_csv(&names);
-    let output = run_binary(&argv, &[]).await;
+    let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let text = std::fs::read_to_string(&metrics).unwrap();
     let second = samples(&text);
@@ -162,8 +161,7 @@ async fn a_metrics_file_in_a_missing_directory_is_refused_before_sending() {
         "--metrics-file".into(),
         ws.path("no-such-dir/x.prom").display().to_string(),
     ]);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run_binary(&argv, &[]).await;
+    let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("does not exist"),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
-use gemini_sweep::sim::{FaultConfig, RateLimitConfig, SimConfig};
+use gemini_sweep::sim::{FaultConfig, SimConfig};
 
 /// (open_before, cancelled, rejected, open_after, unexplained, late, clean) per account.
 type Recon = BTreeMap<String, (i64, i64, i64, i64, i64, i64, Option<bool>)>;
@@ -48,7 +48,6 @@ async fn sweep(
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate".into(), "2000".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run_binary(&args, &[]).await;
     (server, ws, output)
 }
@@ -322,21 +321,22 @@ async fn csv_cells_that_look_like_formulas_are_neutralised() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_work_while_a_sweep_is_writing() {
-    let mut config = sim_config(40);
-    config.rate_limit = Some(RateLimitConfig {
-        per_second: 30.0,
-        burst_queue: 5,
-        send_retry_after: false,
-    });
-    let server = start(config).await;
+    // 120 requests at 30/s: the engine's pace holds the run open for 4 s, however fast the
+    // machine; reports are read over and over until the run has ended, not a fixed number of
+    // times that a slow start could use up.
+    let server = start(sim_config(40)).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate".into(), "30".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let db_path = ws.db().display().to_string();
-    let sweep = run_binary(&args, &[]);
+    let sweeping = std::sync::atomic::AtomicBool::new(true);
+    let sweep = async {
+        let output = run_binary(&args, &[]).await;
+        sweeping.store(false, std::sync::atomic::Ordering::SeqCst);
+        output
+    };
     let reports = async {
         let mut seen_running = false;
-        for _ in 0..40 {
+        while sweeping.load(std::sync::atomic::Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if !ws.db().exists() {
                 continue;

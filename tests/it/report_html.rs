@@ -9,27 +9,17 @@ use crate::common::*;
 use gemini_sweep::sim::RateLimitConfig;
 use scraper::{ElementRef, Html, Selector};
 
-fn owned(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
 /// Runs `report --format html` under umask 000, so the file's mode is the program's doing.
 async fn html_report(db: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.args(["-c", r#"umask 000 && exec "$@""#, "sh"])
-        .arg(env!("CARGO_BIN_EXE_gemini-sweep"))
+    Bin::new()
+        .umask_000()
         .args(["report", "--format", "html", "--db"])
         .arg(db)
         .arg("--out")
         .arg(out)
         .args(extra)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .kill_on_drop(true);
-    tokio::time::timeout(TEST_TIMEOUT, cmd.output())
+        .output()
         .await
-        .expect("report finishes in time")
-        .expect("report runs")
 }
 
 /// Writes the page for `run` and reads it back: it must parse without a single HTML error.
@@ -173,7 +163,7 @@ async fn the_page_says_what_the_database_says() {
     let server = start(config).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate", "600", "--max-attempts", "20"].map(String::from));
-    let output = run_binary(&owned(&args), &[]).await;
+    let output = run_binary(&args, &[]).await;
     assert!(
         matches!(output.status.code(), Some(0 | 1)),
         "{}",
@@ -360,7 +350,7 @@ async fn text_from_outside_is_shown_not_run() {
     let server = start(sim_config(3)).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate", "1000"].map(String::from));
-    let output = run_binary(&owned(&args), &[]).await;
+    let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     const NAME: &str = "<script>alert('name')</script>&\"";
     const ERROR: &str = "</td></tr></table><script>alert(1)</script><img src=x onerror=alert(2)>";
@@ -443,7 +433,7 @@ async fn unknown_reads_unknown() {
     let csv = ws.accounts_csv(&names);
     let mut args = run_args(&server.base_url(), &csv, &ws.db());
     args.extend(["--rate", "1000"].map(String::from));
-    let output = run_binary(&owned(&args), &[]).await;
+    let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
 
     let (text, doc) = page(&ws.db(), "1").await;
@@ -493,7 +483,7 @@ async fn unknown_reads_unknown() {
     let csv = ws.accounts_csv(&account_names(&server));
     let mut args = run_args(&server.base_url(), &csv, &ws.db());
     args.extend(["--rate", "1000", "--no-verify"].map(String::from));
-    let output = run_binary(&owned(&args), &[]).await;
+    let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let (_, doc) = page(&ws.db(), "latest").await;
     let verdict = one(&doc, "#verdict");
@@ -525,7 +515,7 @@ async fn a_refused_key_is_the_verdict_and_one_request_is_a_chart() {
     let server = start(sim_config(5)).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate", "5"].map(String::from));
-    let output = run_binary(&owned(&args), &[("GEMINI_API_SECRET", "not-the-secret")]).await;
+    let output = run_binary(&args, &[("GEMINI_API_SECRET", "not-the-secret")]).await;
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     let (text, doc) = page(&ws.db(), "latest").await;
     assert_self_contained(&text, &doc, &server.base_url());
@@ -570,7 +560,7 @@ async fn a_huge_run_is_capped_and_bucketed() {
     let server = start(sim_config(2)).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate", "1000"].map(String::from));
-    let output = run_binary(&owned(&args), &[]).await;
+    let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let mut conn = db(&ws.db());
     let tx = conn.transaction().unwrap();

@@ -2,7 +2,6 @@
 //! Each test does the bad thing for real to a child process, then compares the database with the
 //! simulator's ledger.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -19,56 +18,20 @@ fn rate_limited(accounts: usize, per_second: f64) -> SimConfig {
     config
 }
 
-fn spawn_sweep(args: &[String]) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_gemini-sweep"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("GEMINI_API_KEY", KEY)
-        .env("GEMINI_API_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the binary")
-}
-
-fn send(signal: &str, child: &tokio::process::Child) {
-    let pid = child.id().expect("child is running").to_string();
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+fn spawn_sweep(args: &[String]) -> Running {
+    Bin::new().args(args).spawn()
 }
 
 /// Waits until the run has committed at least `n` attempts (read-only, like an auditor would).
 async fn wait_for_attempts(db_path: &std::path::Path, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the sweep never reached {n} attempts"
-        );
-        if let Ok(conn) = rusqlite::Connection::open_with_flags(
-            db_path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        ) && let Ok(done) =
-            conn.query_row("SELECT count(*) FROM attempts", [], |r| r.get::<_, i64>(0))
-            && done >= n
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn finish(child: tokio::process::Child) -> std::process::Output {
-    tokio::time::timeout(TEST_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("child finishes in time")
-        .expect("child output")
+    wait_until(&format!("the sweep to reach {n} attempts"), || {
+        rusqlite::Connection::open_with_flags(db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|conn| {
+                conn.query_row("SELECT count(*) FROM attempts", [], |r| r.get::<_, i64>(0))
+            })
+            .is_ok_and(|done| done >= n)
+    })
+    .await;
 }
 
 /// Nothing the exchange cancelled and said so in a committed reply is missing; nothing is there
@@ -92,8 +55,8 @@ async fn sigterm_stops_new_requests_lets_in_flight_ones_finish_and_exits_143() {
     args.extend(["--rate".into(), "25".into()]);
     let child = spawn_sweep(&args);
     wait_for_attempts(&ws.db(), 15).await;
-    send("-TERM", &child);
-    let output = finish(child).await;
+    child.signal("-TERM");
+    let output = child.finish().await;
     assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
     let summary = stdout_json(&output);
     assert_eq!(summary["status"], "interrupted");
@@ -139,14 +102,17 @@ async fn sigterm_stops_new_requests_lets_in_flight_ones_finish_and_exits_143() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_several_points_then_resume_loses_nothing_confirmed() {
+    // 300 requests at 40/s: after the 70th, the pace keeps the run going for at least 5.75 s
+    // more, however fast the machine, so the kill lands mid-run.
+    const ACCOUNTS: i64 = 100;
     for kill_after in [1, 20, 70] {
-        let server = start(rate_limited(40, 40.0)).await;
+        let server = start(rate_limited(ACCOUNTS as usize, 40.0)).await;
         let (ws, mut args) = sweep_setup(&server);
         args.extend(["--rate".into(), "40".into()]);
         let child = spawn_sweep(&args);
         wait_for_attempts(&ws.db(), kill_after).await;
-        send("-KILL", &child);
-        let output = finish(child).await;
+        child.signal("-KILL");
+        let output = child.finish().await;
         assert_eq!(output.status.code(), None, "killed by a signal");
 
         let conn = db(&ws.db());
@@ -164,7 +130,7 @@ async fn kill_9_at_several_points_then_resume_loses_nothing_confirmed() {
             stderr(&output)
         );
         let summary = stdout_json(&output);
-        assert_eq!(summary["accounts_ok"], 40, "after {kill_after}");
+        assert_eq!(summary["accounts_ok"], ACCOUNTS, "after {kill_after}");
         assert!(
             stderr(&output).contains("taking it over"),
             "{}",
@@ -191,15 +157,12 @@ async fn kill_9_at_several_points_then_resume_loses_nothing_confirmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_the_same_database_or_key_is_refused() {
-    let server = start(rate_limited(30, 10.0)).await;
-    let (ws, mut args) = sweep_setup(&server);
-    args.extend(["--rate".into(), "10".into()]);
-    let first = spawn_sweep(&args);
-    wait_for_attempts(&ws.db(), 1).await;
-    let pid = first.id().unwrap();
+    // The first run is held mid-sweep by a request the exchange never answers, so it is still
+    // running, however slow the machine, when the others try; no grace period to wait out.
+    let (server, ws, args, first) = stalled_sweep("0").await;
+    let pid = first.pid();
 
-    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
-    let second = run_binary(&args_ref, &[]).await;
+    let second = run_binary(&args, &[]).await;
     assert_eq!(second.status.code(), Some(2));
     let err = stderr(&second);
     assert!(err.contains("already running with this database"), "{err}");
@@ -207,8 +170,7 @@ async fn a_second_run_on_the_same_database_or_key_is_refused() {
 
     let other_db = ws.path("other.db");
     let other_args = run_args(&server.base_url(), &ws.path("accounts.csv"), &other_db);
-    let other_ref: Vec<&str> = other_args.iter().map(String::as_str).collect();
-    let third = run_binary(&other_ref, &[]).await;
+    let third = run_binary(&other_args, &[]).await;
     assert_eq!(third.status.code(), Some(2));
     assert!(
         stderr(&third).contains("already running with this API key"),
@@ -216,8 +178,8 @@ async fn a_second_run_on_the_same_database_or_key_is_refused() {
         stderr(&third)
     );
 
-    send("-INT", &first);
-    let output = finish(first).await;
+    first.signal("-INT");
+    let output = first.finish().await;
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
 }
 
@@ -226,7 +188,6 @@ async fn a_dry_run_sends_nothing_and_writes_nothing() {
     let server = start(sim_config(25)).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--dry-run".into(), "--rate".into(), "5".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let plan = stdout_json(&output);
@@ -247,17 +208,18 @@ async fn a_busy_database_delays_the_run_but_loses_nothing() {
     let url = server.base_url();
     let mut args = run_args(&url, &csv, &ws.db());
     args.extend(["--rate".into(), "1000".into()]);
-    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
-    let first = run_binary(&args_ref, &[]).await;
+    let first = run_binary(&args, &[]).await;
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     let blocker = db(&ws.db());
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let sweep = run_binary(&args_ref, &[]);
-    let release = async {
-        tokio::time::sleep(Duration::from_secs(7)).await;
-        blocker.execute_batch("COMMIT").unwrap();
-    };
-    let (output, ()) = tokio::join!(sweep, release);
+    let sweep = Bin::new().args(&args).spawn();
+    // Released once the run has met the lock and said it waits, not after a guess at how long
+    // that takes.
+    sweep
+        .wait_for_stderr("database is locked by another connection; retrying")
+        .await;
+    blocker.execute_batch("COMMIT").unwrap();
+    let output = sweep.finish().await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(stderr(&output).contains("locked"), "the wait was logged");
     let conn = db(&ws.db());
@@ -287,8 +249,7 @@ async fn the_secret_and_the_key_never_appear_in_output_or_database_even_at_trace
     let url = server.base_url();
     let mut args = run_args(&url, &csv, &ws.db());
     args.extend(["--rate".into(), "1000".into()]);
-    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run_binary(&args_ref, &[("RUST_LOG", "trace")]).await;
+    let output = run_binary(&args, &[("RUST_LOG", "trace")]).await;
     // The missing Trader role refuses the key: the run stops at once.
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     assert!(stderr(&output).contains("TRACE"), "trace logging was on");
@@ -326,20 +287,22 @@ async fn the_secret_and_the_key_never_appear_in_output_or_database_even_at_trace
 async fn stalling_server(accounts: usize) -> SimServer {
     let mut config = sim_config(accounts);
     config.faults.p_stall = 1.0;
-    config.faults.stall_for = Duration::from_secs(60);
+    config.faults.stall_for = Duration::from_secs(3600);
     start(config).await
 }
 
 /// A sweep of 10 accounts against a stalling simulator, with a request in flight when it
-/// returns (only one: until the exchange accepts a cancel-all, a key sends one at a time).
-async fn stalled_sweep(grace: &str) -> (SimServer, Workspace, tokio::process::Child) {
+/// returns (only one: until the exchange accepts a cancel-all, a key sends one at a time), and
+/// its arguments. The request would time out only after 600 s, the longest --timeout: a run
+/// that ends sooner did not wait for it.
+async fn stalled_sweep(grace: &str) -> (SimServer, Workspace, Vec<String>, Running) {
     let server = stalling_server(10).await;
     let (ws, mut args) = sweep_setup(&server);
     args.retain(|a| a != "--timeout" && a != "2");
-    args.extend(["--timeout", "50", "--grace", grace, "--rate", "100"].map(String::from));
+    args.extend(["--timeout", "600", "--grace", grace, "--rate", "100"].map(String::from));
     let child = spawn_sweep(&args);
     wait_for_requests(&server, 1).await;
-    (server, ws, child)
+    (server, ws, args, child)
 }
 
 /// The request left in flight reads `abandoned`, with the nonce and the time it was sent.
@@ -363,14 +326,10 @@ fn assert_abandoned_with_nonce(conn: &rusqlite::Connection) {
 }
 
 async fn wait_for_requests(server: &SimServer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.ledger().counters.requests < n {
-        assert!(
-            Instant::now() < deadline,
-            "the sweep never sent {n} requests"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(&format!("the sweep to send {n} requests"), || {
+        server.ledger().counters.requests >= n
+    })
+    .await;
 }
 
 fn integrity(conn: &rusqlite::Connection) -> String {
@@ -380,15 +339,18 @@ fn integrity(conn: &rusqlite::Connection) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_waiting_but_still_settles_the_run_and_prints_the_summary() {
-    let (_server, ws, child) = stalled_sweep("50").await;
-    send("-INT", &child);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    send("-INT", &child);
+    let (_server, ws, _args, child) = stalled_sweep("600").await;
+    child.signal("-INT");
+    // The second signal only means "stop waiting" once the first has been taken.
+    child.wait_for_stderr("received: finishing requests").await;
+    child.signal("-INT");
     let started = Instant::now();
-    let output = finish(child).await;
+    let output = child.finish().await;
+    // A hang guard, not a speed claim: waiting out the grace period (or the request's timeout)
+    // would take 600 s; stopping at once takes well under a second.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "did not wait out the 50 s grace period"
+        started.elapsed() < Duration::from_secs(60),
+        "did not wait out the 600 s grace period"
     );
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     assert!(
@@ -418,18 +380,20 @@ async fn a_second_signal_stops_waiting_but_still_settles_the_run_and_prints_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_still_in_flight_after_the_grace_period_are_abandoned() {
-    let (_server, ws, child) = stalled_sweep("1").await;
+    let (_server, ws, _args, child) = stalled_sweep("1").await;
     let started = Instant::now();
-    send("-TERM", &child);
-    let output = finish(child).await;
+    child.signal("-TERM");
+    let output = child.finish().await;
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(1),
         "the grace period was given: {took:?}"
     );
+    // A hang guard, not a speed claim: without the grace period's end the run would wait 600 s
+    // for the request's timeout; it ends about a second after the signal.
     assert!(
-        took < Duration::from_secs(10),
-        "and not much more: {took:?}"
+        took < Duration::from_secs(60),
+        "and not the request's 600 s timeout: {took:?}"
     );
     assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
     let summary = stdout_json(&output);
@@ -454,7 +418,6 @@ async fn permanent_failures_are_resumed_only_when_asked() {
     let server = start(config).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate".into(), "1000".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = run_binary(&args, &[]).await;
     assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
     let conn = db(&ws.db());

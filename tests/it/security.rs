@@ -19,14 +19,10 @@ async fn every_file_a_run_creates_is_private_whatever_the_umask() {
     let csv = ws.accounts_csv(&account_names(&server));
     let db_path = ws.path("private/sweep.db");
     std::fs::create_dir(ws.path("private")).unwrap();
-    let bin = env!("CARGO_BIN_EXE_gemini-sweep");
     // The run is held open long enough to see the -wal and -shm files.
-    let output = tokio::process::Command::new("sh")
+    let output = Bin::new()
+        .umask_000()
         .args([
-            "-c",
-            r#"umask 000 && exec "$@""#,
-            "sh",
-            bin,
             "run",
             "--accounts",
             &csv.display().to_string(),
@@ -37,13 +33,8 @@ async fn every_file_a_run_creates_is_private_whatever_the_umask() {
             "--rate",
             "1000",
         ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GEMINI_API_KEY", KEY)
-        .env("GEMINI_API_SECRET", SECRET)
         .output()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let mut seen = Vec::new();
     for entry in std::fs::read_dir(ws.path("private")).unwrap() {
@@ -79,7 +70,6 @@ async fn one_runs_report_reads_that_run_only() {
     let server = start(sim_config(3)).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate", "1000"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let conn = db(&ws.db());

@@ -5,39 +5,116 @@ use crate::common::*;
 
 const COMMANDS: &[&str] = &["run", "accounts", "report", "runs", "demo", "sim"];
 
+/// What each shell's script must say: that it completes `gemini-sweep`, each command as a
+/// candidate, and `run`'s `--metrics-file`, in that shell's own syntax (a bare `contains("run")`
+/// is true of almost any script).
+struct Expect {
+    shell: &'static str,
+    registers: &'static str,
+    command: fn(&str) -> String,
+    metrics_file: &'static str,
+}
+
+const SHELLS: &[Expect] = &[
+    Expect {
+        shell: "bash",
+        registers: "complete -F _gemini__sweep -o nosort -o bashdefault -o default gemini-sweep",
+        command: |c| format!("gemini__sweep,{c})"),
+        metrics_file: " --metrics-file ",
+    },
+    Expect {
+        shell: "zsh",
+        registers: "#compdef gemini-sweep",
+        command: |c| format!("\n'{c}:"),
+        metrics_file: "'--metrics-file=[",
+    },
+    Expect {
+        shell: "fish",
+        registers: "complete -c gemini-sweep ",
+        command: |c| format!(r#"-n "__fish_gemini_sweep_needs_command" -f -a "{c}""#),
+        metrics_file: r#"-n "__fish_gemini_sweep_using_subcommand run" -l metrics-file"#,
+    },
+    Expect {
+        shell: "elvish",
+        registers: "set edit:completion:arg-completer[gemini-sweep]",
+        command: |c| format!("cand {c} '"),
+        metrics_file: "cand --metrics-file '",
+    },
+    Expect {
+        shell: "powershell",
+        registers: "Register-ArgumentCompleter -Native -CommandName 'gemini-sweep'",
+        command: |c| {
+            format!("[CompletionResult]::new('{c}', '{c}', [CompletionResultType]::ParameterValue")
+        },
+        metrics_file: "[CompletionResult]::new('--metrics-file', '--metrics-file'",
+    },
+];
+
 #[tokio::test]
 async fn completions_cover_every_command_and_bash_can_load_them() {
-    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+    for expect in SHELLS {
+        let shell = expect.shell;
         let output = run_binary(&["completions", shell], &[]).await;
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
         let script = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            script.contains(expect.registers),
+            "{shell}: does not register for gemini-sweep: {script}"
+        );
         for command in COMMANDS {
-            assert!(script.contains(command), "{shell}: {command} missing");
+            let candidate = (expect.command)(command);
+            assert!(
+                script.contains(&candidate),
+                "{shell}: {command} is not offered ({candidate:?} missing)"
+            );
         }
         assert!(
-            script.contains("metrics-file"),
-            "{shell}: run's flags missing"
+            script.contains(expect.metrics_file),
+            "{shell}: run's --metrics-file missing"
         );
     }
+
+    // Bash itself: the script loads, registers, and completes what a user types.
     let output = run_binary(&["completions", "bash"], &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gemini-sweep.bash");
     std::fs::write(&file, &output.stdout).unwrap();
-    // Sourcing it defines the completion function and registers it for the command.
-    let check = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "source {} && complete -p gemini-sweep",
-            file.display()
-        ))
-        .output()
-        .expect("bash runs");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
+    let complete = |words: &[&str]| -> String {
+        // As bash calls a completion function: the words so far, the one being completed last.
+        let (cur, prev) = (words[words.len() - 1], words[words.len() - 2]);
+        let script = format!(
+            "source '{}' && complete -p gemini-sweep >/dev/null && COMP_WORDS=({}) && COMP_CWORD={} && _gemini__sweep gemini-sweep '{cur}' '{prev}' && echo \"${{COMPREPLY[*]}}\"",
+            file.display(),
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1,
+        );
+        let check = std::process::Command::new("bash")
+            .args(["--norc", "-c", &script])
+            .output()
+            .expect("bash runs");
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        String::from_utf8_lossy(&check.stdout).trim().to_owned()
+    };
+    let commands = complete(&["gemini-sweep", ""]);
+    for command in COMMANDS {
+        assert!(
+            commands.split(' ').any(|w| w == *command),
+            "bash does not offer {command}: {commands:?}"
+        );
+    }
+    assert_eq!(
+        complete(&["gemini-sweep", "run", "--metr"]),
+        "--metrics-file"
     );
-    assert!(String::from_utf8_lossy(&check.stdout).contains("gemini-sweep"));
+    assert_eq!(complete(&["gemini-sweep", "rep"]), "report");
 
     let output = run_binary(&["completions", "tcsh"], &[]).await;
     assert_eq!(output.status.code(), Some(2));
@@ -82,17 +159,21 @@ async fn a_man_page_for_the_tool_and_each_command() {
     );
 }
 
-/// groff, where installed, renders the page without a single warning.
+/// groff renders the page without a single warning. groff is required: a check skipped where
+/// it is missing would pass without checking anything.
 fn roff_is_clean(page: &str, command: &str) {
-    let Ok(mut child) = std::process::Command::new("groff")
+    let mut child = std::process::Command::new("groff")
         .args(["-man", "-Tutf8", "-ww", "-z"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-    else {
-        eprintln!("groff is not installed: the roff of `{command}` is checked for structure only");
-        return;
-    };
+        .unwrap_or_else(|e| {
+            panic!(
+                "groff is needed to check the man pages ({e}); install it \
+                 (Debian, Ubuntu: `apt-get install groff-base`; Fedora: `dnf install groff-base`; \
+                 macOS: `brew install groff`)"
+            )
+        });
     use std::io::Write;
     child
         .stdin

@@ -814,8 +814,10 @@ async fn each_group_key_has_its_own_nonce_and_rate_limit() {
         let mut blue = key("master-blue", "b", &[Role::Trader], None);
         blue.group = Some("blue".into());
         cfg.keys.push(blue);
+        // One request per key every 1000 s: a key's second request is refused however slowly
+        // the machine sends it.
         cfg.rate_limit = Some(sim::RateLimitConfig {
-            per_second: 0.5,
+            per_second: 0.001,
             burst_queue: 0,
             send_retry_after: false,
         });

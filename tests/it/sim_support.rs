@@ -3,14 +3,13 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use gemini_sweep::signing;
-use gemini_sweep::sim::{KeySpec, NonceMode, Role, SimServer};
+use gemini_sweep::sim::SimServer;
 use serde_json::{Value, json};
 
-/// Every test finishes well within this, or fails instead of hanging the suite.
-pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::common::{TEST_TIMEOUT, key};
 
 pub async fn bounded<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(TEST_TIMEOUT, f)
@@ -132,17 +131,6 @@ pub fn now_secs() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-pub fn key(key: &str, secret: &str, roles: &[Role], account: Option<&str>) -> KeySpec {
-    KeySpec {
-        key: key.into(),
-        secret: secret.into(),
-        nonce_mode: NonceMode::Increasing,
-        roles: roles.to_vec(),
-        account: account.map(Into::into),
-        group: None,
-    }
 }
 
 /// A client bound to one key with its own increasing nonce.

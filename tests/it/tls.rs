@@ -20,24 +20,42 @@ async fn a_self_signed_exchange_is_refused_before_any_request_is_sent() {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let handshakes = Arc::new(AtomicUsize::new(0));
+    // Per connection: accepted, then its TLS handshake refused, or completed and then carrying
+    // request bytes. Each connection's outcome is counted only once it is known, so the test can
+    // wait until every connection has one instead of reading the counts while one is pending.
+    let connections = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let completed = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
     let server = {
-        let (handshakes, requests) = (handshakes.clone(), requests.clone());
+        let counts = (
+            connections.clone(),
+            refused.clone(),
+            completed.clone(),
+            requests.clone(),
+        );
         tokio::spawn(async move {
+            let (connections, refused, completed, requests) = counts;
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                handshakes.fetch_add(1, Ordering::SeqCst);
+                connections.fetch_add(1, Ordering::SeqCst);
                 let acceptor = acceptor.clone();
-                let requests = requests.clone();
+                let (refused, completed, requests) =
+                    (refused.clone(), completed.clone(), requests.clone());
                 tokio::spawn(async move {
                     // The client aborts the handshake; were it to finish, a request would follow.
-                    if let Ok(mut tls) = acceptor.accept(socket).await {
-                        let mut buf = [0u8; 1024];
-                        if tls.read(&mut buf).await.unwrap_or(0) > 0 {
-                            requests.fetch_add(1, Ordering::SeqCst);
+                    match acceptor.accept(socket).await {
+                        Err(_) => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(mut tls) => {
+                            let mut buf = [0u8; 1024];
+                            if tls.read(&mut buf).await.unwrap_or(0) > 0 {
+                                requests.fetch_add(1, Ordering::SeqCst);
+                            }
+                            completed.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                 });
@@ -50,19 +68,28 @@ async fn a_self_signed_exchange_is_refused_before_any_request_is_sent() {
     let url = format!("https://localhost:{port}");
     let mut args = run_args(&url, &csv, &ws.db());
     args.extend(["--max-attempts", "2", "--no-verify"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run_binary(&args, &[]).await;
-    server.abort();
-
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        handshakes.load(Ordering::SeqCst) > 0,
-        "the client did connect"
-    );
+
+    // The client has exited, so every connection it opened is closed: each one's outcome comes,
+    // and a request sent late would be counted before the wait ends.
+    let settled = || {
+        refused.load(Ordering::SeqCst) + completed.load(Ordering::SeqCst)
+            == connections.load(Ordering::SeqCst)
+    };
+    wait_until("every TLS connection to end", settled).await;
+    server.abort();
+    let connections = connections.load(Ordering::SeqCst);
+    assert!(connections > 0, "the client did connect");
     assert_eq!(
         requests.load(Ordering::SeqCst),
         0,
         "no request crossed an unverified TLS session"
+    );
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        connections,
+        "every handshake was refused"
     );
     let conn = db(&ws.db());
     let message: String = conn
