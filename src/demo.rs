@@ -76,6 +76,7 @@ pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
         max_attempts: 5,
         reject_retries: 1,
         verify: true,
+        snapshot: false,
         nonce_mode: NonceMode::Increasing,
         db: db.to_path_buf(),
         lock_dir: None,

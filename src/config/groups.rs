@@ -61,6 +61,7 @@ const SETTINGS: &[&str] = &[
     "max_attempts",
     "reject_retries",
     "verify",
+    "snapshot",
     "nonce_mode",
     "grace",
 ];
@@ -395,6 +396,9 @@ fn apply_settings(table: &toml::Table, config: &mut SweepConfig) -> Result<(), S
     }
     if let Some(v) = flag("verify")? {
         config.verify = v;
+    }
+    if let Some(v) = flag("snapshot")? {
+        config.snapshot = v;
     }
     if let Some(v) = number("grace", 0.0, 600.0)? {
         config.grace = Duration::from_secs_f64(v);

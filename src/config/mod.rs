@@ -196,10 +196,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub reject_retries: Option<u32>,
 
-    /// Skip listing open orders before and after the cancel-all (one request per account instead
-    /// of three; the run then cannot prove the account is flat).
+    /// Skip the listing after the cancel-all (one request per account instead of two; the run
+    /// then cannot prove the account is flat).
     #[arg(long)]
     pub no_verify: bool,
+
+    /// Also list each account's open orders before its cancel-all, so the audit trail holds
+    /// their details (symbol, side, price, amounts). Three requests per account, and each
+    /// account's cancel-all waits behind its own listing: the sweep is flat later.
+    #[arg(long)]
+    pub snapshot: bool,
 
     /// Validate everything and print the plan; send nothing, write nothing.
     #[arg(long)]
@@ -400,8 +406,11 @@ pub struct SweepConfig {
     pub timeout: Duration,
     pub max_attempts: u32,
     pub reject_retries: u32,
-    /// List open orders before and after the cancel-all, for reconciliation.
+    /// List open orders after the cancel-all: the proof an account is flat.
     pub verify: bool,
+    /// List open orders before the cancel-all too, for their details (`--snapshot`).
+    #[serde(default)]
+    pub snapshot: bool,
     pub nonce_mode: NonceMode,
     pub db: PathBuf,
     /// Where the key's lock lives; `None`: beside the database.
@@ -436,10 +445,10 @@ fn from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Erro
 }
 
 impl SweepConfig {
-    /// Requests an account costs when nothing fails: snapshot, cancel-all and verify, or just the
-    /// cancel-all without verification.
+    /// Requests an account costs when nothing fails: the cancel-all, the listing that proves it
+    /// (unless --no-verify) and the one before it (with --snapshot).
     pub fn calls_per_account(&self) -> usize {
-        if self.verify { 3 } else { 1 }
+        1 + usize::from(self.verify) + usize::from(self.snapshot)
     }
 
     pub fn base_url(&self) -> reqwest::Url {
@@ -466,6 +475,7 @@ impl SweepConfig {
             max_attempts: 5,
             reject_retries: 1,
             verify: true,
+            snapshot: false,
             nonce_mode: NonceMode::Increasing,
             db,
             lock_dir: None,
@@ -654,6 +664,9 @@ impl RunArgs {
         }
         if self.no_verify {
             config.verify = false;
+        }
+        if self.snapshot {
+            config.snapshot = true;
         }
         if self.all_accounts {
             config.accounts_file = PathBuf::from("(--all-accounts)");

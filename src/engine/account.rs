@@ -1,6 +1,12 @@
-//! One account's sweep: list its open orders, cancel them all (again while some are rejected),
-//! list again to verify, retrying what is transient. Every request goes through the key's
-//! session; this module decides what the account's outcome is.
+//! One account's sweep: cancel all its orders (again while some are rejected), then prove it
+//! flat with a listing taken after its last cancel-all (cancelling again, ahead of any listing,
+//! what that listing still finds open), retrying what is transient. Every request goes through
+//! the key's session; this module decides what the account's outcome is.
+//!
+//! The two halves run apart ([`AccountSweeper::cancel`], then [`AccountSweeper::prove`]), so a
+//! run sends every account's cancel-all at the key's full pace before the listings that prove
+//! them. With `--snapshot` an account also lists its orders before its cancel-all, for the order
+//! details of the audit trail, and is swept start to end in one go ([`AccountSweeper::sweep`]).
 
 use super::session::{Caller, KeySession, Retry, RunContext, Step, Stop};
 use crate::config::SweepConfig;
@@ -15,6 +21,28 @@ pub struct AccountSweeper<'a> {
     pub resuming: bool,
 }
 
+/// An account whose orders were cancelled, waiting for the listing that proves it flat.
+pub struct Cancelled {
+    acct: Caller,
+    standing: AccountStatus,
+    reject_retries_left: u32,
+}
+
+/// How an account's cancel-alls ended: standing at a status with its proof to come, or over
+/// (recorded).
+enum CancelOutcome {
+    Standing(Caller, AccountStatus),
+    Over(AccountStatus),
+}
+
+/// Where an account stands after its cancel-all.
+pub enum AfterCancel {
+    /// Finished and recorded.
+    Done(AccountStatus),
+    /// Cancelled; its proof is still to come.
+    ToProve(Cancelled),
+}
+
 impl AccountSweeper<'_> {
     fn run_id(&self) -> i64 {
         self.run
@@ -22,15 +50,23 @@ impl AccountSweeper<'_> {
             .expect("accounts are only swept within a run")
     }
 
-    /// Sweeps one account and records its outcome.
+    /// Sweeps one account start to end and records its outcome.
     pub async fn sweep(&self, account: &str) -> Result<AccountStatus, Error> {
-        let outcome = self.sweep_inner(account).await;
+        match self.cancel(account).await? {
+            AfterCancel::Done(status) => Ok(status),
+            AfterCancel::ToProve(cancelled) => self.prove(cancelled).await,
+        }
+    }
+
+    /// The account's cancel-alls (and, with `--snapshot`, the listing before them).
+    pub async fn cancel(&self, account: &str) -> Result<AfterCancel, Error> {
+        let outcome = self.cancel_inner(account).await;
         // If this account was probing the key and ends without proving it, the next one probes.
         self.session.window.probe_done(account);
         outcome
     }
 
-    async fn sweep_inner(&self, account: &str) -> Result<AccountStatus, Error> {
+    async fn cancel_inner(&self, account: &str) -> Result<AfterCancel, Error> {
         let (attempt_no, snapshot_taken) = if self.resuming {
             self.run
                 .store
@@ -45,25 +81,48 @@ impl AccountSweeper<'_> {
             sent_any: false,
             last_error: None,
         };
+        let done = |status| Ok(AfterCancel::Done(status));
 
-        if self.config.verify && !snapshot_taken {
+        if self.config.snapshot && !snapshot_taken {
             // A failed snapshot only costs the reconciliation its "before" side; cancelling
             // matters more, so the sweep goes on, unless the key itself was refused.
             match self.call(&mut acct, Phase::Snapshot).await? {
                 Step::Done(_) | Step::Failed(Failure::AccountRefused | Failure::OutOfAttempts) => {}
                 Step::Failed(failure) => {
-                    return self
-                        .finish(acct, AccountStatus::Failed, Some(failure))
-                        .await;
+                    return done(
+                        self.finish(acct, AccountStatus::Failed, Some(failure))
+                            .await?,
+                    );
                 }
-                Step::Stopped(stop) => return self.stopped(acct, stop, None).await,
+                Step::Stopped(stop) => return done(self.stopped(acct, stop, None).await?),
             }
         }
 
         let mut reject_retries_left = self.config.reject_retries;
-        // The status the account keeps if nothing more succeeds.
-        let mut standing = None;
-        let mut failure = None;
+        let (acct, standing) = match self
+            .cancel_all(acct, &mut reject_retries_left, None)
+            .await?
+        {
+            CancelOutcome::Standing(acct, standing) => (acct, standing),
+            CancelOutcome::Over(status) => return done(status),
+        };
+        if !self.config.verify {
+            return done(self.finish(acct, standing, None).await?);
+        }
+        Ok(AfterCancel::ToProve(Cancelled {
+            acct,
+            standing,
+            reject_retries_left,
+        }))
+    }
+
+    /// Cancel-alls until one leaves nothing rejected or the reject retries run out.
+    async fn cancel_all(
+        &self,
+        mut acct: Caller,
+        reject_retries_left: &mut u32,
+        mut standing: Option<AccountStatus>,
+    ) -> Result<CancelOutcome, Error> {
         loop {
             let step = self.call(&mut acct, Phase::Cancel).await?;
             if let Step::Done(collected) = &step {
@@ -78,42 +137,77 @@ impl AccountSweeper<'_> {
                         "{} orders refused cancellation",
                         collected.rejected_count
                     ));
-                    if reject_retries_left == 0 {
-                        break;
+                    if *reject_retries_left == 0 {
+                        return Ok(CancelOutcome::Standing(acct, AccountStatus::RejectsLeft));
                     }
-                    reject_retries_left -= 1;
+                    *reject_retries_left -= 1;
                 }
                 Step::Done(collected) => {
                     tracing::debug!(
-                        account,
+                        account = &*acct.name,
                         cancelled = collected.cancelled_count,
                         "cancel-all done"
                     );
-                    standing = Some(AccountStatus::Swept);
                     acct.last_error = None;
-                    break;
+                    return Ok(CancelOutcome::Standing(acct, AccountStatus::Swept));
                 }
-                Step::Failed(f) => {
-                    failure = Some(f);
-                    break;
+                Step::Failed(failure) => {
+                    return Ok(match standing {
+                        // An earlier cancel-all of this account went through: what it left is
+                        // for the listing to show.
+                        Some(status) => CancelOutcome::Standing(acct, status),
+                        None => CancelOutcome::Over(
+                            self.finish(acct, AccountStatus::Failed, Some(failure))
+                                .await?,
+                        ),
+                    });
                 }
-                Step::Stopped(stop) => return self.stopped(acct, stop, standing).await,
+                Step::Stopped(stop) => {
+                    return Ok(CancelOutcome::Over(
+                        self.stopped(acct, stop, standing).await?,
+                    ));
+                }
             }
         }
-        let Some(standing) = standing else {
-            return self.finish(acct, AccountStatus::Failed, failure).await;
-        };
-        if !self.config.verify {
-            return self.finish(acct, standing, None).await;
-        }
+    }
 
-        let error_before_verify = acct.last_error.take();
-        match self.call(&mut acct, Phase::Verify).await? {
-            Step::Done(listing) => {
-                acct.last_error = error_before_verify;
-                if listing.orders_count > 0 {
+    /// The listing after the account's last cancel-all; orders it still finds open (rejected, or
+    /// placed during the sweep) get the reject retries, and a listing after those.
+    pub async fn prove(&self, cancelled: Cancelled) -> Result<AccountStatus, Error> {
+        let Cancelled {
+            mut acct,
+            mut standing,
+            mut reject_retries_left,
+        } = cancelled;
+        let account = acct.name.clone();
+        loop {
+            let error_before_verify = acct.last_error.take();
+            match self.call(&mut acct, Phase::Verify).await? {
+                Step::Done(listing) => {
+                    acct.last_error = error_before_verify;
+                    if listing.orders_count == 0 {
+                        break;
+                    }
+                    if reject_retries_left > 0 {
+                        reject_retries_left -= 1;
+                        tracing::info!(
+                            account = &*account,
+                            still_open = listing.orders_count,
+                            "orders still open after the cancel-all; cancelling again"
+                        );
+                        match self
+                            .cancel_all(acct, &mut reject_retries_left, Some(standing))
+                            .await?
+                        {
+                            CancelOutcome::Standing(again, now) => {
+                                (acct, standing) = (again, now);
+                                continue;
+                            }
+                            CancelOutcome::Over(status) => return Ok(status),
+                        }
+                    }
                     tracing::warn!(
-                        account,
+                        account = &*account,
                         still_open = listing.orders_count,
                         "orders still open after the sweep"
                     );
@@ -123,17 +217,20 @@ impl AccountSweeper<'_> {
                             listing.orders_count
                         ));
                     }
+                    break;
                 }
-            }
-            Step::Failed(_) => {
-                let verify_error = acct.last_error.take().unwrap_or_default();
-                acct.last_error = Some(
-                    error_before_verify.unwrap_or_else(|| format!("not verified: {verify_error}")),
-                );
-            }
-            Step::Stopped(stop) => {
-                acct.last_error = error_before_verify;
-                return self.stopped(acct, stop, Some(standing)).await;
+                Step::Failed(_) => {
+                    let verify_error = acct.last_error.take().unwrap_or_default();
+                    acct.last_error = Some(
+                        error_before_verify
+                            .unwrap_or_else(|| format!("not verified: {verify_error}")),
+                    );
+                    break;
+                }
+                Step::Stopped(stop) => {
+                    acct.last_error = error_before_verify;
+                    return self.stopped(acct, stop, Some(standing)).await;
+                }
             }
         }
         self.finish(acct, standing, None).await

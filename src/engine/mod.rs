@@ -331,6 +331,98 @@ pub async fn run_groups(
         .collect())
 }
 
+/// Sweeps the accounts: flat first, proof after. Every account's cancel-all goes out at the
+/// key's pace, `concurrency` accounts at a time; each account cancelled goes on to the listing
+/// that proves it, which the session lets through only when no cancel-all is waiting. With
+/// `--snapshot`, each account is swept start to end instead (its listing before its cancel-all).
+///
+/// Every account under way is let finish (a failed write stops the key, so they finish quickly)
+/// rather than dropped, so that what they sent is settled with the run; accounts not yet started
+/// once the run is aborting are not started. Returns each account's outcome, `None` for one
+/// never started.
+async fn sweep_accounts(
+    sweeper: &account::AccountSweeper<'_>,
+    to_sweep: Vec<String>,
+    config: &SweepConfig,
+    progress: &Arc<Progress>,
+    aborting: &CancellationToken,
+    abort: &(dyn Fn(&Error) + Sync),
+) -> Vec<Option<Result<store::AccountStatus, Error>>> {
+    let concurrency = config.concurrency as usize;
+    let done = |status: &Result<store::AccountStatus, Error>| match status {
+        Ok(status) => progress.account_done(*status),
+        Err(e) => abort(e),
+    };
+    if config.snapshot {
+        // Owned names: a future borrowing from the closure's argument is not Send-able to a task.
+        return futures::stream::iter(to_sweep)
+            .map(|account| async move {
+                if aborting.is_cancelled() {
+                    return None;
+                }
+                let status = sweeper.sweep(&account).await;
+                done(&status);
+                Some(status)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    }
+    // Unbounded: a cancel-all never waits for a proof to make room.
+    let (to_prove, proofs) = tokio::sync::mpsc::unbounded_channel::<account::Cancelled>();
+    let cancels = async move {
+        futures::stream::iter(to_sweep)
+            .map(|account| async move {
+                if aborting.is_cancelled() {
+                    return None;
+                }
+                match sweeper.cancel(&account).await {
+                    Ok(account::AfterCancel::ToProve(cancelled)) => Some(Ok(cancelled)),
+                    Ok(account::AfterCancel::Done(status)) => {
+                        done(&Ok(status));
+                        Some(Err(Ok(status)))
+                    }
+                    Err(e) => {
+                        abort(&e);
+                        Some(Err(Err(e)))
+                    }
+                }
+            })
+            .buffer_unordered(concurrency)
+            .filter_map(|outcome| {
+                futures::future::ready(match outcome {
+                    Some(Ok(cancelled)) => {
+                        // The receiver only ends once every sender is gone.
+                        let _ = to_prove.send(cancelled);
+                        None
+                    }
+                    Some(Err(finished)) => Some(Some(finished)),
+                    None => Some(None),
+                })
+            })
+            .collect::<Vec<_>>()
+            .await
+    };
+    let proving = receiver_stream(proofs)
+        .map(|cancelled| async move {
+            let status = sweeper.prove(cancelled).await;
+            done(&status);
+            Some(status)
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>();
+    let (mut finished, proved) = tokio::join!(cancels, proving);
+    finished.extend(proved);
+    finished
+}
+
+/// The receiver as a stream that ends when every sender is gone.
+fn receiver_stream<T>(
+    mut receiver: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
 /// The key's session: its nonces continue from the highest the database has recorded for it.
 async fn open_session(
     config: &SweepConfig,
@@ -601,26 +693,7 @@ async fn sweep_with_store(
     let sweeper = &sweeper;
     progress.add_accounts(to_sweep.len());
     let progress = &progress;
-    let (aborting_ref, abort) = (&aborting, &abort);
-    // Owned names: a future borrowing from the closure's argument is not Send-able to a task.
-    // Every account under way is let finish (a failed write stops the key, so they finish
-    // quickly) rather than dropped, so that what they sent is settled with the run; accounts
-    // not yet started once the run is aborting are not started.
-    let results = futures::stream::iter(to_sweep)
-        .map(|account| async move {
-            if aborting_ref.is_cancelled() {
-                return None;
-            }
-            let status = sweeper.sweep(&account).await;
-            match &status {
-                Ok(status) => progress.account_done(*status),
-                Err(e) => abort(e),
-            }
-            Some(status)
-        })
-        .buffer_unordered(config.concurrency as usize)
-        .collect::<Vec<_>>()
-        .await;
+    let results = sweep_accounts(sweeper, to_sweep, config, progress, &aborting, &abort).await;
     grace_timer.abort();
     abort_timer.abort();
     for result in results.into_iter().flatten() {

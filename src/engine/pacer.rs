@@ -57,6 +57,15 @@ const CLIMB_FACTOR: f64 = 1.25;
 const MAINTENANCE_FIRST: Duration = Duration::from_secs(2);
 const MAINTENANCE_MAX: Duration = Duration::from_secs(60);
 
+/// Whether a request goes ahead of others waiting for the key's pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// A cancel-all (or the listing a run cannot start without): the next free slot.
+    Now,
+    /// A listing that proves or records: only a slot no urgent request wants.
+    CanWait,
+}
+
 /// Which pace a request was spaced at: a push-back for a request of an older pace says nothing of
 /// the pace in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +143,13 @@ impl Pacer {
     }
 
     /// Waits until the key may send one more request; returns the pace it was spaced at, which
-    /// the request's reply hands back to `on_push_back`.
-    pub async fn admit(&self) -> PaceTicket {
+    /// the request's reply hands back to `on_push_back`. An urgent request (a cancel-all) takes
+    /// the next free slot, however far ahead; one that can wait (a listing) takes a slot only when
+    /// it is due at once, so it never holds a slot an urgent request could have had.
+    pub async fn admit(&self, urgency: Urgency) -> PaceTicket {
+        if urgency == Urgency::CanWait {
+            return self.admit_when_free().await;
+        }
         loop {
             let now = Instant::now();
             let wait = {
@@ -180,6 +194,38 @@ impl Pacer {
                         s.last_departure = s.last_departure.max(slot);
                         return ticket;
                     }
+                }
+            }
+        }
+    }
+
+    async fn admit_when_free(&self) -> PaceTicket {
+        loop {
+            let now = Instant::now();
+            let (due, epoch) = {
+                let mut s = self.state();
+                match s.paused_until {
+                    Some(until) if until > now => (until, s.epoch),
+                    _ => {
+                        s.paused_until = None;
+                        let tolerance = s.interval * (self.burst - 1);
+                        let earliest = s.tat.checked_sub(tolerance).unwrap_or(now);
+                        if earliest <= now {
+                            s.tat = s.tat.max(now) + s.interval;
+                            s.last_departure = s.last_departure.max(now);
+                            return PaceTicket(s.generation);
+                        }
+                        (earliest, s.epoch)
+                    }
+                }
+            };
+            let reslotted = self.reslotted.notified();
+            tokio::pin!(reslotted);
+            reslotted.as_mut().enable();
+            if self.state().epoch == epoch {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = &mut reslotted => {}
                 }
             }
         }
@@ -438,7 +484,7 @@ mod tests {
                 tokio::spawn(async move {
                     let (mut ok, mut refused) = (0, 0);
                     while Instant::now() < end {
-                        let ticket = pacer.admit().await;
+                        let ticket = pacer.admit(Urgency::Now).await;
                         if Instant::now() >= end {
                             break;
                         }
@@ -515,7 +561,7 @@ mod tests {
         pacer.on_push_back(Pause::RateLimited(None), ticket);
         assert_eq!(pacer.current_rate(), rate_after_first);
         pacer.on_push_back(Pause::RateLimited(Some(Duration::from_secs(5))), ticket);
-        pacer.admit().await;
+        pacer.admit(Urgency::Now).await;
         assert!(Instant::now() - start >= Duration::from_secs(5));
     }
 
@@ -533,7 +579,7 @@ mod tests {
         );
         assert_eq!(pacer.current_rate(), 10.0);
         let start = Instant::now();
-        pacer.admit().await;
+        pacer.admit(Urgency::Now).await;
         assert!(Instant::now() - start >= MAINTENANCE_FIRST * 2);
     }
 
@@ -561,7 +607,7 @@ mod tests {
                     match kind {
                         0 => {
                             let start = Instant::now();
-                            pacer.admit().await;
+                            pacer.admit(Urgency::Now).await;
                             let waited = Instant::now() - start;
                             let longest = Duration::from_secs(300)
                                 .max(MAINTENANCE_MAX)
@@ -603,7 +649,7 @@ mod tests {
                         .is_ok()
                     {
                         loop {
-                            let ticket = pacer.admit().await;
+                            let ticket = pacer.admit(Urgency::Now).await;
                             let interval = pacer.state().interval;
                             departures.lock().unwrap().push((Instant::now(), interval));
                             match exchange.arrive() {
@@ -714,5 +760,59 @@ mod tests {
         let (_, refused) = traffic(pacer.clone(), lifted, Duration::from_secs(60)).await;
         assert_eq!(refused, 0);
         assert_eq!(pacer.current_rate(), 10.0, "back to --rate, never above");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_listing_delays_a_cancel_all() {
+        // 40 cancel-alls at 10/s from 8 workers, and 8 listings wanting the pace all along:
+        // every cancel-all leaves when it would with no listing at all, and the listings take
+        // the slots after the last one.
+        let pacer = Arc::new(Pacer::new(10.0, 1));
+        let start = Instant::now();
+        let cancels = Arc::new(std::sync::atomic::AtomicU32::new(40));
+        let left = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for worker in 0..16 {
+            let (pacer, cancels, left) = (pacer.clone(), cancels.clone(), left.clone());
+            tasks.push(tokio::spawn(async move {
+                let order = std::sync::atomic::Ordering::SeqCst;
+                let urgent = worker < 8;
+                loop {
+                    if urgent
+                        && cancels
+                            .fetch_update(order, order, |n| n.checked_sub(1))
+                            .is_err()
+                    {
+                        break;
+                    }
+                    let urgency = if urgent {
+                        Urgency::Now
+                    } else {
+                        Urgency::CanWait
+                    };
+                    pacer.admit(urgency).await;
+                    left.lock().unwrap().push((Instant::now() - start, urgent));
+                    if !urgent && cancels.load(order) == 0 && left.lock().unwrap().len() >= 60 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let left = left.lock().unwrap().clone();
+        let cancel_times: Vec<Duration> = left.iter().filter(|l| l.1).map(|l| l.0).collect();
+        assert_eq!(cancel_times.len(), 40);
+        for (k, at) in cancel_times.iter().enumerate() {
+            // The k-th cancel-all leaves k intervals after the start, as if alone.
+            assert_eq!(*at, Duration::from_millis(100) * k as u32, "cancel-all {k}");
+        }
+        let last_cancel = *cancel_times.last().unwrap();
+        assert!(
+            left.iter().filter(|l| !l.1).all(|l| l.0 > last_cancel),
+            "a listing took a slot before the last cancel-all: {left:?}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::departures::Departures;
-use super::pacer::Pacer;
+use super::pacer::{Pacer, Urgency};
 use super::window::Window;
 use crate::client::{
     Chunk, Collected, Endpoint, ExchangeClient, Exchanged, NonceMode, NonceRefusal, NonceSource,
@@ -201,6 +201,50 @@ pub struct RunContext {
     pub progress: Arc<super::Progress>,
 }
 
+/// Cancel-alls waiting for the key's window or pace. While any is, no listing starts, so a
+/// listing never holds a place in the window a cancel-all could have had.
+#[derive(Default)]
+struct UrgentQueue {
+    waiting: std::sync::atomic::AtomicUsize,
+    cleared: tokio::sync::Notify,
+}
+
+impl UrgentQueue {
+    fn enter(&self) -> UrgentTurn<'_> {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        UrgentTurn(self)
+    }
+
+    /// Returns once no cancel-all is waiting.
+    async fn cleared(&self) {
+        loop {
+            let cleared = self.cleared.notified();
+            tokio::pin!(cleared);
+            cleared.as_mut().enable();
+            if self.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            cleared.await;
+        }
+    }
+}
+
+/// One cancel-all's place in the queue, given up once the pace lets it through (or it stops).
+struct UrgentTurn<'a>(&'a UrgentQueue);
+
+impl Drop for UrgentTurn<'_> {
+    fn drop(&mut self) {
+        let before = self
+            .0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if before == 1 {
+            self.0.cleared.notify_waiters();
+        }
+    }
+}
+
 pub struct KeySession {
     pub client: ExchangeClient,
     pub nonces: Arc<NonceSource>,
@@ -213,6 +257,7 @@ pub struct KeySession {
     departures: Arc<Departures>,
     pub halt: Halt,
     guard: Mutex<NonceGuard>,
+    urgent: UrgentQueue,
 }
 
 impl KeySession {
@@ -234,6 +279,7 @@ impl KeySession {
             departures: Arc::new(Departures::new(ordered)),
             halt: Halt::default(),
             guard: Mutex::new(NonceGuard::default()),
+            urgent: UrgentQueue::default(),
         }
     }
 
@@ -265,16 +311,31 @@ impl KeySession {
         if let Some(stop) = stopped() {
             return Ok(AttemptResult::NotSent(stop));
         }
+        // Cancel-alls first: a listing waits while any cancel-all waits, and then takes only a
+        // slot of the pace that no cancel-all wants (flat first, proof after).
+        let urgency = match phase {
+            Phase::Cancel | Phase::Discover => Urgency::Now,
+            Phase::Snapshot | Phase::Verify => Urgency::CanWait,
+        };
+        let turn = (urgency == Urgency::Now).then(|| self.urgent.enter());
+        if urgency == Urgency::CanWait {
+            tokio::select! {
+                _ = self.urgent.cleared() => {}
+                _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
+                _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
+            }
+        }
         let mut slot = tokio::select! {
             slot = self.window.acquire(account) => slot,
             _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
             _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
         };
         let pace = tokio::select! {
-            ticket = self.pacer.admit() => ticket,
+            ticket = self.pacer.admit(urgency) => ticket,
             _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
             _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
         };
+        drop(turn);
         if let Some(stop) = stopped() {
             return Ok(AttemptResult::NotSent(stop));
         }

@@ -110,6 +110,12 @@ pub struct RunTotals {
     pub rate_limited: i64,
     pub nonce_refused: i64,
     pub abandoned: i64,
+    /// From the run's start to the reply of its last accepted cancel-all; `None` while some
+    /// account (not skipped) has no accepted cancel-all.
+    pub time_to_flat_ms: Option<i64>,
+    /// From the run's start to the reply of the listing that proved its last account flat;
+    /// `None` while some account (not skipped) is not proven flat.
+    pub time_to_proven_flat_ms: Option<i64>,
     /// A discovery run's listing: `complete` or `possibly_incomplete` (absent for a CSV run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listing: Option<String>,
@@ -128,7 +134,27 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
                 (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.http_status = 429),
                 (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.error_reason = 'InvalidNonce'),
                 (SELECT count(*) FROM attempts t WHERE t.run_id = r.run_id AND t.outcome = 'abandoned'),
-                r.listing, r.listing_note
+                r.listing, r.listing_note,
+                CASE WHEN NOT EXISTS (
+                         SELECT 1 FROM run_accounts a
+                         WHERE a.run_id = r.run_id AND a.status <> 'skipped'
+                           AND NOT EXISTS (SELECT 1 FROM attempts t
+                                           WHERE t.run_id = a.run_id AND t.account = a.account
+                                             AND t.phase = 'cancel' AND t.outcome = 'ok'))
+                     THEN (SELECT CAST(round(max((julianday(t.sent_at) - julianday(r.started_at))
+                                                 * 86400000.0 + coalesce(t.latency_ms, 0))) AS INTEGER)
+                           FROM attempts t
+                           WHERE t.run_id = r.run_id AND t.phase = 'cancel' AND t.outcome = 'ok')
+                END,
+                CASE WHEN NOT EXISTS (
+                         SELECT 1 FROM account_reconciliation ar
+                         WHERE ar.run_id = r.run_id AND ar.status <> 'skipped'
+                           AND coalesce(ar.clean, 0) = 0)
+                     THEN (SELECT CAST(round(max((julianday(t.sent_at) - julianday(r.started_at))
+                                                 * 86400000.0 + coalesce(t.latency_ms, 0))) AS INTEGER)
+                           FROM run_accounts a JOIN attempts t ON t.attempt_id = a.verify_attempt_id
+                           WHERE a.run_id = r.run_id AND a.status <> 'skipped')
+                END
          FROM runs r,
               -- Filtered inside, so only this run's accounts are read.
               (SELECT count(*) AS accounts,
@@ -171,6 +197,8 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
                 abandoned: row.get(19)?,
                 listing: row.get(20)?,
                 listing_note: row.get(21)?,
+                time_to_flat_ms: row.get(22)?,
+                time_to_proven_flat_ms: row.get(23)?,
             })
         },
     )

@@ -144,7 +144,9 @@ async fn a_listing_older_than_the_last_cancel_all_proves_nothing() {
     let exchange = RawExchange::start(script).await;
     let ws = Workspace::new();
     let csv = ws.accounts_csv(&["acct-0001".to_string()]);
-    let args = run_args(&exchange.url, &csv, &ws.db());
+    // The script answers a listing before the cancel-all, as --snapshot sends it.
+    let mut args = run_args(&exchange.url, &csv, &ws.db());
+    args.push("--snapshot".into());
     let first = run_binary(&args, &[]).await;
     assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
     let summary = stdout_json(&first);
@@ -199,7 +201,7 @@ async fn what_was_never_verified_reads_unverified_and_a_missing_listing_reads_un
     let ws = Workspace::new();
     let csv = ws.accounts_csv(&["acct-0001".to_string(), "acct-0002".to_string()]);
     let mut args = run_args(&exchange.url, &csv, &ws.db());
-    args.extend(["--max-attempts", "2"].map(String::from));
+    args.extend(["--max-attempts", "2", "--snapshot"].map(String::from));
     let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let summary = stdout_json(&output);

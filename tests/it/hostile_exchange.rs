@@ -113,7 +113,13 @@ async fn a_listing_too_large_to_hold_is_streamed_and_reconciled() {
         Reply::json(200, cancel.as_bytes())
     })
     .await;
-    let (output, ws) = sweep(&exchange.url, &["acct-0001"], &["--timeout", "30"], &[]).await;
+    let (output, ws) = sweep(
+        &exchange.url,
+        &["acct-0001"],
+        &["--timeout", "30", "--snapshot"],
+        &[],
+    )
+    .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let conn = db(&ws.db());
     let (before, cancelled, after, clean): (i64, i64, i64, i64) = conn

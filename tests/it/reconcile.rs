@@ -46,7 +46,8 @@ async fn sweep(
 ) {
     let server = start(config).await;
     let (ws, mut args) = sweep_setup(&server);
-    args.extend(["--rate".into(), "2000".into()]);
+    // These tests reconcile against the listing before the cancel-all: --snapshot takes it.
+    args.extend(["--rate".into(), "2000".into(), "--snapshot".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let output = run_binary(&args, &[]).await;
     (server, ws, output)

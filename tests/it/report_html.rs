@@ -162,7 +162,8 @@ async fn the_page_says_what_the_database_says() {
     });
     let server = start(config).await;
     let (ws, mut args) = sweep_setup(&server);
-    args.extend(["--rate", "600", "--max-attempts", "20"].map(String::from));
+    // Every total compared with the view, the listing before the cancel-all included.
+    args.extend(["--rate", "600", "--max-attempts", "20", "--snapshot"].map(String::from));
     let output = run_binary(&args, &[]).await;
     assert!(
         matches!(output.status.code(), Some(0 | 1)),
@@ -432,7 +433,8 @@ async fn unknown_reads_unknown() {
     names.push("acct-gone".into()); // not on the exchange: refused, never listed
     let csv = ws.accounts_csv(&names);
     let mut args = run_args(&server.base_url(), &csv, &ws.db());
-    args.extend(["--rate", "1000"].map(String::from));
+    // Every account but the refused one listed before its cancel-all.
+    args.extend(["--rate", "1000", "--snapshot"].map(String::from));
     let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
 
@@ -559,7 +561,7 @@ async fn a_refused_key_is_the_verdict_and_one_request_is_a_chart() {
 async fn a_huge_run_is_capped_and_bucketed() {
     let server = start(sim_config(2)).await;
     let (ws, mut args) = sweep_setup(&server);
-    args.extend(["--rate", "1000"].map(String::from));
+    args.extend(["--rate", "1000", "--snapshot"].map(String::from));
     let output = run_binary(&args, &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let mut conn = db(&ws.db());

@@ -382,6 +382,7 @@ fn library_config(url: String, db: std::path::PathBuf, concurrency: u32) -> Swee
         max_attempts: 5,
         reject_retries: 1,
         verify: true,
+        snapshot: false,
         nonce_mode: NonceMode::Increasing,
         lock_dir: None,
         proxy: None,
@@ -458,8 +459,8 @@ async fn nonces_survive_a_second_run_and_a_clock_stepped_back_an_hour() {
         .collect();
     assert_eq!(
         nonces.len(),
-        3 * 20 * 3,
-        "three runs, 20 accounts, three calls each"
+        3 * 20 * 2,
+        "three runs, 20 accounts, two calls each"
     );
     let last_of_run: Vec<i64> = (1..=3)
         .map(|run| {
@@ -506,7 +507,7 @@ async fn thirty_two_in_flight_lose_no_account_to_nonce_races() {
     let ledger = server.ledger();
     assert_eq!(
         summary.totals.attempts as u64,
-        150 * 3 + ledger.counters.nonce_errors
+        150 * 2 + ledger.counters.nonce_errors
     );
 }
 
@@ -634,7 +635,7 @@ async fn a_reordering_network_costs_few_requests() {
     let summary = stdout_json(&output);
     assert_eq!(summary["accounts_ok"], 80);
     let refused = server.ledger().counters.nonce_errors;
-    let needed = 80 * 3;
+    let needed = 80 * 2;
     assert!(
         refused * 10 <= needed,
         "{refused} requests refused as races for {needed} needed: more than 10 % wasted"
