@@ -94,6 +94,14 @@ pub fn render(conn: &Connection, groups: &[GroupOutcome], now: f64) -> rusqlite:
         "gemini_sweep_nonce_races",
         "Requests of the group's latest run refused with InvalidNonce.",
     );
+    let mut time_to_flat = Family::new(
+        "gemini_sweep_time_to_flat_seconds",
+        "From the start of the group's latest run to the reply of its last accepted cancel-all (absent while some account was never cancelled).",
+    );
+    let mut time_to_proven_flat = Family::new(
+        "gemini_sweep_time_to_proven_flat_seconds",
+        "From the start of the group's latest run to the listing that proved its last account flat (absent while some account is not proven flat).",
+    );
     let mut last_clean = Family::new(
         "gemini_sweep_last_clean_sweep_timestamp_seconds",
         "When the group's latest run with every account verified flat ended (absent: none yet).",
@@ -155,6 +163,13 @@ pub fn render(conn: &Connection, groups: &[GroupOutcome], now: f64) -> rusqlite:
             }
             rate_limited.add(group(), t.rate_limited as f64);
             nonce_races.add(group(), t.nonce_refused as f64);
+            // Unknown is absent, never 0: an alert on "not flat within N seconds" must fire on it.
+            if let Some(ms) = t.time_to_flat_ms {
+                time_to_flat.add(group(), ms as f64 / 1000.0);
+            }
+            if let Some(ms) = t.time_to_proven_flat_ms {
+                time_to_proven_flat.add(group(), ms as f64 / 1000.0);
+            }
         }
         if let Some(at) = last_clean_sweep(conn, g.group)? {
             last_clean.add(group(), at);
@@ -173,6 +188,8 @@ pub fn render(conn: &Connection, groups: &[GroupOutcome], now: f64) -> rusqlite:
         attempts,
         rate_limited,
         nonce_races,
+        time_to_flat,
+        time_to_proven_flat,
         last_clean,
     ] {
         if family.samples.is_empty() {

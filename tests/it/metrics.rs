@@ -59,6 +59,21 @@ async fn the_metrics_file_parses_and_matches_the_database() {
     );
     assert!((clean_at - ended).abs() < 0.01, "{clean_at} vs {ended}");
     assert_eq!(get(&first, "gemini_sweep_exit_code{group=default}"), 0.0);
+    // The times to flat are the summary's, in seconds.
+    let summary = stdout_json(&output);
+    for (metric, field) in [
+        ("gemini_sweep_time_to_flat_seconds", "time_to_flat_ms"),
+        (
+            "gemini_sweep_time_to_proven_flat_seconds",
+            "time_to_proven_flat_ms",
+        ),
+    ] {
+        let ms = summary[field].as_f64().expect("a clean run has both");
+        assert_eq!(
+            get(&first, &format!("{metric}{{group=default}}")),
+            ms / 1000.0
+        );
+    }
     assert_eq!(
         get(
             &first,
@@ -99,6 +114,13 @@ async fn the_metrics_file_parses_and_matches_the_database() {
         clean_at,
         "only a clean run moves it"
     );
+    // Never cancelled, so never flat: unknown is absent, not 0.
+    for metric in [
+        "gemini_sweep_time_to_flat_seconds",
+        "gemini_sweep_time_to_proven_flat_seconds",
+    ] {
+        assert!(!text.contains(metric), "{metric} in {text}");
+    }
 
     // Every figure equals the database's for run 2.
     let q = |sql: &str| count(&conn, sql) as f64;
