@@ -5,10 +5,11 @@
 //! skipped; a UTF-8 byte-order mark is accepted. Every error names the file and the line.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::client::ListedAccount;
+pub use crate::error::AccountsError;
+use crate::report::atomic_file;
 
 /// Longest nickname we accept; Gemini's are short, and a longer cell is a sign of a broken file.
 const MAX_NICKNAME_LEN: usize = 128;
@@ -25,22 +26,6 @@ pub struct AccountEntry {
     pub note: Option<String>,
     /// 1-based line of the file the entry came from, for messages.
     pub line: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct AccountsError {
-    pub path: PathBuf,
-    pub line: Option<u64>,
-    pub problem: String,
-}
-
-impl fmt::Display for AccountsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.problem),
-            None => write!(f, "{}: {}", self.path.display(), self.problem),
-        }
-    }
 }
 
 /// Reads and validates the whole file before anything is sent.
@@ -437,7 +422,7 @@ pub fn write_csv(
     listed: &[ListedAccount],
     excluded: &BTreeSet<String>,
 ) -> std::io::Result<()> {
-    use crate::report::csv_cell;
+    use crate::display::csv_cell;
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(["account", "enabled", "note", "name", "type", "status"])?;
     // A nickname that breaks the rule could not be read back, and can never be swept.
@@ -455,7 +440,7 @@ pub fn write_csv(
     let bytes = writer
         .into_inner()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    crate::report::atomic_file::write(path, &bytes, 0o600)
+    atomic_file::write(path, &bytes, 0o600)
 }
 
 /// A cell as a spreadsheet (or [`write_csv`]) wrote it to keep it from being read as a

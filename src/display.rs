@@ -23,8 +23,14 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
-use crate::engine::{Progress, ProgressCounts};
+use crate::engine::progress::{Progress, ProgressCounts};
+
+/// Log format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
 
 /// `text` with every character that would act on a terminal or a reader instead of showing
 /// written as a visible escape: `\n`, `\r`, `\t`, `\0`, and `\u{1b}` for the other C0 and C1
@@ -371,9 +377,36 @@ impl RequestRate {
     }
 }
 
+/// A cell of a CSV written from what the database or the exchange holds: its control
+/// characters shown (see [`escape`]), and made safe from spreadsheets.
+pub(crate) fn csv_cell(text: &str) -> String {
+    spreadsheet_safe(escape(text).into_owned())
+}
+
+/// A cell a spreadsheet would run as a formula gets a leading apostrophe.
+fn spreadsheet_safe(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formula_like_cells_are_neutralised() {
+        assert_eq!(
+            spreadsheet_safe("=HYPERLINK(\"x\")".into()),
+            "'=HYPERLINK(\"x\")"
+        );
+        assert_eq!(spreadsheet_safe("+1".into()), "'+1");
+        assert_eq!(spreadsheet_safe("-1".into()), "'-1");
+        assert_eq!(spreadsheet_safe("@SUM(A1)".into()), "'@SUM(A1)");
+        assert_eq!(spreadsheet_safe("acct-0001".into()), "acct-0001");
+    }
 
     #[test]
     fn outside_text_cannot_act_on_the_terminal() {

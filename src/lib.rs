@@ -13,6 +13,7 @@ pub mod demo;
 pub mod display;
 pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod lock;
 pub mod report;
 pub mod signing;

@@ -26,9 +26,9 @@ use std::time::Duration;
 use crate::client::{Credentials, NonceMode};
 use crate::error::Error;
 
-use super::{
-    DEFAULT_GROUP, KeySource, SANDBOX_URL, SweepConfig, validate_base_url, validate_proxy,
-};
+use crate::config::credentials::KeySource;
+use crate::config::endpoint::{validate_base_url, validate_proxy};
+use crate::config::{DEFAULT_GROUP, SANDBOX_URL, SweepConfig};
 
 /// Largest configuration file read: a group is a few lines, so this is thousands of groups.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;

@@ -14,7 +14,7 @@ mod account;
 mod departures;
 mod discovery;
 mod pacer;
-mod progress;
+pub mod progress;
 mod session;
 mod window;
 
@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::AccountEntry;
 use crate::client::{ClientOptions, Clock, Credentials, ExchangeClient, NonceSource};
 use crate::config::{DEFAULT_GROUP, SweepConfig};
-use crate::error::{Error, exit_code};
+use crate::error::Error;
+use crate::exit;
+pub use crate::exit::StopSignal;
 use crate::lock::RunLock;
 use crate::store::{self, NewRun, NewRunAccount, Resume, RunTotals, Settle, Store};
 
@@ -52,13 +54,6 @@ pub struct SweepSummary {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub record_unwritten: bool,
     pub exit_code: i32,
-}
-
-/// The signal that stopped a run, if any; decides 130 versus 143.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
-    Interrupt,
-    Terminate,
 }
 
 /// Which accounts a sweep works on.
@@ -735,7 +730,7 @@ async fn sweep_with_store(
             refused: halt.as_ref().is_some_and(|h| h.refused),
             forced,
             stop_reason,
-            exit_code: Box::new(move |status| exit_code::for_run(status, signal)),
+            exit_code: Box::new(move |status| exit::for_run(status, signal)),
         })
         .await;
     // The run started, so it has its summary whatever happened: an aborted run reads its
@@ -754,7 +749,7 @@ async fn sweep_with_store(
             return Ok(Swept {
                 run_id,
                 invocation_id,
-                exit_code: exit_code::INTERNAL,
+                exit_code: exit::INTERNAL,
                 wall: started.elapsed(),
                 unrecorded: Some(reason),
             });

@@ -11,7 +11,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
-use crate::display::{escape, json_safe};
+use crate::display::{csv_cell, escape, json_safe};
 
 pub mod html;
 
@@ -478,21 +478,6 @@ fn clip(text: &str, width: usize) -> String {
     }
 }
 
-/// A cell of a CSV written from what the database or the exchange holds: its control
-/// characters shown (see [`escape`]), and made safe from spreadsheets.
-pub(crate) fn csv_cell(text: &str) -> String {
-    spreadsheet_safe(escape(text).into_owned())
-}
-
-/// A cell a spreadsheet would run as a formula gets a leading apostrophe.
-fn spreadsheet_safe(cell: String) -> String {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{cell}")
-    } else {
-        cell
-    }
-}
-
 /// CSV of `rows`; with `total`, a last row carrying the run's totals under the same columns.
 fn csv_text(rows: &[Row], columns: &[&str], total: Option<&Row>) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -537,18 +522,6 @@ fn to_json(row: &Row) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formula_like_cells_are_neutralised() {
-        assert_eq!(
-            spreadsheet_safe("=HYPERLINK(\"x\")".into()),
-            "'=HYPERLINK(\"x\")"
-        );
-        assert_eq!(spreadsheet_safe("+1".into()), "'+1");
-        assert_eq!(spreadsheet_safe("-1".into()), "'-1");
-        assert_eq!(spreadsheet_safe("@SUM(A1)".into()), "'@SUM(A1)");
-        assert_eq!(spreadsheet_safe("acct-0001".into()), "acct-0001");
-    }
 
     #[test]
     fn the_table_fits_80_columns_and_shows_unknown_as_unknown() {

@@ -258,38 +258,7 @@ impl Failure {
     }
 }
 
-/// Status of a run, as `runs.status` and `invocations.status` spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    Completed,
-    Incomplete,
-    Interrupted,
-    Refused,
-    Aborted,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Completed => "completed",
-            RunStatus::Incomplete => "incomplete",
-            RunStatus::Interrupted => "interrupted",
-            RunStatus::Refused => "refused",
-            RunStatus::Aborted => "aborted",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<RunStatus> {
-        Some(match text {
-            "completed" => RunStatus::Completed,
-            "incomplete" => RunStatus::Incomplete,
-            "interrupted" => RunStatus::Interrupted,
-            "refused" => RunStatus::Refused,
-            "aborted" => RunStatus::Aborted,
-            _ => return None,
-        })
-    }
-}
+pub use crate::exit::RunStatus;
 
 impl Store {
     pub fn path(&self) -> &Path {

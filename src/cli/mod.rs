@@ -1,18 +1,21 @@
 //! The edge: parse the command line, set up logging and signals, call the library, turn the
 //! result into stdout, stderr and an exit code. The only place errors become exit codes.
 
+pub mod args;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use clap::Parser;
 
+use crate::cli::args::{AccountsArgs, Cli, Command, DemoArgs, ReportArgs, RunArgs, RunsArgs};
 use crate::config::SweepConfig;
 use crate::config::groups::GroupAccounts;
-use crate::config::{AccountsArgs, Cli, Command, DemoArgs, ReportArgs, RunArgs, RunsArgs};
 use crate::display::{self, Display};
 use crate::engine::{self, GroupJob, StopSignal, Stopping, SweepSummary, Target};
-use crate::error::{Error, exit_code};
+use crate::error::Error;
+use crate::exit;
 use crate::{accounts, client, demo, report, store};
 
 /// Runs the program and returns its exit code.
@@ -24,11 +27,11 @@ pub fn main() -> i32 {
             match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     let _ = e.print();
-                    return exit_code::OK;
+                    return exit::OK;
                 }
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     let _ = e.print();
-                    return exit_code::BAD_INPUT;
+                    return exit::BAD_INPUT;
                 }
                 _ => {}
             }
@@ -36,7 +39,7 @@ pub fn main() -> i32 {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("error: invalid arguments");
             eprintln!("{} (see --help)", display::escape(first));
-            return exit_code::BAD_INPUT;
+            return exit::BAD_INPUT;
         }
     };
     let display = match &cli.command {
@@ -55,7 +58,7 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return exit_code::INTERNAL;
+            return exit::INTERNAL;
         }
     };
     let result = runtime.block_on(async {
@@ -64,7 +67,7 @@ pub fn main() -> i32 {
             Command::Demo(args) => run_demo(args).await,
             Command::Sim(args) => crate::sim::cli::run(args)
                 .await
-                .map(|()| exit_code::OK)
+                .map(|()| exit::OK)
                 .map_err(|e| Error::Config(e.to_string())),
             Command::Report(args) => run_report(args),
             Command::Runs(args) => list_runs(args),
@@ -132,8 +135,8 @@ fn man_page(subcommand: Option<&str>) -> Result<i32, Error> {
 fn print_bytes(bytes: &[u8]) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => Ok(exit_code::OK),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit_code::OK),
+        Ok(()) => Ok(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
         Err(e) => Err(Error::Internal(format!("cannot write to stdout: {e}"))),
     }
 }
@@ -171,10 +174,7 @@ fn watch_signals(stopping: Stopping) -> Arc<AtomicU8> {
             "second signal: abandoning requests in flight; recording the run (send again to exit at once)"
         );
         stopping.hard_stop.cancel();
-        let code = match which {
-            StopSignal::Interrupt => exit_code::SIGINT,
-            StopSignal::Terminate => exit_code::SIGTERM,
-        };
+        let code = exit::for_signal(which);
         // Settling the run takes a few commits; a database that hangs must not hold the process.
         tokio::select! {
             _ = int.recv() => eprintln!("third signal: exiting now"),
@@ -230,7 +230,7 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
     if args.dry_run {
         let plan = print_plan(&config, &target, &credentials).to_string();
         println!("{}", display::json_safe(&plan));
-        return Ok(exit_code::OK);
+        return Ok(exit::OK);
     }
     let stopping = Stopping::default();
     let signal = watch_signals(stopping.clone());
@@ -386,7 +386,7 @@ async fn run_config(
             "{}",
             serde_json::json!({ "dry_run": true, "groups": plans })
         );
-        return Ok(exit_code::OK);
+        return Ok(exit::OK);
     }
     let started = std::time::Instant::now();
     let names: Vec<String> = jobs.iter().map(|j| j.config.group.clone()).collect();
@@ -432,7 +432,7 @@ async fn run_config(
             }
         }
     }
-    let exit_code = exit_code::combine(codes.iter().copied());
+    let exit_code = exit::combine(codes.iter().copied());
     let outcomes: Vec<report::metrics::GroupOutcome> = entries
         .iter()
         .zip(&codes)
@@ -534,9 +534,9 @@ fn resume_target(
             // A run whose listing cannot vouch for the group is never clean, however its
             // accounts ended.
             exit_code: if dirty > 0 || totals.listing_note.is_some() {
-                exit_code::INCOMPLETE
+                exit::INCOMPLETE
             } else {
-                exit_code::OK
+                exit::OK
             },
             totals,
             invocation_id: None,
@@ -676,7 +676,7 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
         );
     }
     print!("{}", report::accounts(&listed, &excluded, args.format));
-    Ok(exit_code::OK)
+    Ok(exit::OK)
 }
 
 /// The last stdout line, one JSON object: what schedulers (Airflow's XCom among them) pick up.
@@ -724,7 +724,7 @@ async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
     );
     print_summary(&summary);
     // The demo did its job whatever the simulated exchange refused; only our own errors fail it.
-    Ok(exit_code::OK)
+    Ok(exit::OK)
 }
 
 fn run_report(args: ReportArgs) -> Result<i32, Error> {
@@ -767,7 +767,7 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
             tracing::info!(run_id, out = %out.display(), bytes = text.len(), "report written");
         }
     }
-    Ok(exit_code::OK)
+    Ok(exit::OK)
 }
 
 fn list_runs(args: RunsArgs) -> Result<i32, Error> {
@@ -780,5 +780,5 @@ fn list_runs(args: RunsArgs) -> Result<i32, Error> {
             }
         })?;
     print!("{text}");
-    Ok(exit_code::OK)
+    Ok(exit::OK)
 }
