@@ -7,9 +7,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::atomic_file;
 use crate::client::ListedAccount;
 pub use crate::error::AccountsError;
-use crate::report::atomic_file;
 
 /// Longest nickname we accept; Gemini's are short, and a longer cell is a sign of a broken file.
 const MAX_NICKNAME_LEN: usize = 128;
@@ -422,7 +422,7 @@ pub fn write_csv(
     listed: &[ListedAccount],
     excluded: &BTreeSet<String>,
 ) -> std::io::Result<()> {
-    use crate::display::csv_cell;
+    use crate::safe_text::csv_cell;
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(["account", "enabled", "note", "name", "type", "status"])?;
     // A nickname that breaks the rule could not be read back, and can never be swept.

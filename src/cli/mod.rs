@@ -1,5 +1,5 @@
-//! The edge: parse the command line, set up logging and signals, call the library, turn the
-//! result into stdout, stderr and an exit code. The only place errors become exit codes.
+//! The edge: parse the command line ([`args`]), set up logging and signals, call the library,
+//! turn the result into stdout, stderr and the exit code [`crate::exit`] decides.
 
 pub mod args;
 
@@ -13,10 +13,14 @@ use crate::cli::args::{AccountsArgs, Cli, Command, DemoArgs, ReportArgs, RunArgs
 use crate::config::SweepConfig;
 use crate::config::groups::GroupAccounts;
 use crate::display::{self, Display};
-use crate::engine::{self, GroupJob, StopSignal, Stopping, SweepSummary, Target};
+use crate::engine::{
+    self, GroupJob, ResumePlan, ResumeRequest, StopSignal, Stopping, SweepSummary, Target,
+    resume_target,
+};
 use crate::error::Error;
 use crate::exit;
-use crate::{accounts, client, demo, report, store};
+use crate::store::store_error;
+use crate::{accounts, atomic_file, client, demo, report, store};
 
 /// Runs the program and returns its exit code.
 pub fn main() -> i32 {
@@ -217,7 +221,9 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
             let entries = accounts::load(&config.accounts_file)?;
             (config, credentials, Target::New(entries))
         }
-        Some(run) => match resume_target(&args, run, None, |base| args.resolve_over(base, &env))? {
+        Some(run) => match resume_target(&resume_request(&args, run, None), |base| {
+            args.resolve_over(base, &env)
+        })? {
             ResumePlan::Sweep(job) => (job.config, job.credentials, job.target),
             ResumePlan::NothingToDo(summary) => {
                 print_summary(&summary);
@@ -303,10 +309,8 @@ async fn run_config(
     let resume_group = match args.resume.as_deref() {
         Some(run) if run != "latest" => {
             let conn = store::open_read_only(&args.exchange.db)?;
-            let group = store::run_group(&conn, run).map_err(|e| Error::Store {
-                path: args.exchange.db.clone(),
-                reason: e.to_string(),
-            })?;
+            let group =
+                store::run_group(&conn, run).map_err(|e| store_error(&args.exchange.db, e))?;
             let Some(group) = group else {
                 return Err(Error::Config(format!(
                     "{}: no run {run:?} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
@@ -361,7 +365,7 @@ async fn run_config(
                     let config = args.flags_over(base)?;
                     Ok((config, credentials))
                 };
-                match resume_target(args, run, Some(&group), over)? {
+                match resume_target(&resume_request(args, run, Some(&group)), over)? {
                     ResumePlan::Sweep(job) => job,
                     ResumePlan::NothingToDo(summary) => {
                         settled.push(Ok(summary));
@@ -455,112 +459,19 @@ async fn run_config(
     Ok(exit_code)
 }
 
-enum ResumePlan {
-    Sweep(GroupJob),
-    /// The run is finished or has nothing left that a resume may pick up: nothing is sent and
-    /// nothing written; its summary is printed as it stands.
-    NothingToDo(SweepSummary),
-}
-
-/// Rebuilds a run's configuration from the database (its latest invocation's options), with
-/// `over` putting the flags given now and the key on top. `group` restricts `latest` to that
-/// group's runs.
-fn resume_target(
-    args: &RunArgs,
-    run: &str,
-    group: Option<&str>,
-    over: impl FnOnce(SweepConfig) -> Result<(SweepConfig, client::Credentials), Error>,
-) -> Result<ResumePlan, Error> {
-    let conn = store::open_read_only(&args.exchange.db)?;
-    let db_error = |e: rusqlite::Error| Error::Store {
-        path: args.exchange.db.clone(),
-        reason: e.to_string(),
-    };
-    let no_run = || {
-        let in_group = group
-            .map(|g| format!(" of group {g:?}"))
-            .unwrap_or_default();
-        Error::Config(format!(
-            "{}: no run {run:?}{in_group} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
-            args.exchange.db.display()
-        ))
-    };
-    let run_id = report::resolve_run(&conn, run, group)
-        .map_err(db_error)?
-        .ok_or_else(no_run)?;
-    let stored = store::resumable(&conn, run_id, args.retry_permanent)
-        .map_err(db_error)?
-        .ok_or_else(no_run)?;
-    if run == "latest" && stored.age_secs > args.resume_within * 3600.0 {
-        let whose = group.map(|g| format!("group {g:?}'s ")).unwrap_or_default();
-        return Err(Error::Config(format!(
-            "{}: {whose}latest run (#{run_id}, started {}, {:.1} h ago) is older than --resume-within {} h, so today's job did not start it; nothing was resumed. Give its id (--resume {run_id}) to resume it anyway",
-            args.exchange.db.display(),
-            stored.started_at,
-            stored.age_secs / 3600.0,
-            args.resume_within
-        )));
+/// What `run --resume RUN` asks of the engine, `group` restricting it to that group's runs.
+fn resume_request<'a>(
+    args: &'a RunArgs,
+    run: &'a str,
+    group: Option<&'a str>,
+) -> ResumeRequest<'a> {
+    ResumeRequest {
+        db: &args.exchange.db,
+        run,
+        group,
+        retry_permanent: args.retry_permanent,
+        within_hours: args.resume_within,
     }
-    let mut base: SweepConfig =
-        serde_json::from_str(&stored.options_json).map_err(|e| Error::Store {
-            path: args.exchange.db.clone(),
-            reason: format!("run {run_id}'s stored options cannot be read ({e})"),
-        })?;
-    base.base_url = stored.base_url.clone();
-    let (config, credentials) = over(base)?;
-    if credentials.fingerprint() != stored.key_fingerprint {
-        return Err(Error::Config(format!(
-            "run {run_id} was made with key {}, but the key given now is {}; resume with the same key",
-            stored.key_fingerprint,
-            credentials.fingerprint()
-        )));
-    }
-    if stored.accounts.is_empty() {
-        let totals = store::run_totals(&conn, run_id).map_err(db_error)?;
-        let dirty = totals.accounts_total - totals.accounts_skipped - totals.accounts_ok;
-        let hint = if dirty > 0 && !args.retry_permanent {
-            format!(
-                "; {dirty} accounts were refused by the exchange for good (see `gemini-sweep report --run {run_id} --only failed`; --retry-permanent retries them)"
-            )
-        } else {
-            String::new()
-        };
-        tracing::warn!(
-            run_id,
-            "run {run_id} ({}) has nothing left to resume{hint}; nothing sent, nothing written",
-            stored.status
-        );
-        return Ok(ResumePlan::NothingToDo(SweepSummary {
-            // A run whose listing cannot vouch for the group is never clean, however its
-            // accounts ended.
-            exit_code: if dirty > 0 || totals.listing_note.is_some() {
-                exit::INCOMPLETE
-            } else {
-                exit::OK
-            },
-            totals,
-            invocation_id: None,
-            wall_ms: 0,
-            db: args.exchange.db.display().to_string(),
-            nothing_to_resume: true,
-            record_unwritten: false,
-        }));
-    }
-    tracing::info!(
-        run_id,
-        accounts = stored.accounts.len(),
-        "resuming run {run_id} (status {}, last worked on by pid {})",
-        stored.status,
-        stored.pid
-    );
-    Ok(ResumePlan::Sweep(GroupJob {
-        config,
-        credentials,
-        target: Target::Resume {
-            run_id,
-            accounts: stored.accounts,
-        },
-    }))
 }
 
 /// Shows the plan on stderr and returns its JSON summary.
@@ -701,10 +612,7 @@ async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
         report::Format::Table,
         report::Only::All,
     )
-    .map_err(|e| Error::Store {
-        path: args.db.clone(),
-        reason: e.to_string(),
-    })?;
+    .map_err(|e| store_error(&args.db, e))?;
     println!("{table}");
     println!(
         "Run {} against the simulated exchange: {} accounts, {} orders cancelled, {} refused cancellation, {} attempts ({} rate-limited), {} ms.",
@@ -734,11 +642,8 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
         ));
     }
     let conn = store::open_read_only(&args.db)?;
-    let db_error = |e: rusqlite::Error| Error::Store {
-        path: args.db.clone(),
-        reason: e.to_string(),
-    };
-    let run_id = report::resolve_run(&conn, &args.run, args.group.as_deref())
+    let db_error = |e: rusqlite::Error| store_error(&args.db, e);
+    let run_id = store::resolve_run(&conn, &args.run, args.group.as_deref())
         .map_err(db_error)?
         .ok_or_else(|| {
             let in_group = match &args.group {
@@ -755,7 +660,7 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
     match &args.out {
         None => print!("{text}"),
         Some(out) => {
-            report::atomic_file::write(out, text.as_bytes(), 0o600).map_err(|e| {
+            atomic_file::write(out, text.as_bytes(), 0o600).map_err(|e| {
                 use std::io::ErrorKind::*;
                 let message = format!("cannot write the report to {}: {e}", out.display());
                 match e.kind() {
@@ -772,13 +677,8 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
 
 fn list_runs(args: RunsArgs) -> Result<i32, Error> {
     let conn = store::open_read_only(&args.db)?;
-    let text =
-        report::runs(&conn, args.format, args.limit, args.group.as_deref()).map_err(|e| {
-            Error::Store {
-                path: args.db.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    let text = report::runs(&conn, args.format, args.limit, args.group.as_deref())
+        .map_err(|e| store_error(&args.db, e))?;
     print!("{text}");
     Ok(exit::OK)
 }

@@ -9,12 +9,14 @@
 //! - [`departures`]: requests of an increasing-mode key leave in nonce order.
 //! - [`discovery`]: the group's accounts, as `/v1/account/list` pages them.
 //! - [`progress`]: live counts for the progress display.
+//! - [`resume`]: which earlier run `--resume` finishes, and with what.
 
 mod account;
 mod departures;
 mod discovery;
 mod pacer;
 pub mod progress;
+mod resume;
 mod session;
 mod window;
 
@@ -35,6 +37,7 @@ use crate::lock::RunLock;
 use crate::store::{self, NewRun, NewRunAccount, Resume, RunTotals, Settle, Store};
 
 pub use progress::{Progress, ProgressCounts};
+pub use resume::{ResumePlan, ResumeRequest, resume_target};
 pub use session::MAX_RETRY_AFTER;
 
 /// What a finished sweep reports: the database's totals plus what only the process knows.

@@ -42,13 +42,13 @@ const MAX_BUCKETS: usize = 240;
 const OPEN_OUTCOMES: &str = "('still_open', 'unverified', 'rejected')";
 
 /// Text escaped for HTML element content and quoted attribute values, its control characters
-/// and bidirectional overrides first shown as visible escapes ([`crate::display::escape`]): an
+/// and bidirectional overrides first shown as visible escapes ([`crate::safe_text::escape`]): an
 /// override in an account's name would otherwise turn the rest of its cell, or row, backwards.
 struct Esc<'a>(&'a str);
 
 impl Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = crate::display::escape(self.0);
+        let shown = crate::safe_text::escape(self.0);
         let mut rest: &str = &shown;
         while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
             f.write_str(&rest[..i])?;

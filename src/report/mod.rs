@@ -1,17 +1,23 @@
-//! Reading runs back out of the database: the reconciliation views as a table, CSV or JSON.
+//! Reading runs back out of the database, and the files written from them.
+//!
+//! - this file: a run's reconciliation, the runs list and the accounts listing as a table, CSV
+//!   or JSON.
+//! - [`html`]: `report --format html`, one self-contained page for an auditor.
+//! - [`metrics`]: `--metrics-file`, the job's outcome for Prometheus.
+//!
+//! The files are written through [`crate::atomic_file`]: whole or not at all.
 //!
 //! Every number comes from the views in `migrations/` (nothing is recomputed here), so the tool
 //! and an auditor's `sqlite3` always agree. What the database does not know is shown as unknown
 //! (`-` in a table, empty in CSV, `null` in JSON), never as zero.
 
-pub mod atomic_file;
 pub mod metrics;
 
+use rusqlite::Connection;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
-use crate::display::{csv_cell, escape, json_safe};
+use crate::safe_text::{csv_cell, escape, json_safe};
 
 pub mod html;
 
@@ -81,34 +87,6 @@ const RUN_COLUMNS: &[&str] = &[
 
 /// Flag columns, shown as booleans in JSON.
 const FLAGS: &[&str] = &["verified", "clean"];
-
-/// Resolves `latest` or a run id to an existing run id.
-/// The run `run` names (`latest` or an id), within `group` when one is given.
-pub fn resolve_run(
-    conn: &Connection,
-    run: &str,
-    group: Option<&str>,
-) -> rusqlite::Result<Option<i64>> {
-    if run == "latest" {
-        return conn
-            .query_row(
-                "SELECT max(run_id) FROM runs WHERE ?1 IS NULL OR group_name = ?1",
-                [group],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(Option::flatten);
-    }
-    let Ok(id) = run.parse::<i64>() else {
-        return Ok(None);
-    };
-    conn.query_row(
-        "SELECT run_id FROM runs WHERE run_id = ?1 AND (?2 IS NULL OR group_name = ?2)",
-        rusqlite::params![id, group],
-        |r| r.get(0),
-    )
-    .optional()
-}
 
 type Row = Vec<(&'static str, Value)>;
 

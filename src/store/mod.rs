@@ -24,7 +24,7 @@ use crate::error::Error;
 
 pub use attempts::{AttemptEnd, AttemptStart, Outcome as AttemptOutcome, Sent};
 pub use migrations::latest_version as schema_version;
-pub use reads::{Resumable, RunTotals, resumable, run_group, run_totals};
+pub use reads::{Resumable, RunTotals, resolve_run, resumable, run_group, run_totals};
 pub use runs::{AccountFinish, NewRun, NewRunAccount, Resume, Settle, TakenOver};
 pub use writer::WriterThread;
 
@@ -54,7 +54,8 @@ pub struct Store {
     unsent: Unsent,
 }
 
-fn store_error(path: &Path, reason: impl std::fmt::Display) -> Error {
+/// The error for a database at `path` that cannot be read or written.
+pub fn store_error(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Store {
         path: path.to_path_buf(),
         reason: reason.to_string(),
