@@ -43,6 +43,25 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Why [`write`] to `path` is bound to fail, checked before the work that produces the file
+/// (a command that sends requests first refuses a target it cannot write before it sends).
+pub fn check_target(path: &Path) -> Result<(), String> {
+    if path.file_name().is_none() {
+        return Err("is not a file name".into());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("the directory {} does not exist", dir.display()));
+    }
+    if path.is_dir() {
+        return Err("is a directory; name a file".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,11 @@ pub enum Error {
     #[error("{}: {reason}", path.display())]
     UnreadableInput { path: PathBuf, reason: String },
 
+    /// A file could not be written after the work that produced it was done (requests may
+    /// have been sent by then, so this is no bad input: exit 3).
+    #[error("{}: {reason}", path.display())]
+    Unwritable { path: PathBuf, reason: String },
+
     /// The database could not be opened, migrated or written.
     #[error("database {}: {reason}", path.display())]
     Store { path: PathBuf, reason: String },
@@ -44,7 +49,9 @@ impl Error {
             Error::Accounts(_) | Error::Config(_) | Error::UnreadableInput { .. } => {
                 Failure::BadInput
             }
-            Error::Store { .. } | Error::Internal(_) => Failure::Internal,
+            Error::Store { .. } | Error::Unwritable { .. } | Error::Internal(_) => {
+                Failure::Internal
+            }
             Error::Refused(_) => Failure::Refused,
             Error::Unavailable(_) => Failure::Unavailable,
         }

@@ -14,7 +14,7 @@ use crate::config::SweepConfig;
 use crate::config::groups::GroupAccounts;
 use crate::display::{self, Display};
 use crate::engine::{
-    self, GroupJob, ResumePlan, ResumeRequest, StopSignal, Stopping, SweepSummary, Target,
+    self, GroupJob, ResumePlan, ResumeRequest, StopSignal, StopTokens, SweepSummary, Target,
     resume_target,
 };
 use crate::error::Error;
@@ -148,7 +148,7 @@ fn print_bytes(bytes: &[u8]) -> Result<i32, Error> {
 /// Folds SIGINT and SIGTERM into the run's stop tokens and remembers which came first:
 /// the first stops new requests (those in flight get the grace period), the second stops waiting
 /// for them (the run is still settled and its summary printed), the third exits at once.
-fn watch_signals(stopping: Stopping) -> Arc<AtomicU8> {
+fn watch_signals(stopping: StopTokens) -> Arc<AtomicU8> {
     const NONE: u8 = 0;
     let seen = Arc::new(AtomicU8::new(NONE));
     let flag = seen.clone();
@@ -238,7 +238,7 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
         println!("{}", display::json_safe(&plan));
         return Ok(exit::OK);
     }
-    let stopping = Stopping::default();
+    let stopping = StopTokens::default();
     let signal = watch_signals(stopping.clone());
     let progress = Arc::new(engine::Progress::default());
     let shown = display::show(progress.clone(), display);
@@ -397,7 +397,7 @@ async fn run_config(
     let mut results = if jobs.is_empty() {
         Vec::new()
     } else {
-        let stopping = Stopping::default();
+        let stopping = StopTokens::default();
         let signal = watch_signals(stopping.clone());
         let progress = Arc::new(engine::Progress::default());
         let shown = display::show(progress.clone(), display);
@@ -542,7 +542,12 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let (config, credentials) = args.resolve(&env)?;
     let excluded = accounts::excludes(&args.exclude, args.exclude_file.as_deref())?;
-    let stopping = Stopping::default();
+    // Refused before the listing is sent, so that exit 2 keeps its promise.
+    if let Some(path) = &args.csv {
+        atomic_file::check_target(path)
+            .map_err(|reason| Error::Config(format!("--csv {}: {reason}", path.display())))?;
+    }
+    let stopping = StopTokens::default();
     let _signal = watch_signals(stopping.clone());
     let engine::GroupListing {
         accounts: listed,
@@ -572,7 +577,7 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
         );
     }
     if let Some(path) = &args.csv {
-        accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::UnreadableInput {
+        accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::Unwritable {
             path: path.clone(),
             reason: format!("cannot write the accounts CSV: {e}"),
         })?;

@@ -2,6 +2,11 @@
 //! nonce sequence, one in-flight window, one switch that stops the key), record everything,
 //! settle the run.
 //!
+//! Stopping has one name per thing that stops: a [`StopSignal`] is the OS signal that came;
+//! [`StopTokens`] carry it into the run (no new request; then stop waiting for replies); a
+//! key's `KeyStop` is the switch that stops every request of one key (refused, or told to wait
+//! too long); a `StopCause` says which of the two kept a request from being sent.
+//!
 //! - [`session`]: one key's client, nonces, pacer, window and halt; every request goes through it.
 //! - [`account`]: one account's snapshot, cancel-all and verify, with its retries.
 //! - [`pacer`]: the key's pace, and how it follows the exchange's push-back.
@@ -83,7 +88,7 @@ impl Target {
 /// How the process is told to stop: the first signal stops new requests, the grace period or a
 /// second signal stops waiting for the ones in flight.
 #[derive(Clone, Default)]
-pub struct Stopping {
+pub struct StopTokens {
     pub shutdown: CancellationToken,
     pub hard_stop: CancellationToken,
 }
@@ -132,7 +137,7 @@ pub async fn list_accounts(
     config: SweepConfig,
     credentials: Credentials,
     clock: Arc<dyn Clock>,
-    stopping: Stopping,
+    stopping: StopTokens,
 ) -> Result<GroupListing, Error> {
     if !credentials.is_master() {
         return Err(Error::Config(
@@ -214,7 +219,7 @@ pub async fn run(
     credentials: Credentials,
     target: Target,
     clock: Arc<dyn Clock>,
-    stopping: Stopping,
+    stopping: StopTokens,
     stop_signal: impl Fn() -> Option<StopSignal> + Send + Sync + 'static,
 ) -> Result<SweepSummary, Error> {
     let job = GroupJob {
@@ -235,7 +240,7 @@ pub async fn run(
 pub async fn run_groups(
     jobs: Vec<GroupJob>,
     clock: Arc<dyn Clock>,
-    stopping: Stopping,
+    stopping: StopTokens,
     progress: Arc<Progress>,
     stop_signal: impl Fn() -> Option<StopSignal> + Send + Sync + 'static,
 ) -> Result<Vec<Result<SweepSummary, Error>>, Error> {
@@ -465,7 +470,7 @@ async fn sweep_with_store(
     lock: Arc<RunLock>,
     job: GroupJob,
     clock: Arc<dyn Clock>,
-    stopping: Stopping,
+    stopping: StopTokens,
     progress: Arc<Progress>,
     stop_signal: StopSignalFn,
     store: Store,
@@ -670,11 +675,11 @@ async fn sweep_with_store(
                 discovery_failed = Some(format!("could not list the group's accounts: {why}"));
                 Vec::new()
             }
-            Ok(discovery::Listing::Stopped(session::Stop::Signal)) => {
+            Ok(discovery::Listing::Stopped(session::StopCause::Signal)) => {
                 forced = Some(store::RunStatus::Interrupted);
                 Vec::new()
             }
-            Ok(discovery::Listing::Stopped(session::Stop::Halt)) => Vec::new(),
+            Ok(discovery::Listing::Stopped(session::StopCause::Key)) => Vec::new(),
             Err(e) => {
                 abort(&e);
                 failure = Some(e);
@@ -733,7 +738,7 @@ async fn sweep_with_store(
             refused: halt.as_ref().is_some_and(|h| h.refused),
             forced,
             stop_reason,
-            exit_code: Box::new(move |status| exit::for_run(status, signal)),
+            signal,
         })
         .await;
     // The run started, so it has its summary whatever happened: an aborted run reads its

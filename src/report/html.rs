@@ -95,7 +95,7 @@ fn opt_text(v: &Value) -> Option<String> {
     }
 }
 
-/// "6.2 s", "4 min 05 s", "2 h 03 min".
+/// "6.2 s", "4 min 05 s", "2 h 03 min 05 s": whole seconds from a minute on.
 fn human_ms(ms: i64) -> String {
     let s = ms as f64 / 1000.0;
     if s < 60.0 {
