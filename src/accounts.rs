@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::atomic_file;
 use crate::client::ListedAccount;
+use crate::config::input_file::InputFile;
 pub use crate::error::AccountsError;
 
 /// Longest nickname we accept; Gemini's are short, and a longer cell is a sign of a broken file.
@@ -18,6 +19,21 @@ const MAX_NICKNAME_LEN: usize = 128;
 /// a fraction of a second instead of filling memory.
 pub const MAX_ACCOUNTS: usize = 1_000_000;
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+const ACCOUNTS_FILE: InputFile = InputFile {
+    what: "accounts file",
+    max_bytes: MAX_FILE_BYTES,
+    hint: "an accounts file is a CSV of at most a million short lines: is this the right file?",
+};
+
+/// An exclude file lists nicknames (at most 128 bytes each) one per line: a million of them fit.
+pub const MAX_EXCLUDE_FILE_BYTES: u64 = 128 * 1024 * 1024;
+
+const EXCLUDE_FILE: InputFile = InputFile {
+    what: "exclude file",
+    max_bytes: MAX_EXCLUDE_FILE_BYTES,
+    hint: "an exclude file lists account nicknames, one per line: is this the right file?",
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountEntry {
@@ -35,36 +51,7 @@ pub fn load(path: &Path) -> Result<Vec<AccountEntry>, AccountsError> {
         line,
         problem,
     };
-    if path.is_dir() {
-        return Err(fail(
-            None,
-            "is a directory; give the path of the accounts CSV file".into(),
-        ));
-    }
-    let unreadable = |e: std::io::Error| {
-        fail(
-            None,
-            format!("cannot read the accounts file ({e}); check the path and its permissions"),
-        )
-    };
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(
-            std::fs::File::open(path).map_err(unreadable)?,
-            MAX_FILE_BYTES + 1,
-        ),
-        &mut bytes,
-    )
-    .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(fail(
-            None,
-            format!(
-                "is larger than {} MiB; an accounts file lists at most {MAX_ACCOUNTS} accounts, one short line each: is this the right file?",
-                MAX_FILE_BYTES / (1024 * 1024)
-            ),
-        ));
-    }
+    let (bytes, _) = ACCOUNTS_FILE.read(path).map_err(|e| fail(None, e))?;
     parse(&bytes).map_err(|(line, problem)| fail(line, problem))
 }
 
@@ -393,10 +380,11 @@ pub fn excludes(names: &[String], file: Option<&Path>) -> Result<BTreeSet<String
             line,
             problem,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let (bytes, _) = EXCLUDE_FILE.read(path).map_err(|e| fail(None, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
             fail(
                 None,
-                format!("cannot read the exclude file ({e}); one account nickname per line"),
+                "the exclude file is not UTF-8 text; one account nickname per line".into(),
             )
         })?;
         for (i, line) in text.lines().enumerate() {

@@ -37,7 +37,7 @@ impl InputFile {
             .map_err(cannot_read)?;
         if bytes.len() as u64 > self.max_bytes {
             return Err(format!(
-                "the {what} holds more than {} bytes; {}",
+                "holds more than {} bytes: too big for the {what}; {}",
                 self.max_bytes, self.hint
             ));
         }
@@ -47,18 +47,18 @@ impl InputFile {
     fn acceptable(&self, meta: &Metadata) -> Result<(), String> {
         if !meta.is_file() {
             return Err(format!(
-                "the {} is {}, not a regular file; {}",
-                self.what,
+                "is {}, not a regular file ({} expected); {}",
                 file_kind(meta),
+                self.what,
                 self.hint
             ));
         }
         if meta.len() > self.max_bytes {
             return Err(format!(
-                "the {} is {} bytes (at most {}); {}",
-                self.what,
+                "is {} bytes (at most {}): too big for the {}; {}",
                 meta.len(),
                 self.max_bytes,
+                self.what,
                 self.hint
             ));
         }
