@@ -9,8 +9,8 @@ use std::path::Path;
 
 use crate::atomic_file;
 use crate::client::ListedAccount;
-use crate::config::input_file::InputFile;
 pub use crate::error::AccountsError;
+use crate::input_file::InputFile;
 
 /// Longest nickname we accept; Gemini's are short, and a longer cell is a sign of a broken file.
 const MAX_NICKNAME_LEN: usize = 128;

@@ -20,6 +20,7 @@
 //! - [`sim`]: the exchange simulator used by `demo` and the tests, never by the engine.
 //! - [`exit`]: how a process ends: outcomes and their exit codes.
 //! - [`atomic_file`]: files other programs read (reports, metrics, the CSV): whole or not at all.
+//! - [`input_file`]: files the user names (CSV, config, secret, excludes): regular, bounded.
 //! - [`safe_text`]: outside text made safe for a terminal, a log line, JSON or a spreadsheet.
 //! - [`signing`]: Gemini's request signature, shared by the client and the simulator.
 
@@ -33,6 +34,7 @@ pub mod display;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod input_file;
 pub mod lock;
 pub mod report;
 pub mod safe_text;

@@ -6,9 +6,9 @@ use std::path::Path;
 use secrecy::SecretString;
 
 use crate::client::Credentials;
-use crate::config::input_file::InputFile;
 use crate::config::{ENV_API_KEY, ENV_API_SECRET};
 use crate::error::Error;
+use crate::input_file::InputFile;
 
 pub fn load(
     secret_file: Option<&Path>,

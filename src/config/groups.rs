@@ -28,8 +28,8 @@ use crate::error::Error;
 
 use crate::config::credentials::KeySource;
 use crate::config::endpoint::{validate_base_url, validate_proxy};
-use crate::config::input_file::InputFile;
 use crate::config::{DEFAULT_GROUP, SANDBOX_URL, SweepConfig};
+use crate::input_file::InputFile;
 
 /// Largest configuration file read: a group is a few lines, so this is thousands of groups.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;

@@ -2,7 +2,6 @@
 //!
 //! - [`endpoint`]: which exchange URLs and proxies requests may go to.
 //! - [`credentials`]: the key and its secret, from the environment or a secret file.
-//! - [`input_file`]: how a file the user names is read (regular files only, bounded).
 //! - [`groups`]: a `--config` file of several groups, each with its own key.
 //!
 //! The command line that fills it in is the edge's ([`crate::cli`]): nothing here knows clap.
@@ -10,7 +9,6 @@
 pub mod credentials;
 pub mod endpoint;
 pub mod groups;
-pub mod input_file;
 
 use std::path::PathBuf;
 use std::time::Duration;

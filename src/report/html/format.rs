@@ -4,7 +4,7 @@ use std::fmt::{self, Display};
 
 use rusqlite::types::Value;
 
-use crate::report::text;
+use crate::report::rows::text;
 
 /// Text escaped for HTML element content and quoted attribute values, its control characters
 /// and bidirectional overrides first shown as visible escapes ([`crate::safe_text::escape`]): an

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{Only, account_rows_with, field, process_alive, run_row, text};
+use super::rows::{Only, account_rows_with, field, process_alive, run_row, text};
 
 mod chart;
 mod format;

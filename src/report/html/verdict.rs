@@ -1,7 +1,7 @@
 //! The run's verdict in words: what its status and counts mean for an auditor.
 
 use super::format::{grouped, int, opt_text};
-use crate::report::{Row, field, text};
+use crate::report::rows::{Row, field, text};
 
 /// How a run's verdict reads: good, bad, or neither.
 #[derive(Clone, Copy)]
