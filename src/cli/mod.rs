@@ -1,11 +1,13 @@
-//! The edge: parse the command line ([`args`]), set up logging and signals, call the library,
-//! turn the result into stdout, stderr and the exit code [`crate::exit`] decides.
+//! The edge: parse the command line ([`args`]), set up logging and signals (`signals`), call
+//! the library, turn the result into stdout, stderr and the exit code [`crate::exit`] decides.
+//! `--dry-run`'s plan is `dry_run`'s.
 
 pub mod args;
+mod dry_run;
+mod signals;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use clap::Parser;
 
@@ -14,13 +16,14 @@ use crate::config::SweepConfig;
 use crate::config::groups::GroupAccounts;
 use crate::display::{self, Display};
 use crate::engine::{
-    self, GroupJob, ResumePlan, ResumeRequest, StopSignal, StopTokens, SweepSummary, Target,
-    resume_target,
+    self, GroupJob, ResumePlan, ResumeRequest, StopTokens, SweepSummary, Target, resume_target,
 };
 use crate::error::Error;
 use crate::exit;
 use crate::store::store_error;
 use crate::{accounts, atomic_file, client, demo, report, store};
+use dry_run::print_plan;
+use signals::{signal_seen, watch_signals};
 
 /// Runs the program and returns its exit code.
 pub fn main() -> i32 {
@@ -142,62 +145,6 @@ fn print_bytes(bytes: &[u8]) -> Result<i32, Error> {
         Ok(()) => Ok(exit::OK),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
         Err(e) => Err(Error::Internal(format!("cannot write to stdout: {e}"))),
-    }
-}
-
-/// Folds SIGINT and SIGTERM into the run's stop tokens and remembers which came first:
-/// the first stops new requests (those in flight get the grace period), the second stops waiting
-/// for them (the run is still settled and its summary printed), the third exits at once.
-fn watch_signals(stopping: StopTokens) -> Arc<AtomicU8> {
-    const NONE: u8 = 0;
-    let seen = Arc::new(AtomicU8::new(NONE));
-    let flag = seen.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("cannot install signal handlers; SIGINT/SIGTERM will kill the run");
-            return;
-        };
-        let which = tokio::select! {
-            _ = int.recv() => StopSignal::Interrupt,
-            _ = term.recv() => StopSignal::Terminate,
-        };
-        flag.store(which as u8 + 1, Ordering::SeqCst);
-        tracing::warn!(
-            "{which:?} received: finishing requests in flight, starting no new ones (send again to stop waiting for them)"
-        );
-        stopping.shutdown.cancel();
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        tracing::warn!(
-            "second signal: abandoning requests in flight; recording the run (send again to exit at once)"
-        );
-        stopping.hard_stop.cancel();
-        let code = exit::for_signal(which);
-        // Settling the run takes a few commits; a database that hangs must not hold the process.
-        tokio::select! {
-            _ = int.recv() => eprintln!("third signal: exiting now"),
-            _ = term.recv() => eprintln!("third signal: exiting now"),
-            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
-                eprintln!("the run could not be recorded within 10 s of the second signal: exiting now");
-            }
-        }
-        // SQLite's journal keeps the database consistent even when we leave mid-transaction.
-        std::process::exit(code);
-    });
-    seen
-}
-
-fn signal_seen(flag: &AtomicU8) -> Option<StopSignal> {
-    match flag.load(Ordering::SeqCst) {
-        1 => Some(StopSignal::Interrupt),
-        2 => Some(StopSignal::Terminate),
-        _ => None,
     }
 }
 
@@ -472,69 +419,6 @@ fn resume_request<'a>(
         retry_permanent: args.retry_permanent,
         within_hours: args.resume_within,
     }
-}
-
-/// Shows the plan on stderr and returns its JSON summary.
-fn print_plan(
-    config: &SweepConfig,
-    target: &Target,
-    credentials: &client::Credentials,
-) -> serde_json::Value {
-    let names: Vec<(&str, bool)> = match target {
-        Target::New(entries) => entries
-            .iter()
-            .map(|a| (a.account.as_str(), a.enabled))
-            .collect(),
-        Target::Resume { accounts, .. } => accounts.iter().map(|a| (a.as_str(), true)).collect(),
-        Target::Discover { excluded } => {
-            eprintln!(
-                "dry run: every open exchange account of the group, as /v1/account/list lists them at run time ({} excluded by name), with key {} at {} requests/s on {}; nothing sent",
-                excluded.len(),
-                credentials.fingerprint(),
-                config.rate,
-                config.base_url
-            );
-            return serde_json::json!({
-                "dry_run": true,
-                "group": config.group,
-                "accounts": "discovered at run time (--all-accounts)",
-                "excluded": excluded,
-                "base_url": config.base_url,
-                "key_fingerprint": credentials.fingerprint(),
-            });
-        }
-    };
-    let listed = names.len();
-    let enabled = names.iter().filter(|(_, e)| *e).count();
-    let requests = enabled * config.calls_per_account();
-    let seconds = requests.saturating_sub(config.burst as usize) as f64 / config.rate;
-    for (account, enabled) in &names {
-        eprintln!(
-            "  {:<24} {}",
-            display::escape(account),
-            if *enabled {
-                "sweep"
-            } else {
-                "skip (enabled=false)"
-            }
-        );
-    }
-    eprintln!(
-        "dry run: {enabled} of {listed} accounts, {requests} requests to {} with key {}, at least {seconds:.1} s at {} requests/s; nothing sent",
-        config.base_url,
-        credentials.fingerprint(),
-        config.rate
-    );
-    serde_json::json!({
-        "dry_run": true,
-        "group": config.group,
-        "accounts_total": listed,
-        "accounts_enabled": enabled,
-        "requests": requests,
-        "expected_seconds": (seconds * 10.0).round() / 10.0,
-        "base_url": config.base_url,
-        "key_fingerprint": credentials.fingerprint(),
-    })
 }
 
 /// `gemini-sweep accounts`: the group's accounts, printed and optionally written as a CSV.
