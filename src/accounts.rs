@@ -5,10 +5,12 @@
 //! skipped; a UTF-8 byte-order mark is accepted. Every error names the file and the line.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::atomic_file;
 use crate::client::ListedAccount;
+pub use crate::error::AccountsError;
+use crate::input_file::InputFile;
 
 /// Longest nickname we accept; Gemini's are short, and a longer cell is a sign of a broken file.
 const MAX_NICKNAME_LEN: usize = 128;
@@ -17,6 +19,21 @@ const MAX_NICKNAME_LEN: usize = 128;
 /// a fraction of a second instead of filling memory.
 pub const MAX_ACCOUNTS: usize = 1_000_000;
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+const ACCOUNTS_FILE: InputFile = InputFile {
+    what: "accounts file",
+    max_bytes: MAX_FILE_BYTES,
+    hint: "an accounts file is a CSV of at most a million short lines: is this the right file?",
+};
+
+/// An exclude file lists nicknames (at most 128 bytes each) one per line: a million of them fit.
+pub const MAX_EXCLUDE_FILE_BYTES: u64 = 128 * 1024 * 1024;
+
+const EXCLUDE_FILE: InputFile = InputFile {
+    what: "exclude file",
+    max_bytes: MAX_EXCLUDE_FILE_BYTES,
+    hint: "an exclude file lists account nicknames, one per line: is this the right file?",
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountEntry {
@@ -27,22 +44,6 @@ pub struct AccountEntry {
     pub line: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct AccountsError {
-    pub path: PathBuf,
-    pub line: Option<u64>,
-    pub problem: String,
-}
-
-impl fmt::Display for AccountsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.problem),
-            None => write!(f, "{}: {}", self.path.display(), self.problem),
-        }
-    }
-}
-
 /// Reads and validates the whole file before anything is sent.
 pub fn load(path: &Path) -> Result<Vec<AccountEntry>, AccountsError> {
     let fail = |line: Option<u64>, problem: String| AccountsError {
@@ -50,36 +51,7 @@ pub fn load(path: &Path) -> Result<Vec<AccountEntry>, AccountsError> {
         line,
         problem,
     };
-    if path.is_dir() {
-        return Err(fail(
-            None,
-            "is a directory; give the path of the accounts CSV file".into(),
-        ));
-    }
-    let unreadable = |e: std::io::Error| {
-        fail(
-            None,
-            format!("cannot read the accounts file ({e}); check the path and its permissions"),
-        )
-    };
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(
-            std::fs::File::open(path).map_err(unreadable)?,
-            MAX_FILE_BYTES + 1,
-        ),
-        &mut bytes,
-    )
-    .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(fail(
-            None,
-            format!(
-                "is larger than {} MiB; an accounts file lists at most {MAX_ACCOUNTS} accounts, one short line each: is this the right file?",
-                MAX_FILE_BYTES / (1024 * 1024)
-            ),
-        ));
-    }
+    let (bytes, _) = ACCOUNTS_FILE.read(path).map_err(|e| fail(None, e))?;
     parse(&bytes).map_err(|(line, problem)| fail(line, problem))
 }
 
@@ -408,10 +380,11 @@ pub fn excludes(names: &[String], file: Option<&Path>) -> Result<BTreeSet<String
             line,
             problem,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let (bytes, _) = EXCLUDE_FILE.read(path).map_err(|e| fail(None, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
             fail(
                 None,
-                format!("cannot read the exclude file ({e}); one account nickname per line"),
+                "the exclude file is not UTF-8 text; one account nickname per line".into(),
             )
         })?;
         for (i, line) in text.lines().enumerate() {
@@ -437,7 +410,7 @@ pub fn write_csv(
     listed: &[ListedAccount],
     excluded: &BTreeSet<String>,
 ) -> std::io::Result<()> {
-    use crate::report::csv_cell;
+    use crate::safe_text::csv_cell;
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(["account", "enabled", "note", "name", "type", "status"])?;
     // A nickname that breaks the rule could not be read back, and can never be swept.
@@ -455,7 +428,7 @@ pub fn write_csv(
     let bytes = writer
         .into_inner()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    crate::report::atomic_file::write(path, &bytes, 0o600)
+    atomic_file::write(path, &bytes, 0o600)
 }
 
 /// A cell as a spreadsheet (or [`write_csv`]) wrote it to keep it from being read as a

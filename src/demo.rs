@@ -94,7 +94,7 @@ pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
         credentials,
         Target::New(entries),
         Arc::new(SystemClock),
-        engine::Stopping::default(),
+        engine::StopTokens::default(),
         || None,
     )
     .await;

@@ -4,9 +4,8 @@
 //! name) reaches a terminal, a log line or a text report through [`escape`], so that it cannot
 //! move the cursor, start a line of its own or turn the text around it backwards.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,61 +22,14 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
-use crate::engine::{Progress, ProgressCounts};
+use crate::engine::progress::{Progress, ProgressCounts};
+pub use crate::safe_text::{escape, json_safe};
 
-/// `text` with every character that would act on a terminal or a reader instead of showing
-/// written as a visible escape: `\n`, `\r`, `\t`, `\0`, and `\u{1b}` for the other C0 and C1
-/// controls and DEL, the bidirectional overrides, embeddings, isolates and marks (which reorder
-/// what follows them on screen), and the Unicode line and paragraph separators (which some
-/// viewers break lines at). Everything else, backslashes included, is left as it is.
-pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0' => out.push_str("\\0"),
-            c if needs_escape(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        )
-}
-
-/// JSON text (serde_json's) with the characters [`escape`] shows that JSON itself leaves raw
-/// (DEL, the C1 controls, the bidi controls, the line separators) written as `\uXXXX` escapes:
-/// the same document to any JSON reader, nothing a terminal acts on when it is printed. They
-/// can only stand inside strings; C0 controls are left, serde_json has escaped those inside
-/// strings already, and any outside them is the document's own whitespace.
-pub fn json_safe(json: &str) -> Cow<'_, str> {
-    let escaped = |c: char| needs_escape(c) && u32::from(c) >= 0x7f;
-    if !json.chars().any(escaped) {
-        return Cow::Borrowed(json);
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if escaped(c) {
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
+/// Log format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 /// Stderr for JSON logs, each record through [`json_safe`] (the formatter writes one whole
@@ -374,48 +326,6 @@ impl RequestRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outside_text_cannot_act_on_the_terminal() {
-        assert!(matches!(
-            escape("acct-1 refused: Trader role"),
-            Cow::Borrowed(_)
-        ));
-        assert_eq!(
-            escape("a\u{1b}]0;pwned\u{7}\u{1b}[2J\0b\r\nFAKE\tc\u{7f}\u{85}\u{9b}"),
-            "a\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\0b\\r\\nFAKE\\tc\\u{7f}\\u{85}\\u{9b}"
-        );
-        assert_eq!(
-            escape("\u{202a}\u{202b}\u{202c}\u{202d}\u{202e}\u{2066}\u{2067}\u{2068}\u{2069}"),
-            "\\u{202a}\\u{202b}\\u{202c}\\u{202d}\\u{202e}\\u{2066}\\u{2067}\\u{2068}\\u{2069}"
-        );
-        assert_eq!(
-            escape("\u{200e}\u{200f}\u{61c}\u{2028}\u{2029}"),
-            "\\u{200e}\\u{200f}\\u{61c}\\u{2028}\\u{2029}"
-        );
-        // Letters of every script, and backslashes, are left as they are.
-        assert_eq!(escape("Zürich 東京 ‎a\\b"), "Zürich 東京 \\u{200e}a\\b");
-    }
-
-    #[test]
-    fn json_keeps_its_meaning_and_loses_what_a_terminal_obeys() {
-        let value = serde_json::json!({"m": "a\u{1b}[2J\r\n\u{9b}31m\u{202e}b\u{2028}", "n": 1});
-        let text = value.to_string();
-        let safe = json_safe(&text);
-        assert!(
-            !safe.contains(['\u{9b}', '\u{202e}', '\u{2028}', '\u{1b}', '\r']),
-            "{safe}"
-        );
-        assert!(safe.contains("\\u009b31m\\u202eb\\u2028"), "{safe}");
-        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
-        assert_eq!(back, value);
-        let pretty = serde_json::to_string_pretty(&value).unwrap();
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&json_safe(&pretty)).unwrap(),
-            value
-        );
-        assert!(matches!(json_safe("{\"a\":\"b\"}"), Cow::Borrowed(_)));
-    }
 
     /// A writer into a shared buffer, standing in for stderr.
     #[derive(Clone, Default)]

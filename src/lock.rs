@@ -183,7 +183,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("this database"), "{msg}");
-        assert_eq!(err.exit_code(), crate::error::exit_code::BAD_INPUT);
+        assert_eq!(err.exit_code(), crate::exit::BAD_INPUT);
 
         // Same key, other database: refused because of the key.
         let other = dir.path().join("b.db");
@@ -242,7 +242,7 @@ mod tests {
         let err = RunLock::acquire(&db, Some(&missing), &["master:33".into()])
             .err()
             .expect("refused");
-        assert_eq!(err.exit_code(), crate::error::exit_code::BAD_INPUT);
+        assert_eq!(err.exit_code(), crate::exit::BAD_INPUT);
         let msg = err.to_string();
         assert!(msg.starts_with("--lock-dir "), "{msg}");
         assert!(!msg.contains("database"), "{msg}");

@@ -4,6 +4,10 @@
 //! engine does). One call is [`ExchangeClient::exchange`]: it signs the payload with the nonce it
 //! is given, sends it, reads the reply within its deadline and returns an [`Exchanged`] that says
 //! exactly what came back, whatever happened.
+//!
+//! - this file: the credentials, the HTTP client and one signed exchange.
+//! - [`nonce`]: one nonce source per key, in the key's mode, never below its stored mark.
+//! - [`reply`]: the verdict on one reply, and the order ids and accounts it carries.
 
 pub mod nonce;
 pub mod reply;

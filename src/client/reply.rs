@@ -591,20 +591,28 @@ struct OrderWire {
     timestampms: Option<i64>,
 }
 
-/// A decimal as the exchange sent it: a string (kept as is) or a number (its JSON text).
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum Decimal {
-    Text(String),
-    Number(serde_json::Number),
+/// A decimal as the exchange sent it: a string (kept as is) or a number, kept as its JSON text
+/// character for character (read raw, never through an f64: `3633.00` stays `3633.00`).
+struct Decimal(String);
+
+impl<'de> serde::Deserialize<'de> for Decimal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
+        let text = raw.get();
+        if text.starts_with('"') {
+            return serde_json::from_str::<String>(text)
+                .map(Decimal)
+                .map_err(de::Error::custom);
+        }
+        if serde_json::from_str::<serde_json::Number>(text).is_ok() {
+            return Ok(Decimal(text.to_owned()));
+        }
+        Err(de::Error::custom("a decimal is a string or a number"))
+    }
 }
 
 fn decimal_text(v: Option<Decimal>) -> String {
-    match v {
-        Some(Decimal::Text(s)) => s,
-        Some(Decimal::Number(n)) => n.to_string(),
-        None => String::new(),
-    }
+    v.map(|d| d.0).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -670,6 +678,40 @@ mod tests {
         let numeric = br#"[{"order_id":5,"price":1.5,"remaining_amount":2}]"#;
         let o = &parse_ok(Expect::Orders, numeric).unwrap().orders[0];
         assert_eq!((o.order_id, o.price.as_str()), (5, "1.5"));
+        assert!(parse_ok(Expect::Orders, br#"[{"order_id":5,"price":{"a":1}}]"#).is_none());
+        assert!(parse_ok(Expect::Orders, br#"[{"order_id":5,"price":true}]"#).is_none());
+        let null = &parse_ok(Expect::Orders, br#"[{"order_id":5,"price":null}]"#)
+            .unwrap()
+            .orders[0];
+        assert_eq!(null.price, "");
+    }
+
+    /// An audit record quotes the exchange: a number keeps its exact text, trailing zeros,
+    /// exponent and digits past an f64's included, from memory and from a stream alike.
+    #[test]
+    fn a_numeric_price_is_stored_as_the_exchange_wrote_it() {
+        let body = br#"[{"order_id":7,"price":3633.00,"remaining_amount":1E-8},{"order_id":8,"price":0.123456789012345678901,"remaining_amount":"1.50"}]"#;
+        let orders = parse_ok(Expect::Orders, body).unwrap().orders;
+        let texts: Vec<(&str, &str)> = orders
+            .iter()
+            .map(|o| (o.price.as_str(), o.remaining_amount.as_str()))
+            .collect();
+        let exact = [("3633.00", "1E-8"), ("0.123456789012345678901", "1.50")];
+        assert_eq!(texts, exact);
+
+        let mut streamed = Vec::new();
+        let mut spill = |c: Chunk| {
+            if let Chunk::Orders(orders) = c {
+                streamed.extend(orders);
+            }
+            Ok(())
+        };
+        parse_streaming(Expect::Orders, &body[..], &mut spill).unwrap();
+        let texts: Vec<(&str, &str)> = streamed
+            .iter()
+            .map(|o| (o.price.as_str(), o.remaining_amount.as_str()))
+            .collect();
+        assert_eq!(texts, exact);
     }
 
     #[test]

@@ -26,12 +26,19 @@ use std::time::Duration;
 use crate::client::{Credentials, NonceMode};
 use crate::error::Error;
 
-use super::{
-    DEFAULT_GROUP, KeySource, SANDBOX_URL, SweepConfig, validate_base_url, validate_proxy,
-};
+use crate::config::credentials::KeySource;
+use crate::config::endpoint::{validate_base_url, validate_proxy};
+use crate::config::{DEFAULT_GROUP, SANDBOX_URL, SweepConfig};
+use crate::input_file::InputFile;
 
 /// Largest configuration file read: a group is a few lines, so this is thousands of groups.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+const CONFIG_FILE: InputFile = InputFile {
+    what: "configuration file",
+    max_bytes: MAX_FILE_BYTES,
+    hint: "give the path of a TOML configuration file",
+};
 
 /// What one group sweeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,21 +192,9 @@ fn read(path: &Path) -> Result<String, Error> {
         path: path.to_path_buf(),
         reason,
     };
-    let meta = std::fs::metadata(path)
-        .map_err(|e| unreadable(format!("cannot read the configuration file ({e})")))?;
-    if meta.is_dir() {
-        return Err(unreadable(
-            "is a directory; give the configuration file's path".into(),
-        ));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(unreadable(format!(
-            "is {} bytes; a configuration file is at most {MAX_FILE_BYTES}",
-            meta.len()
-        )));
-    }
-    std::fs::read_to_string(path)
-        .map_err(|e| unreadable(format!("cannot read the configuration file ({e})")))
+    let (bytes, _) = CONFIG_FILE.read(path).map_err(unreadable)?;
+    String::from_utf8(bytes)
+        .map_err(|_| unreadable("the configuration file is not UTF-8 text (TOML is)".into()))
 }
 
 fn one_line(text: &str) -> String {

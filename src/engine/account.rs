@@ -8,7 +8,7 @@
 //! them. With `--snapshot` an account also lists its orders before its cancel-all, for the order
 //! details of the audit trail, and is swept start to end in one go ([`AccountSweeper::sweep`]).
 
-use super::session::{Caller, KeySession, Retry, RunContext, Step, Stop};
+use super::session::{Caller, KeySession, Retry, RunContext, Step, StopCause};
 use crate::config::SweepConfig;
 use crate::error::Error;
 use crate::store::{AccountFinish, AccountStatus, Failure, Phase};
@@ -75,12 +75,7 @@ impl AccountSweeper<'_> {
         } else {
             (0, false)
         };
-        let mut acct = Caller {
-            name: account.into(),
-            attempt_no,
-            sent_any: false,
-            last_error: None,
-        };
+        let mut acct = Caller::account(account, attempt_no);
         let done = |status| Ok(AfterCancel::Done(status));
 
         if self.config.snapshot && !snapshot_taken {
@@ -240,12 +235,12 @@ impl AccountSweeper<'_> {
     async fn stopped(
         &self,
         mut acct: Caller,
-        stop: Stop,
+        stop: StopCause,
         standing: Option<AccountStatus>,
     ) -> Result<AccountStatus, Error> {
         match stop {
-            Stop::Signal => self.finish(acct, AccountStatus::Interrupted, None).await,
-            Stop::Halt => {
+            StopCause::Signal => self.finish(acct, AccountStatus::Interrupted, None).await,
+            StopCause::Key => {
                 let why = self
                     .session
                     .halt

@@ -21,9 +21,8 @@
 //! the exchange refuses it.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use super::session::{Caller, KeySession, Retry, RunContext, Step, Stop};
+use super::session::{Caller, KeySession, Retry, RunContext, Step, StopCause};
 use crate::client::ListedAccount;
 use crate::error::Error;
 use crate::store::{Failure, Phase};
@@ -45,7 +44,7 @@ pub enum Listing {
     },
     /// The exchange did not list them (the reason is in the recorded attempts and here).
     Failed(String),
-    Stopped(Stop),
+    Stopped(StopCause),
 }
 
 /// Which way the pages walk through creation time.
@@ -112,12 +111,7 @@ pub async fn list_group(
     run: &RunContext,
     retry: Retry,
 ) -> Result<Listing, Error> {
-    let mut caller = Caller {
-        name: Arc::from(""),
-        attempt_no: 0,
-        sent_any: false,
-        last_error: None,
-    };
+    let mut caller = Caller::group();
     let mut fetch =
         async |timestamp: Option<u64>| -> Result<Result<Vec<ListedAccount>, Listing>, Error> {
             let mut params = vec![("limit_accounts", serde_json::Value::from(PAGE))];
@@ -131,7 +125,7 @@ pub async fn list_group(
                 {
                     Step::Done(collected) => Ok(collected.accounts),
                     // The session has stopped the key: a refusal, not an exchange that failed to list.
-                    Step::Failed(Failure::KeyRefused) => Err(Listing::Stopped(Stop::Halt)),
+                    Step::Failed(Failure::KeyRefused) => Err(Listing::Stopped(StopCause::Key)),
                     Step::Failed(_) => {
                         Err(Listing::Failed(caller.last_error.take().unwrap_or_else(
                             || "the exchange did not list the accounts".into(),

@@ -2,6 +2,11 @@
 //! nonce sequence, one in-flight window, one switch that stops the key), record everything,
 //! settle the run.
 //!
+//! Stopping has one name per thing that stops: a [`StopSignal`] is the OS signal that came;
+//! [`StopTokens`] carry it into the run (no new request; then stop waiting for replies); a
+//! key's `KeyStop` is the switch that stops every request of one key (refused, or told to wait
+//! too long); a `StopCause` says which of the two kept a request from being sent.
+//!
 //! - [`session`]: one key's client, nonces, pacer, window and halt; every request goes through it.
 //! - [`account`]: one account's snapshot, cancel-all and verify, with its retries.
 //! - [`pacer`]: the key's pace, and how it follows the exchange's push-back.
@@ -9,12 +14,14 @@
 //! - [`departures`]: requests of an increasing-mode key leave in nonce order.
 //! - [`discovery`]: the group's accounts, as `/v1/account/list` pages them.
 //! - [`progress`]: live counts for the progress display.
+//! - [`resume`]: which earlier run `--resume` finishes, and with what.
 
 mod account;
 mod departures;
 mod discovery;
 mod pacer;
-mod progress;
+pub mod progress;
+mod resume;
 mod session;
 mod window;
 
@@ -28,11 +35,14 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::AccountEntry;
 use crate::client::{ClientOptions, Clock, Credentials, ExchangeClient, NonceSource};
 use crate::config::{DEFAULT_GROUP, SweepConfig};
-use crate::error::{Error, exit_code};
+use crate::error::Error;
+use crate::exit;
+pub use crate::exit::StopSignal;
 use crate::lock::RunLock;
 use crate::store::{self, NewRun, NewRunAccount, Resume, RunTotals, Settle, Store};
 
 pub use progress::{Progress, ProgressCounts};
+pub use resume::{ResumePlan, ResumeRequest, resume_target};
 pub use session::MAX_RETRY_AFTER;
 
 /// What a finished sweep reports: the database's totals plus what only the process knows.
@@ -52,13 +62,6 @@ pub struct SweepSummary {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub record_unwritten: bool,
     pub exit_code: i32,
-}
-
-/// The signal that stopped a run, if any; decides 130 versus 143.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
-    Interrupt,
-    Terminate,
 }
 
 /// Which accounts a sweep works on.
@@ -85,7 +88,7 @@ impl Target {
 /// How the process is told to stop: the first signal stops new requests, the grace period or a
 /// second signal stops waiting for the ones in flight.
 #[derive(Clone, Default)]
-pub struct Stopping {
+pub struct StopTokens {
     pub shutdown: CancellationToken,
     pub hard_stop: CancellationToken,
 }
@@ -134,7 +137,7 @@ pub async fn list_accounts(
     config: SweepConfig,
     credentials: Credentials,
     clock: Arc<dyn Clock>,
-    stopping: Stopping,
+    stopping: StopTokens,
 ) -> Result<GroupListing, Error> {
     if !credentials.is_master() {
         return Err(Error::Config(
@@ -216,7 +219,7 @@ pub async fn run(
     credentials: Credentials,
     target: Target,
     clock: Arc<dyn Clock>,
-    stopping: Stopping,
+    stopping: StopTokens,
     stop_signal: impl Fn() -> Option<StopSignal> + Send + Sync + 'static,
 ) -> Result<SweepSummary, Error> {
     let job = GroupJob {
@@ -237,7 +240,7 @@ pub async fn run(
 pub async fn run_groups(
     jobs: Vec<GroupJob>,
     clock: Arc<dyn Clock>,
-    stopping: Stopping,
+    stopping: StopTokens,
     progress: Arc<Progress>,
     stop_signal: impl Fn() -> Option<StopSignal> + Send + Sync + 'static,
 ) -> Result<Vec<Result<SweepSummary, Error>>, Error> {
@@ -467,7 +470,7 @@ async fn sweep_with_store(
     lock: Arc<RunLock>,
     job: GroupJob,
     clock: Arc<dyn Clock>,
-    stopping: Stopping,
+    stopping: StopTokens,
     progress: Arc<Progress>,
     stop_signal: StopSignalFn,
     store: Store,
@@ -672,11 +675,11 @@ async fn sweep_with_store(
                 discovery_failed = Some(format!("could not list the group's accounts: {why}"));
                 Vec::new()
             }
-            Ok(discovery::Listing::Stopped(session::Stop::Signal)) => {
+            Ok(discovery::Listing::Stopped(session::StopCause::Signal)) => {
                 forced = Some(store::RunStatus::Interrupted);
                 Vec::new()
             }
-            Ok(discovery::Listing::Stopped(session::Stop::Halt)) => Vec::new(),
+            Ok(discovery::Listing::Stopped(session::StopCause::Key)) => Vec::new(),
             Err(e) => {
                 abort(&e);
                 failure = Some(e);
@@ -735,7 +738,7 @@ async fn sweep_with_store(
             refused: halt.as_ref().is_some_and(|h| h.refused),
             forced,
             stop_reason,
-            exit_code: Box::new(move |status| exit_code::for_run(status, signal)),
+            signal,
         })
         .await;
     // The run started, so it has its summary whatever happened: an aborted run reads its
@@ -754,7 +757,7 @@ async fn sweep_with_store(
             return Ok(Swept {
                 run_id,
                 invocation_id,
-                exit_code: exit_code::INTERNAL,
+                exit_code: exit::INTERNAL,
                 wall: started.elapsed(),
                 unrecorded: Some(reason),
             });

@@ -24,7 +24,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Why the key stopped sending.
 #[derive(Debug, Clone)]
-pub struct HaltReason {
+pub struct KeyStopReason {
     /// The exchange refused the key or the configuration (exit 4), as opposed to asking for a
     /// longer pause than a run waits (exit 1).
     pub refused: bool,
@@ -33,17 +33,17 @@ pub struct HaltReason {
 
 /// The switch that stops every request of the key. The first reason wins.
 #[derive(Default)]
-pub struct Halt {
+pub struct KeyStop {
     token: CancellationToken,
-    reason: Mutex<Option<HaltReason>>,
+    reason: Mutex<Option<KeyStopReason>>,
 }
 
-impl Halt {
+impl KeyStop {
     pub fn trigger(&self, refused: bool, message: String) {
         let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         if reason.is_none() {
             tracing::error!("{message}; no further request will be sent with this key");
-            *reason = Some(HaltReason { refused, message });
+            *reason = Some(KeyStopReason { refused, message });
         }
         self.token.cancel();
     }
@@ -56,7 +56,7 @@ impl Halt {
         self.token.cancelled().await;
     }
 
-    pub fn reason(&self) -> Option<HaltReason> {
+    pub fn reason(&self) -> Option<KeyStopReason> {
         self.reason
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -149,16 +149,39 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub enum Step {
     Done(Collected),
     Failed(Failure),
-    Stopped(Stop),
+    Stopped(StopCause),
 }
 
-/// Whom a call is for (an account, or '' for the group), and what its calls so far left.
+/// How the audit trail names the group's own requests (its account listing), which act on no
+/// account: the empty name, which no account can have (the nickname rule needs a character).
+pub const GROUP_CALLER: &str = "";
+
+/// Whom a call is for ([`Caller::account`] or [`Caller::group`]), and what its calls so far
+/// left.
 pub struct Caller {
+    /// The account, or [`GROUP_CALLER`] for the group; the name its attempts are recorded under.
     pub name: Arc<str>,
     pub attempt_no: u32,
     /// A request for it was sent by this invocation.
     pub sent_any: bool,
     pub last_error: Option<String>,
+}
+
+impl Caller {
+    /// Calls for `account`, after the `attempt_no` attempts an earlier invocation made.
+    pub fn account(account: &str, attempt_no: u32) -> Caller {
+        Caller {
+            name: account.into(),
+            attempt_no,
+            sent_any: false,
+            last_error: None,
+        }
+    }
+
+    /// Calls for the group itself (the account listing).
+    pub fn group() -> Caller {
+        Caller::account(GROUP_CALLER, 0)
+    }
 }
 
 /// How patient a call is with transient failures.
@@ -174,18 +197,20 @@ pub enum AttemptResult {
     /// The exchange answered (or the transport failed) and it was recorded.
     Replied(Exchanged),
     /// Nothing was sent: the run is stopping (a signal) or the key is halted.
-    NotSent(Stop),
+    NotSent(StopCause),
     /// Sent, but the run stopped waiting for the reply (grace period over, second signal). The
     /// attempt stays `in_flight` until the run is settled, then reads `abandoned`.
     Abandoned,
 }
 
+/// Why a request was not sent, or its reply not waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// SIGINT/SIGTERM.
+pub enum StopCause {
+    /// SIGINT/SIGTERM (or the grace period after one ran out).
     Signal,
-    /// The key was refused or told to wait longer than a run does.
-    Halt,
+    /// The key's [`KeyStop`] was thrown: the key was refused or told to wait longer than a run
+    /// does.
+    Key,
 }
 
 /// What an attempt needs to know about the run it belongs to.
@@ -255,7 +280,7 @@ pub struct KeySession {
     pub window: Window,
     /// Increasing-mode requests leave in nonce order.
     departures: Arc<Departures>,
-    pub halt: Halt,
+    pub halt: KeyStop,
     guard: Mutex<NonceGuard>,
     urgent: UrgentQueue,
 }
@@ -277,7 +302,7 @@ impl KeySession {
             pacer: Pacer::new(rate, burst),
             window: Window::new(ordered, concurrency),
             departures: Arc::new(Departures::new(ordered)),
-            halt: Halt::default(),
+            halt: KeyStop::default(),
             guard: Mutex::new(NonceGuard::default()),
             urgent: UrgentQueue::default(),
         }
@@ -301,9 +326,9 @@ impl KeySession {
     ) -> Result<AttemptResult, Error> {
         let stopped = || {
             if run.shutdown.is_cancelled() {
-                Some(Stop::Signal)
+                Some(StopCause::Signal)
             } else if self.halt.is_halted() {
-                Some(Stop::Halt)
+                Some(StopCause::Key)
             } else {
                 None
             }
@@ -321,19 +346,19 @@ impl KeySession {
         if urgency == Urgency::CanWait {
             tokio::select! {
                 _ = self.urgent.cleared() => {}
-                _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
-                _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
+                _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(StopCause::Signal)),
+                _ = self.halt.halted() => return Ok(AttemptResult::NotSent(StopCause::Key)),
             }
         }
         let mut slot = tokio::select! {
             slot = self.window.acquire(account) => slot,
-            _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
-            _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
+            _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(StopCause::Signal)),
+            _ = self.halt.halted() => return Ok(AttemptResult::NotSent(StopCause::Key)),
         };
         let pace = tokio::select! {
             ticket = self.pacer.admit(urgency) => ticket,
-            _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(Stop::Signal)),
-            _ = self.halt.halted() => return Ok(AttemptResult::NotSent(Stop::Halt)),
+            _ = run.shutdown.cancelled() => return Ok(AttemptResult::NotSent(StopCause::Signal)),
+            _ = self.halt.halted() => return Ok(AttemptResult::NotSent(StopCause::Key)),
         };
         drop(turn);
         if let Some(stop) = stopped() {
@@ -368,7 +393,7 @@ impl KeySession {
             // Recorded, but it never left: it must not read as a request that may have acted.
             _ = run.hard_stop.cancelled() => {
                 run.store.never_sent(run.invocation_id, sent.attempt_id);
-                let stop = if self.halt.is_halted() { Stop::Halt } else { Stop::Signal };
+                let stop = if self.halt.is_halted() { StopCause::Key } else { StopCause::Signal };
                 return Ok(AttemptResult::NotSent(stop));
             }
         }
@@ -438,7 +463,7 @@ impl KeySession {
                 AttemptResult::NotSent(stop) => return Ok(Step::Stopped(stop)),
                 AttemptResult::Abandoned => {
                     acct.sent_any = true;
-                    return Ok(Step::Stopped(Stop::Signal));
+                    return Ok(Step::Stopped(StopCause::Signal));
                 }
                 AttemptResult::Replied(exchanged) => {
                     acct.sent_any = true;
@@ -501,8 +526,8 @@ impl KeySession {
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = run.shutdown.cancelled() => return Ok(Step::Stopped(Stop::Signal)),
-                        _ = self.halt.halted() => return Ok(Step::Stopped(Stop::Halt)),
+                        _ = run.shutdown.cancelled() => return Ok(Step::Stopped(StopCause::Signal)),
+                        _ = self.halt.halted() => return Ok(Step::Stopped(StopCause::Key)),
                     }
                 }
             }

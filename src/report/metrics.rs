@@ -242,7 +242,7 @@ fn last_clean_sweep(conn: &Connection, group: &str) -> rusqlite::Result<Option<f
 /// them raw, the terminal of whoever reads the file would not); then the format's own `\` and
 /// `"` escapes.
 fn escape_label(value: &str) -> String {
-    crate::display::escape(value)
+    crate::safe_text::escape(value)
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
 }
@@ -272,7 +272,7 @@ pub fn check_target(path: &Path) -> Result<(), String> {
 /// Writes the file whole or not at all, so the collector never reads half a file. Counts only,
 /// no secret: mode 0644, since the collector runs as another user and must read it.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    super::atomic_file::write(path, text.as_bytes(), 0o644)
+    crate::atomic_file::write(path, text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

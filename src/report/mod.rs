@@ -1,19 +1,30 @@
-//! Reading runs back out of the database: the reconciliation views as a table, CSV or JSON.
+//! Reading runs back out of the database, and the files written from them.
+//!
+//! - this file: a run's reconciliation, the runs list and the accounts listing as a table, CSV
+//!   or JSON.
+//! - [`html`]: `report --format html`, one self-contained page for an auditor.
+//! - [`metrics`]: `--metrics-file`, the job's outcome for Prometheus.
+//! - `rows`: the run's and its accounts' rows from the reconciliation views, shared by all.
+//!
+//! The files are written through [`crate::atomic_file`]: whole or not at all.
 //!
 //! Every number comes from the views in `migrations/` (nothing is recomputed here), so the tool
 //! and an auditor's `sqlite3` always agree. What the database does not know is shown as unknown
 //! (`-` in a table, empty in CSV, `null` in JSON), never as zero.
 
-pub mod atomic_file;
 pub mod metrics;
 
+use rusqlite::Connection;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value as Json};
 
-use crate::display::{escape, json_safe};
+use crate::safe_text::{csv_cell, escape, json_safe};
 
 pub mod html;
+mod rows;
+
+pub use rows::Only;
+use rows::{ACCOUNT_COLUMNS, Row, account_rows, field, mark_dead, query_rows, run_row, text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -24,180 +35,8 @@ pub enum Format {
     Html,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Only {
-    /// Every account.
-    All,
-    /// Accounts that failed, were interrupted, not attempted or never finished.
-    Failed,
-    /// Accounts not swept, or swept but not verified flat.
-    Dirty,
-}
-
-/// The columns of `account_reconciliation` a report shows, in order. Part of the documented shape.
-const ACCOUNT_COLUMNS: &[&str] = &[
-    "account",
-    "status",
-    "failure",
-    "attempts",
-    "open_before",
-    "cancelled",
-    "rejected",
-    "open_after",
-    "unexplained",
-    "unverified",
-    "late",
-    "verified",
-    "clean",
-    "last_error",
-];
-
-/// The columns of `run_reconciliation` a report shows.
-const RUN_COLUMNS: &[&str] = &[
-    "run_id",
-    "group_name",
-    "started_at",
-    "ended_at",
-    "duration_ms",
-    "status",
-    "stop_reason",
-    "base_url",
-    "key_fingerprint",
-    "accounts",
-    "accounts_skipped",
-    "accounts_clean",
-    "accounts_dirty",
-    "accounts_without_snapshot",
-    "accounts_unverified",
-    "open_before",
-    "cancelled",
-    "rejected",
-    "open_after",
-    "unexplained",
-    "unverified",
-    "late",
-    "clean",
-];
-
 /// Flag columns, shown as booleans in JSON.
 const FLAGS: &[&str] = &["verified", "clean"];
-
-/// Resolves `latest` or a run id to an existing run id.
-/// The run `run` names (`latest` or an id), within `group` when one is given.
-pub fn resolve_run(
-    conn: &Connection,
-    run: &str,
-    group: Option<&str>,
-) -> rusqlite::Result<Option<i64>> {
-    if run == "latest" {
-        return conn
-            .query_row(
-                "SELECT max(run_id) FROM runs WHERE ?1 IS NULL OR group_name = ?1",
-                [group],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(Option::flatten);
-    }
-    let Ok(id) = run.parse::<i64>() else {
-        return Ok(None);
-    };
-    conn.query_row(
-        "SELECT run_id FROM runs WHERE run_id = ?1 AND (?2 IS NULL OR group_name = ?2)",
-        rusqlite::params![id, group],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-type Row = Vec<(&'static str, Value)>;
-
-fn query_rows(
-    conn: &Connection,
-    columns: &'static [&'static str],
-    from_where: &str,
-    params: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<Row>> {
-    let sql = format!("SELECT {} FROM {from_where}", columns.join(", "));
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params, |r| {
-        columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Ok((*c, r.get::<_, Value>(i)?)))
-            .collect::<rusqlite::Result<Row>>()
-    })?;
-    rows.collect()
-}
-
-fn run_row(conn: &Connection, run_id: i64) -> rusqlite::Result<Row> {
-    let mut rows = query_rows(
-        conn,
-        RUN_COLUMNS,
-        "run_reconciliation WHERE run_id = ?1",
-        [run_id],
-    )?;
-    let mut row = rows.pop().ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-    mark_dead(conn, &mut row)?;
-    Ok(row)
-}
-
-/// A run still marked `running` whose process is gone reads `died` (the next run on the
-/// database records it so; until then only the process table knows).
-fn mark_dead(conn: &Connection, row: &mut Row) -> rusqlite::Result<()> {
-    let is_running = matches!(field(row, "status"), Value::Text(s) if s == "running");
-    if !is_running {
-        return Ok(());
-    }
-    let Value::Integer(run_id) = *field(row, "run_id") else {
-        return Ok(());
-    };
-    let pid: Option<i64> = conn.query_row(
-        "SELECT max(pid) FROM invocations WHERE run_id = ?1 AND status = 'running'",
-        [run_id],
-        |r| r.get(0),
-    )?;
-    if pid.is_some_and(|pid| !process_alive(pid)) {
-        for (name, value) in row.iter_mut() {
-            if *name == "status" {
-                *value = Value::Text("died".into());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether a process with this id exists on this machine (Linux's /proc; elsewhere, assumed).
-fn process_alive(pid: i64) -> bool {
-    let proc = std::path::Path::new("/proc");
-    if !proc.join("self").exists() {
-        return true;
-    }
-    pid > 0 && proc.join(pid.to_string()).exists()
-}
-
-fn account_rows(conn: &Connection, run_id: i64, only: Only) -> rusqlite::Result<Vec<Row>> {
-    account_rows_with(conn, ACCOUNT_COLUMNS, run_id, only)
-}
-
-fn account_rows_with(
-    conn: &Connection,
-    columns: &'static [&'static str],
-    run_id: i64,
-    only: Only,
-) -> rusqlite::Result<Vec<Row>> {
-    let filter = match only {
-        Only::All => "",
-        Only::Failed => " AND status IN ('failed', 'interrupted', 'pending', 'not_attempted')",
-        Only::Dirty => " AND dirty",
-    };
-    query_rows(
-        conn,
-        columns,
-        &format!("account_reconciliation WHERE run_id = ?1{filter} ORDER BY csv_line, account"),
-        [run_id],
-    )
-}
 
 /// A run's report in `format`.
 pub fn render(
@@ -370,16 +209,6 @@ pub fn accounts(
     }
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::Integer(i) => i.to_string(),
-        Value::Real(f) => f.to_string(),
-        Value::Text(t) => t.clone(),
-        Value::Blob(b) => hex::encode(b),
-    }
-}
-
 /// Text from the database for a table: control characters shown (see [`escape`]).
 fn shown(v: &Value) -> String {
     escape(&text(v)).into_owned()
@@ -399,13 +228,6 @@ fn yes_no(v: &Value) -> &'static str {
         Value::Integer(_) => "yes",
         _ => "-",
     }
-}
-
-fn field<'a>(row: &'a Row, name: &str) -> &'a Value {
-    &row.iter()
-        .find(|(c, _)| *c == name)
-        .expect("known column")
-        .1
 }
 
 /// At most 80 columns: the long fields (last error, URLs) are in the CSV and JSON formats.
@@ -478,21 +300,6 @@ fn clip(text: &str, width: usize) -> String {
     }
 }
 
-/// A cell of a CSV written from what the database or the exchange holds: its control
-/// characters shown (see [`escape`]), and made safe from spreadsheets.
-pub(crate) fn csv_cell(text: &str) -> String {
-    spreadsheet_safe(escape(text).into_owned())
-}
-
-/// A cell a spreadsheet would run as a formula gets a leading apostrophe.
-fn spreadsheet_safe(cell: String) -> String {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{cell}")
-    } else {
-        cell
-    }
-}
-
 /// CSV of `rows`; with `total`, a last row carrying the run's totals under the same columns.
 fn csv_text(rows: &[Row], columns: &[&str], total: Option<&Row>) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -536,19 +343,8 @@ fn to_json(row: &Row) -> Json {
 
 #[cfg(test)]
 mod tests {
+    use super::rows::RUN_COLUMNS;
     use super::*;
-
-    #[test]
-    fn formula_like_cells_are_neutralised() {
-        assert_eq!(
-            spreadsheet_safe("=HYPERLINK(\"x\")".into()),
-            "'=HYPERLINK(\"x\")"
-        );
-        assert_eq!(spreadsheet_safe("+1".into()), "'+1");
-        assert_eq!(spreadsheet_safe("-1".into()), "'-1");
-        assert_eq!(spreadsheet_safe("@SUM(A1)".into()), "'@SUM(A1)");
-        assert_eq!(spreadsheet_safe("acct-0001".into()), "acct-0001");
-    }
 
     #[test]
     fn the_table_fits_80_columns_and_shows_unknown_as_unknown() {

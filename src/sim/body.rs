@@ -12,8 +12,6 @@ use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::world::Order;
-
 /// Bodies are formatted and sent in pieces of about this size.
 pub(crate) const CHUNK: usize = 64 * 1024;
 
@@ -60,19 +58,25 @@ pub(crate) fn to_vec(mut doc: impl JsonChunks) -> Vec<u8> {
     out
 }
 
+/// One element of a streamed array, written as JSON by its owner (the book's orders know
+/// their own layout; this file knows only how to stream them).
+pub(crate) trait JsonItem {
+    fn write_json(&self, buf: &mut Vec<u8>);
+}
+
 /// `/v1/orders`: a JSON array of the orders, in id order.
-pub(crate) struct OrderList {
-    orders: Arc<Vec<Order>>,
+pub(crate) struct OrderList<T> {
+    orders: Arc<Vec<T>>,
     next: usize,
 }
 
-impl OrderList {
-    pub(crate) fn new(orders: Arc<Vec<Order>>) -> Self {
+impl<T> OrderList<T> {
+    pub(crate) fn new(orders: Arc<Vec<T>>) -> Self {
         OrderList { orders, next: 0 }
     }
 }
 
-impl JsonChunks for OrderList {
+impl<T: JsonItem> JsonChunks for OrderList<T> {
     fn fill(&mut self, buf: &mut Vec<u8>) -> bool {
         let end = buf.len() + CHUNK;
         if self.next == 0 {

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::FaultConfig;
-use super::world::ENDPOINTS;
+
+/// Requests to each endpoint are numbered per account, for the fault decisions.
+pub(crate) const ENDPOINTS: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {

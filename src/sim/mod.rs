@@ -2,6 +2,15 @@
 //! HTTP on loopback so the sweeper can be exercised end to end: signing, nonces, roles, the
 //! per-key rate limit, seeded order books and reproducible faults, with a ledger of what really
 //! happened to compare the client's story against.
+//!
+//! - this file: the simulator's configuration, its handle, and serving it.
+//! - [`cli`]: `gemini-sweep sim`, the simulator as a standalone process.
+//! - `routes`: one handler for every path, in one visible order.
+//! - `auth`: payload, signature, nonce, account and role checks, in the exchange's order.
+//! - `ratelimit`: the exchange's per-key limit.
+//! - `world`: accounts, their seeded order books and the ledger of what happened.
+//! - `faults`: reproducible faults, a hash per request rather than a shared draw.
+//! - `body`: large reply bodies, formatted and streamed a chunk at a time.
 
 mod auth;
 mod body;

@@ -14,8 +14,8 @@ use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 
-use super::body::{push_fixed, push_hex8, push_micros, push_u64};
-use super::faults::stable_hash;
+use super::body::{JsonItem, push_fixed, push_hex8, push_micros, push_u64};
+use super::faults::{ENDPOINTS, stable_hash};
 use super::{
     AccountKind, AccountLedger, AccountListPaging, AccountSpec, AccountStatus, AccountSummary,
     CancelRecord, Counters, SimConfig,
@@ -37,14 +37,11 @@ const SYMBOLS: [(&str, f64, u32); 5] = [
     ("dogeusd", 0.15, 5),
 ];
 
-/// Requests to each endpoint are numbered per account, for the fault decisions.
-pub(crate) const ENDPOINTS: usize = 4;
-
 const SELL: u8 = 1 << 3;
 const HAS_CLIENT_ID: u8 = 1 << 4;
 const CANCELLABLE: u8 = 1 << 5;
 
-/// One open order, as numbers. Its JSON is written by [`Order::write_json`].
+/// One open order, as numbers. Its JSON is written by its [`JsonItem`] impl.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Order {
     id: u64,
@@ -104,9 +101,11 @@ impl Order {
             flags,
         }
     }
+}
 
+impl JsonItem for Order {
     /// The order as `/v1/orders` shows it (keys in alphabetical order, ids as strings).
-    pub(crate) fn write_json(&self, buf: &mut Vec<u8>) {
+    fn write_json(&self, buf: &mut Vec<u8>) {
         let (symbol, _, decimals) = SYMBOLS[usize::from(self.flags & 7)];
         let price = |buf: &mut Vec<u8>| push_fixed(buf, u64::from(self.price), decimals);
         buf.extend_from_slice(br#"{"avg_execution_price":""#);

@@ -24,7 +24,7 @@ use crate::error::Error;
 
 pub use attempts::{AttemptEnd, AttemptStart, Outcome as AttemptOutcome, Sent};
 pub use migrations::latest_version as schema_version;
-pub use reads::{Resumable, RunTotals, resumable, run_group, run_totals};
+pub use reads::{Resumable, RunTotals, resolve_run, resumable, run_group, run_totals};
 pub use runs::{AccountFinish, NewRun, NewRunAccount, Resume, Settle, TakenOver};
 pub use writer::WriterThread;
 
@@ -54,7 +54,8 @@ pub struct Store {
     unsent: Unsent,
 }
 
-fn store_error(path: &Path, reason: impl std::fmt::Display) -> Error {
+/// The error for a database at `path` that cannot be read or written.
+pub fn store_error(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Store {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -258,38 +259,7 @@ impl Failure {
     }
 }
 
-/// Status of a run, as `runs.status` and `invocations.status` spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    Completed,
-    Incomplete,
-    Interrupted,
-    Refused,
-    Aborted,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Completed => "completed",
-            RunStatus::Incomplete => "incomplete",
-            RunStatus::Interrupted => "interrupted",
-            RunStatus::Refused => "refused",
-            RunStatus::Aborted => "aborted",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<RunStatus> {
-        Some(match text {
-            "completed" => RunStatus::Completed,
-            "incomplete" => RunStatus::Incomplete,
-            "interrupted" => RunStatus::Interrupted,
-            "refused" => RunStatus::Refused,
-            "aborted" => RunStatus::Aborted,
-            _ => return None,
-        })
-    }
-}
+pub use crate::exit::RunStatus;
 
 impl Store {
     pub fn path(&self) -> &Path {

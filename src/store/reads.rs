@@ -68,6 +68,33 @@ pub fn resumable(
     Ok(Some(found))
 }
 
+/// The run `run` names (`latest` or an id), within `group` when one is given.
+pub fn resolve_run(
+    conn: &Connection,
+    run: &str,
+    group: Option<&str>,
+) -> rusqlite::Result<Option<i64>> {
+    if run == "latest" {
+        return conn
+            .query_row(
+                "SELECT max(run_id) FROM runs WHERE ?1 IS NULL OR group_name = ?1",
+                [group],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten);
+    }
+    let Ok(id) = run.parse::<i64>() else {
+        return Ok(None);
+    };
+    conn.query_row(
+        "SELECT run_id FROM runs WHERE run_id = ?1 AND (?2 IS NULL OR group_name = ?2)",
+        rusqlite::params![id, group],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 /// The group a run (given by id) belongs to.
 pub fn run_group(conn: &Connection, run: &str) -> rusqlite::Result<Option<String>> {
     let Ok(id) = run.parse::<i64>() else {

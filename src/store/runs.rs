@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::attempts::discard_rows;
 use super::{AccountStatus, Failure, Phase, RunStatus, Store, epoch_ms, utc_text};
 use crate::error::Error;
+use crate::exit::{self, StopSignal};
 
 /// What a new run records before anything is sent.
 pub struct NewRun {
@@ -62,8 +63,9 @@ pub struct Settle {
     pub forced: Option<RunStatus>,
     /// Why the sweep stopped before finishing its accounts, if it did.
     pub stop_reason: Option<String>,
-    /// The exit code the process will return for a given run status.
-    pub exit_code: Box<dyn Fn(RunStatus) -> i32 + Send>,
+    /// The signal that stopped the run, if any: with the status, it decides the exit code
+    /// recorded for the invocation ([`exit::for_run`]).
+    pub signal: Option<StopSignal>,
 }
 
 /// A run whose process died, found by the next invocation that took the database's lock.
@@ -365,7 +367,7 @@ impl Store {
                 RunStatus::Incomplete => settle.stop_reason.clone().or(listing_note),
                 _ => settle.stop_reason.clone(),
             };
-            let exit_code = (settle.exit_code)(status);
+            let exit_code = exit::for_run(status, settle.signal);
             c.execute(
                 concat!(
                     "UPDATE runs SET status = ?2, stop_reason = ?3, ended_at = ",
@@ -586,7 +588,7 @@ mod tests {
                 refused: false,
                 forced: None,
                 stop_reason: Some("aborted: a test".into()),
-                exit_code: Box::new(|_| 3),
+                signal: None,
             })
             .await
             .unwrap();

@@ -27,7 +27,7 @@ const CASES: &[Case] = &[
         csv: Csv::Path("/dev/zero"),
         extra_args: &[],
         env: &[],
-        expect: &["/dev/zero: is larger than 64 MiB"],
+        expect: &["/dev/zero: is a character device, not a regular file"],
     },
     Case {
         name: "a rate so low it would take forever",

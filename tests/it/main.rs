@@ -16,6 +16,7 @@ mod files;
 mod flat_first;
 mod groups;
 mod hostile_exchange;
+mod input_files;
 mod metrics;
 mod outside_text;
 mod parsers_never_panic;

@@ -4,8 +4,8 @@
 
 use clap::Parser;
 use gemini_sweep::accounts;
+use gemini_sweep::cli::args::{Cli, Command};
 use gemini_sweep::client::reply::{self, Chunk, Expect};
-use gemini_sweep::config::{Cli, Command};
 use proptest::prelude::*;
 
 /// (cancelled ids, rejected ids, orders listed) as the streaming reader hands them over.

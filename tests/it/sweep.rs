@@ -432,7 +432,7 @@ async fn nonces_survive_a_second_run_and_a_clock_stepped_back_an_hour() {
                 credentials(),
                 Target::New(entries(&names)),
                 clock.clone(),
-                engine::Stopping::default(),
+                engine::StopTokens::default(),
                 || None,
             ),
         )
@@ -493,7 +493,7 @@ async fn thirty_two_in_flight_lose_no_account_to_nonce_races() {
             credentials(),
             Target::New(entries(&names)),
             Arc::new(SystemClock),
-            engine::Stopping::default(),
+            engine::StopTokens::default(),
             || None,
         ),
     )

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically (a temporary file in the same directory, synced, then
 /// renamed over it), with exactly `mode` whatever the umask: a reader never sees half a file.
+/// The temporary file has an unguessable name, is created exclusively (a symlink planted in the
+/// directory is never followed), and is removed whatever stops the write before the rename.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
     let name = path
@@ -15,43 +17,47 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let mut file = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(&dir)?;
+    // The umask may have taken bits away from `mode`; set it exactly.
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    let (tmp, mut file) = {
-        let mut attempt = 0u32;
-        loop {
-            let mut tmp_name = std::ffi::OsString::from(".");
-            tmp_name.push(name);
-            tmp_name.push(format!(".{}.{attempt}.tmp", std::process::id()));
-            let tmp = dir.join(tmp_name);
-            match options.open(&tmp) {
-                Ok(file) => break (tmp, file),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    let written = (|| {
-        // The umask may have taken bits away from `mode`; set it exactly.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        }
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
+    #[cfg(not(unix))]
+    let _ = mode;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
     // The rename is durable once the directory is.
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Why [`write`] to `path` is bound to fail, checked before the work that produces the file
+/// (a command that sends requests first refuses a target it cannot write before it sends).
+pub fn check_target(path: &Path) -> Result<(), String> {
+    if path.file_name().is_none() {
+        return Err("is not a file name".into());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("the directory {} does not exist", dir.display()));
+    }
+    if path.is_dir() {
+        return Err("is a directory; name a file".into());
     }
     Ok(())
 }
@@ -77,13 +83,16 @@ mod tests {
         assert!(write(&dir.path().join("missing/report.html"), b"x", 0o600).is_err());
     }
 
+    /// Symlinks planted at the file itself and at the names an earlier version used for its
+    /// temporary file redirect nothing: the target ends up a regular file, the victim untouched.
     #[cfg(unix)]
     #[test]
-    fn a_symlink_at_the_temporary_name_is_not_followed() {
+    fn a_planted_symlink_is_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "keep me").unwrap();
         let path = dir.path().join("group.csv");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
         for attempt in 0..3 {
             let tmp = dir
                 .path()

@@ -1,19 +1,29 @@
-//! The edge: parse the command line, set up logging and signals, call the library, turn the
-//! result into stdout, stderr and an exit code. The only place errors become exit codes.
+//! The edge: parse the command line ([`args`]), set up logging and signals (`signals`), call
+//! the library, turn the result into stdout, stderr and the exit code [`crate::exit`] decides.
+//! `--dry-run`'s plan is `dry_run`'s.
+
+pub mod args;
+mod dry_run;
+mod signals;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use clap::Parser;
 
+use crate::cli::args::{AccountsArgs, Cli, Command, DemoArgs, ReportArgs, RunArgs, RunsArgs};
 use crate::config::SweepConfig;
 use crate::config::groups::GroupAccounts;
-use crate::config::{AccountsArgs, Cli, Command, DemoArgs, ReportArgs, RunArgs, RunsArgs};
 use crate::display::{self, Display};
-use crate::engine::{self, GroupJob, StopSignal, Stopping, SweepSummary, Target};
-use crate::error::{Error, exit_code};
-use crate::{accounts, client, demo, report, store};
+use crate::engine::{
+    self, GroupJob, ResumePlan, ResumeRequest, StopTokens, SweepSummary, Target, resume_target,
+};
+use crate::error::Error;
+use crate::exit;
+use crate::store::store_error;
+use crate::{accounts, atomic_file, client, demo, report, store};
+use dry_run::print_plan;
+use signals::{signal_seen, watch_signals};
 
 /// Runs the program and returns its exit code.
 pub fn main() -> i32 {
@@ -24,11 +34,11 @@ pub fn main() -> i32 {
             match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     let _ = e.print();
-                    return exit_code::OK;
+                    return exit::OK;
                 }
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     let _ = e.print();
-                    return exit_code::BAD_INPUT;
+                    return exit::BAD_INPUT;
                 }
                 _ => {}
             }
@@ -36,7 +46,7 @@ pub fn main() -> i32 {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("error: invalid arguments");
             eprintln!("{} (see --help)", display::escape(first));
-            return exit_code::BAD_INPUT;
+            return exit::BAD_INPUT;
         }
     };
     let display = match &cli.command {
@@ -55,7 +65,7 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return exit_code::INTERNAL;
+            return exit::INTERNAL;
         }
     };
     let result = runtime.block_on(async {
@@ -64,7 +74,7 @@ pub fn main() -> i32 {
             Command::Demo(args) => run_demo(args).await,
             Command::Sim(args) => crate::sim::cli::run(args)
                 .await
-                .map(|()| exit_code::OK)
+                .map(|()| exit::OK)
                 .map_err(|e| Error::Config(e.to_string())),
             Command::Report(args) => run_report(args),
             Command::Runs(args) => list_runs(args),
@@ -132,68 +142,9 @@ fn man_page(subcommand: Option<&str>) -> Result<i32, Error> {
 fn print_bytes(bytes: &[u8]) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => Ok(exit_code::OK),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit_code::OK),
+        Ok(()) => Ok(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
         Err(e) => Err(Error::Internal(format!("cannot write to stdout: {e}"))),
-    }
-}
-
-/// Folds SIGINT and SIGTERM into the run's stop tokens and remembers which came first:
-/// the first stops new requests (those in flight get the grace period), the second stops waiting
-/// for them (the run is still settled and its summary printed), the third exits at once.
-fn watch_signals(stopping: Stopping) -> Arc<AtomicU8> {
-    const NONE: u8 = 0;
-    let seen = Arc::new(AtomicU8::new(NONE));
-    let flag = seen.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("cannot install signal handlers; SIGINT/SIGTERM will kill the run");
-            return;
-        };
-        let which = tokio::select! {
-            _ = int.recv() => StopSignal::Interrupt,
-            _ = term.recv() => StopSignal::Terminate,
-        };
-        flag.store(which as u8 + 1, Ordering::SeqCst);
-        tracing::warn!(
-            "{which:?} received: finishing requests in flight, starting no new ones (send again to stop waiting for them)"
-        );
-        stopping.shutdown.cancel();
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        tracing::warn!(
-            "second signal: abandoning requests in flight; recording the run (send again to exit at once)"
-        );
-        stopping.hard_stop.cancel();
-        let code = match which {
-            StopSignal::Interrupt => exit_code::SIGINT,
-            StopSignal::Terminate => exit_code::SIGTERM,
-        };
-        // Settling the run takes a few commits; a database that hangs must not hold the process.
-        tokio::select! {
-            _ = int.recv() => eprintln!("third signal: exiting now"),
-            _ = term.recv() => eprintln!("third signal: exiting now"),
-            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
-                eprintln!("the run could not be recorded within 10 s of the second signal: exiting now");
-            }
-        }
-        // SQLite's journal keeps the database consistent even when we leave mid-transaction.
-        std::process::exit(code);
-    });
-    seen
-}
-
-fn signal_seen(flag: &AtomicU8) -> Option<StopSignal> {
-    match flag.load(Ordering::SeqCst) {
-        1 => Some(StopSignal::Interrupt),
-        2 => Some(StopSignal::Terminate),
-        _ => None,
     }
 }
 
@@ -217,7 +168,9 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
             let entries = accounts::load(&config.accounts_file)?;
             (config, credentials, Target::New(entries))
         }
-        Some(run) => match resume_target(&args, run, None, |base| args.resolve_over(base, &env))? {
+        Some(run) => match resume_target(&resume_request(&args, run, None), |base| {
+            args.resolve_over(base, &env)
+        })? {
             ResumePlan::Sweep(job) => (job.config, job.credentials, job.target),
             ResumePlan::NothingToDo(summary) => {
                 print_summary(&summary);
@@ -230,9 +183,9 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
     if args.dry_run {
         let plan = print_plan(&config, &target, &credentials).to_string();
         println!("{}", display::json_safe(&plan));
-        return Ok(exit_code::OK);
+        return Ok(exit::OK);
     }
-    let stopping = Stopping::default();
+    let stopping = StopTokens::default();
     let signal = watch_signals(stopping.clone());
     let progress = Arc::new(engine::Progress::default());
     let shown = display::show(progress.clone(), display);
@@ -303,10 +256,8 @@ async fn run_config(
     let resume_group = match args.resume.as_deref() {
         Some(run) if run != "latest" => {
             let conn = store::open_read_only(&args.exchange.db)?;
-            let group = store::run_group(&conn, run).map_err(|e| Error::Store {
-                path: args.exchange.db.clone(),
-                reason: e.to_string(),
-            })?;
+            let group =
+                store::run_group(&conn, run).map_err(|e| store_error(&args.exchange.db, e))?;
             let Some(group) = group else {
                 return Err(Error::Config(format!(
                     "{}: no run {run:?} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
@@ -361,7 +312,7 @@ async fn run_config(
                     let config = args.flags_over(base)?;
                     Ok((config, credentials))
                 };
-                match resume_target(args, run, Some(&group), over)? {
+                match resume_target(&resume_request(args, run, Some(&group)), over)? {
                     ResumePlan::Sweep(job) => job,
                     ResumePlan::NothingToDo(summary) => {
                         settled.push(Ok(summary));
@@ -386,14 +337,14 @@ async fn run_config(
             "{}",
             serde_json::json!({ "dry_run": true, "groups": plans })
         );
-        return Ok(exit_code::OK);
+        return Ok(exit::OK);
     }
     let started = std::time::Instant::now();
     let names: Vec<String> = jobs.iter().map(|j| j.config.group.clone()).collect();
     let mut results = if jobs.is_empty() {
         Vec::new()
     } else {
-        let stopping = Stopping::default();
+        let stopping = StopTokens::default();
         let signal = watch_signals(stopping.clone());
         let progress = Arc::new(engine::Progress::default());
         let shown = display::show(progress.clone(), display);
@@ -432,7 +383,7 @@ async fn run_config(
             }
         }
     }
-    let exit_code = exit_code::combine(codes.iter().copied());
+    let exit_code = exit::combine(codes.iter().copied());
     let outcomes: Vec<report::metrics::GroupOutcome> = entries
         .iter()
         .zip(&codes)
@@ -455,175 +406,19 @@ async fn run_config(
     Ok(exit_code)
 }
 
-enum ResumePlan {
-    Sweep(GroupJob),
-    /// The run is finished or has nothing left that a resume may pick up: nothing is sent and
-    /// nothing written; its summary is printed as it stands.
-    NothingToDo(SweepSummary),
-}
-
-/// Rebuilds a run's configuration from the database (its latest invocation's options), with
-/// `over` putting the flags given now and the key on top. `group` restricts `latest` to that
-/// group's runs.
-fn resume_target(
-    args: &RunArgs,
-    run: &str,
-    group: Option<&str>,
-    over: impl FnOnce(SweepConfig) -> Result<(SweepConfig, client::Credentials), Error>,
-) -> Result<ResumePlan, Error> {
-    let conn = store::open_read_only(&args.exchange.db)?;
-    let db_error = |e: rusqlite::Error| Error::Store {
-        path: args.exchange.db.clone(),
-        reason: e.to_string(),
-    };
-    let no_run = || {
-        let in_group = group
-            .map(|g| format!(" of group {g:?}"))
-            .unwrap_or_default();
-        Error::Config(format!(
-            "{}: no run {run:?}{in_group} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
-            args.exchange.db.display()
-        ))
-    };
-    let run_id = report::resolve_run(&conn, run, group)
-        .map_err(db_error)?
-        .ok_or_else(no_run)?;
-    let stored = store::resumable(&conn, run_id, args.retry_permanent)
-        .map_err(db_error)?
-        .ok_or_else(no_run)?;
-    if run == "latest" && stored.age_secs > args.resume_within * 3600.0 {
-        let whose = group.map(|g| format!("group {g:?}'s ")).unwrap_or_default();
-        return Err(Error::Config(format!(
-            "{}: {whose}latest run (#{run_id}, started {}, {:.1} h ago) is older than --resume-within {} h, so today's job did not start it; nothing was resumed. Give its id (--resume {run_id}) to resume it anyway",
-            args.exchange.db.display(),
-            stored.started_at,
-            stored.age_secs / 3600.0,
-            args.resume_within
-        )));
+/// What `run --resume RUN` asks of the engine, `group` restricting it to that group's runs.
+fn resume_request<'a>(
+    args: &'a RunArgs,
+    run: &'a str,
+    group: Option<&'a str>,
+) -> ResumeRequest<'a> {
+    ResumeRequest {
+        db: &args.exchange.db,
+        run,
+        group,
+        retry_permanent: args.retry_permanent,
+        within_hours: args.resume_within,
     }
-    let mut base: SweepConfig =
-        serde_json::from_str(&stored.options_json).map_err(|e| Error::Store {
-            path: args.exchange.db.clone(),
-            reason: format!("run {run_id}'s stored options cannot be read ({e})"),
-        })?;
-    base.base_url = stored.base_url.clone();
-    let (config, credentials) = over(base)?;
-    if credentials.fingerprint() != stored.key_fingerprint {
-        return Err(Error::Config(format!(
-            "run {run_id} was made with key {}, but the key given now is {}; resume with the same key",
-            stored.key_fingerprint,
-            credentials.fingerprint()
-        )));
-    }
-    if stored.accounts.is_empty() {
-        let totals = store::run_totals(&conn, run_id).map_err(db_error)?;
-        let dirty = totals.accounts_total - totals.accounts_skipped - totals.accounts_ok;
-        let hint = if dirty > 0 && !args.retry_permanent {
-            format!(
-                "; {dirty} accounts were refused by the exchange for good (see `gemini-sweep report --run {run_id} --only failed`; --retry-permanent retries them)"
-            )
-        } else {
-            String::new()
-        };
-        tracing::warn!(
-            run_id,
-            "run {run_id} ({}) has nothing left to resume{hint}; nothing sent, nothing written",
-            stored.status
-        );
-        return Ok(ResumePlan::NothingToDo(SweepSummary {
-            // A run whose listing cannot vouch for the group is never clean, however its
-            // accounts ended.
-            exit_code: if dirty > 0 || totals.listing_note.is_some() {
-                exit_code::INCOMPLETE
-            } else {
-                exit_code::OK
-            },
-            totals,
-            invocation_id: None,
-            wall_ms: 0,
-            db: args.exchange.db.display().to_string(),
-            nothing_to_resume: true,
-            record_unwritten: false,
-        }));
-    }
-    tracing::info!(
-        run_id,
-        accounts = stored.accounts.len(),
-        "resuming run {run_id} (status {}, last worked on by pid {})",
-        stored.status,
-        stored.pid
-    );
-    Ok(ResumePlan::Sweep(GroupJob {
-        config,
-        credentials,
-        target: Target::Resume {
-            run_id,
-            accounts: stored.accounts,
-        },
-    }))
-}
-
-/// Shows the plan on stderr and returns its JSON summary.
-fn print_plan(
-    config: &SweepConfig,
-    target: &Target,
-    credentials: &client::Credentials,
-) -> serde_json::Value {
-    let names: Vec<(&str, bool)> = match target {
-        Target::New(entries) => entries
-            .iter()
-            .map(|a| (a.account.as_str(), a.enabled))
-            .collect(),
-        Target::Resume { accounts, .. } => accounts.iter().map(|a| (a.as_str(), true)).collect(),
-        Target::Discover { excluded } => {
-            eprintln!(
-                "dry run: every open exchange account of the group, as /v1/account/list lists them at run time ({} excluded by name), with key {} at {} requests/s on {}; nothing sent",
-                excluded.len(),
-                credentials.fingerprint(),
-                config.rate,
-                config.base_url
-            );
-            return serde_json::json!({
-                "dry_run": true,
-                "group": config.group,
-                "accounts": "discovered at run time (--all-accounts)",
-                "excluded": excluded,
-                "base_url": config.base_url,
-                "key_fingerprint": credentials.fingerprint(),
-            });
-        }
-    };
-    let listed = names.len();
-    let enabled = names.iter().filter(|(_, e)| *e).count();
-    let requests = enabled * config.calls_per_account();
-    let seconds = requests.saturating_sub(config.burst as usize) as f64 / config.rate;
-    for (account, enabled) in &names {
-        eprintln!(
-            "  {:<24} {}",
-            display::escape(account),
-            if *enabled {
-                "sweep"
-            } else {
-                "skip (enabled=false)"
-            }
-        );
-    }
-    eprintln!(
-        "dry run: {enabled} of {listed} accounts, {requests} requests to {} with key {}, at least {seconds:.1} s at {} requests/s; nothing sent",
-        config.base_url,
-        credentials.fingerprint(),
-        config.rate
-    );
-    serde_json::json!({
-        "dry_run": true,
-        "group": config.group,
-        "accounts_total": listed,
-        "accounts_enabled": enabled,
-        "requests": requests,
-        "expected_seconds": (seconds * 10.0).round() / 10.0,
-        "base_url": config.base_url,
-        "key_fingerprint": credentials.fingerprint(),
-    })
 }
 
 /// `gemini-sweep accounts`: the group's accounts, printed and optionally written as a CSV.
@@ -631,7 +426,12 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let (config, credentials) = args.resolve(&env)?;
     let excluded = accounts::excludes(&args.exclude, args.exclude_file.as_deref())?;
-    let stopping = Stopping::default();
+    // Refused before the listing is sent, so that exit 2 keeps its promise.
+    if let Some(path) = &args.csv {
+        atomic_file::check_target(path)
+            .map_err(|reason| Error::Config(format!("--csv {}: {reason}", path.display())))?;
+    }
+    let stopping = StopTokens::default();
     let _signal = watch_signals(stopping.clone());
     let engine::GroupListing {
         accounts: listed,
@@ -661,7 +461,7 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
         );
     }
     if let Some(path) = &args.csv {
-        accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::UnreadableInput {
+        accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::Unwritable {
             path: path.clone(),
             reason: format!("cannot write the accounts CSV: {e}"),
         })?;
@@ -676,7 +476,7 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
         );
     }
     print!("{}", report::accounts(&listed, &excluded, args.format));
-    Ok(exit_code::OK)
+    Ok(exit::OK)
 }
 
 /// The last stdout line, one JSON object: what schedulers (Airflow's XCom among them) pick up.
@@ -701,10 +501,7 @@ async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
         report::Format::Table,
         report::Only::All,
     )
-    .map_err(|e| Error::Store {
-        path: args.db.clone(),
-        reason: e.to_string(),
-    })?;
+    .map_err(|e| store_error(&args.db, e))?;
     println!("{table}");
     println!(
         "Run {} against the simulated exchange: {} accounts, {} orders cancelled, {} refused cancellation, {} attempts ({} rate-limited), {} ms.",
@@ -724,7 +521,7 @@ async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
     );
     print_summary(&summary);
     // The demo did its job whatever the simulated exchange refused; only our own errors fail it.
-    Ok(exit_code::OK)
+    Ok(exit::OK)
 }
 
 fn run_report(args: ReportArgs) -> Result<i32, Error> {
@@ -734,11 +531,8 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
         ));
     }
     let conn = store::open_read_only(&args.db)?;
-    let db_error = |e: rusqlite::Error| Error::Store {
-        path: args.db.clone(),
-        reason: e.to_string(),
-    };
-    let run_id = report::resolve_run(&conn, &args.run, args.group.as_deref())
+    let db_error = |e: rusqlite::Error| store_error(&args.db, e);
+    let run_id = store::resolve_run(&conn, &args.run, args.group.as_deref())
         .map_err(db_error)?
         .ok_or_else(|| {
             let in_group = match &args.group {
@@ -755,7 +549,7 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
     match &args.out {
         None => print!("{text}"),
         Some(out) => {
-            report::atomic_file::write(out, text.as_bytes(), 0o600).map_err(|e| {
+            atomic_file::write(out, text.as_bytes(), 0o600).map_err(|e| {
                 use std::io::ErrorKind::*;
                 let message = format!("cannot write the report to {}: {e}", out.display());
                 match e.kind() {
@@ -767,18 +561,13 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
             tracing::info!(run_id, out = %out.display(), bytes = text.len(), "report written");
         }
     }
-    Ok(exit_code::OK)
+    Ok(exit::OK)
 }
 
 fn list_runs(args: RunsArgs) -> Result<i32, Error> {
     let conn = store::open_read_only(&args.db)?;
-    let text =
-        report::runs(&conn, args.format, args.limit, args.group.as_deref()).map_err(|e| {
-            Error::Store {
-                path: args.db.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    let text = report::runs(&conn, args.format, args.limit, args.group.as_deref())
+        .map_err(|e| store_error(&args.db, e))?;
     print!("{text}");
-    Ok(exit_code::OK)
+    Ok(exit::OK)
 }

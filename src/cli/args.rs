@@ -1,0 +1,583 @@
+//! The command line's grammar (clap), and how the flags given lay over the configuration: the
+//! one place clap types live. What comes out is a [`SweepConfig`] and [`Credentials`], which is
+//! all the library below sees.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::{Credentials, NonceMode};
+use crate::config::endpoint::{validate_base_url, validate_proxy};
+use crate::config::groups::{self, GroupPlan};
+use crate::config::{SANDBOX_URL, SweepConfig, credentials};
+use crate::display::LogFormat;
+use crate::error::Error;
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    every account swept and verified flat, no order left rejected
+       (with --no-verify: every account swept, nothing verified)
+  1    the run finished, but some account failed, some order stayed rejected,
+       or some account is not verified flat: orders may be open
+  2    bad input or configuration: nothing was sent
+  3    internal, database or environment error
+  4    the exchange refused the key or the configuration (signature, role,
+       nonce mode, IP allow-list, redirect): the run stopped sending at once;
+       fix the key or the flags, then run again
+  130  interrupted by SIGINT;  143  interrupted by SIGTERM
+Only 0 means no order is left open. Alert on anything else.
+
+Credentials come from the environment (GEMINI_API_KEY, GEMINI_API_SECRET) or
+--api-secret-file, never from the command line.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gemini-sweep",
+    version,
+    about = "Cancel every open order on every Gemini subaccount, under one rate limit, with an SQLite audit trail",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on stderr (RUST_LOG sets the level; default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "GEMINI_SWEEP_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Cancel every open order of every enabled account in the CSV, of the group's own list
+    /// (--all-accounts), or of each group of a --config file.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Run(RunArgs),
+    /// Sweep a built-in simulated exchange: no keys, no network, a few seconds.
+    Demo(DemoArgs),
+    /// Serve a simulated Gemini exchange on 127.0.0.1, for rehearsals and tests.
+    Sim(crate::sim::cli::SimArgs),
+    /// Print a run's reconciliation, per account and in total, from the database.
+    Report(ReportArgs),
+    /// List the runs in the database, newest first.
+    Runs(RunsArgs),
+    /// List the group's accounts (/v1/account/list, master key) and optionally write them as an
+    /// accounts CSV for `run --accounts`.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Accounts(AccountsArgs),
+    /// Print a shell completion script: `gemini-sweep completions bash > /etc/bash_completion.d/gemini-sweep`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff): `gemini-sweep man > gemini-sweep.1`, and one per command:
+    /// `gemini-sweep man run > gemini-sweep-run.1`.
+    Man {
+        /// The command whose page to print (run, accounts, report, runs, demo, sim, ...).
+        command: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AccountsArgs {
+    /// The exchange, the key's settings and the audit trail (the listing's requests are recorded
+    /// there like any other, and use the key's nonce mark).
+    #[command(flatten)]
+    pub exchange: ExchangeArgs,
+
+    /// Also write the accounts as a CSV that `run --accounts` reads: custody and closed accounts
+    /// (and --exclude ones) are written enabled=false, with the reason as their note.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Nicknames to write enabled=false (comma-separated, repeatable).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// A file of nicknames to write enabled=false, one per line (# comments).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Option<PathBuf>,
+
+    /// How to print the list on stdout.
+    #[arg(long, default_value = "table", value_parser = text_formats())]
+    pub format: crate::report::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Accounts CSV: header row with an `account` column; optional `enabled`, `note`.
+    #[arg(long, value_name = "FILE", env = "GEMINI_SWEEP_ACCOUNTS")]
+    pub accounts: Option<PathBuf>,
+
+    /// Sweep several groups (master keys) in parallel, as FILE (TOML) describes them: each
+    /// group's name, key variables or secret file, accounts (`all` or a CSV), nonce mode and
+    /// rate. Flags given here apply to every group that does not set them itself. See the
+    /// README's "Several groups".
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GEMINI_SWEEP_CONFIG",
+        conflicts_with_all = ["accounts", "all_accounts", "api_secret_file"]
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Write the job's outcome as Prometheus text (node_exporter's textfile collector) to FILE,
+    /// atomically, when the job ends: exit code, run status, accounts, orders, attempts, 429s,
+    /// nonce races, duration and the last clean sweep, per group.
+    #[arg(long, value_name = "FILE", env = "GEMINI_SWEEP_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// When stderr is not a terminal: a progress line in the log every SECS (0-3600; 0: none)
+    /// [default: 10]. On a terminal a progress bar is shown instead.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, allow_negative_numbers = true,
+          value_parser = bounded_f64("SECS", 0.0, 3600.0))]
+    pub progress_interval: f64,
+
+    /// With --config: sweep only these groups (comma-separated, repeatable).
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        requires = "config"
+    )]
+    pub group: Vec<String>,
+
+    /// Finish an earlier run (`latest` or a run id): only its accounts not yet swept and
+    /// verified, under the same run id, with the run's stored accounts, URL and options (flags
+    /// given here override them). `latest` only picks a run started within --resume-within
+    /// hours, so a scheduled resume never picks up yesterday's run. A run with nothing left to
+    /// do is left untouched. (--accounts and GEMINI_SWEEP_ACCOUNTS are then ignored.)
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
+
+    /// With --resume latest: how recent (hours, 0.1-168) a run must be to be picked up.
+    #[arg(long, value_name = "HOURS", default_value_t = 12.0, requires = "resume",
+          value_parser = bounded_f64("HOURS", 0.1, 168.0))]
+    pub resume_within: f64,
+
+    /// With --resume: also retry accounts the exchange refused for good (unknown, closed...).
+    #[arg(long, requires = "resume")]
+    pub retry_permanent: bool,
+
+    /// Seconds (0-600) in-flight requests may take to finish after SIGINT/SIGTERM before they
+    /// are abandoned [default: 15].
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = bounded_f64("SECS", 0.0, 600.0))]
+    pub grace: Option<f64>,
+
+    /// Requests (1-100) the pacer lets through back to back before spacing them at --rate
+    /// [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub burst: Option<u32>,
+
+    /// Requests (1-1024) in flight at once [default: 8].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1024), env = "GEMINI_SWEEP_CONCURRENCY")]
+    pub concurrency: Option<u32>,
+
+    /// Attempts (1-100) per call before an account is given up (transient errors only)
+    /// [default: 5].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: Option<u32>,
+
+    /// Extra cancel-alls (0-10) for an account whose orders were rejected, to catch briefly
+    /// stuck ones [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub reject_retries: Option<u32>,
+
+    /// Skip the listing after the cancel-all (one request per account instead of two; the run
+    /// then cannot prove the account is flat).
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Also list each account's open orders before its cancel-all, so the audit trail holds
+    /// their details (symbol, side, price, amounts). Three requests per account, and each
+    /// account's cancel-all waits behind its own listing: the sweep is flat later.
+    #[arg(long)]
+    pub snapshot: bool,
+
+    /// Validate everything and print the plan; send nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The exchange, the key's settings and the audit trail.
+    #[command(flatten)]
+    pub exchange: ExchangeArgs,
+
+    /// Sweep every open exchange account of the group, as /v1/account/list lists them (master
+    /// key only), instead of a CSV. Custody and closed accounts are recorded as skipped.
+    #[arg(long, conflicts_with_all = ["accounts", "resume"])]
+    pub all_accounts: bool,
+
+    /// With --all-accounts: nicknames not to sweep (comma-separated, repeatable).
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        requires = "all_accounts"
+    )]
+    pub exclude: Vec<String>,
+
+    /// With --all-accounts: a file of nicknames not to sweep, one per line (# comments).
+    #[arg(long, value_name = "FILE", requires = "all_accounts")]
+    pub exclude_file: Option<PathBuf>,
+}
+
+/// What talking to the exchange with the key needs, shared by `run` and `accounts`.
+#[derive(Debug, Args)]
+pub struct ExchangeArgs {
+    /// Read the API secret from the first line of FILE instead of GEMINI_API_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub api_secret_file: Option<PathBuf>,
+
+    /// Exchange base URL; plain http:// only to loopback addresses; no user:password.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GEMINI_BASE_URL",
+        conflicts_with = "sandbox"
+    )]
+    pub base_url: Option<String>,
+
+    /// Use Gemini's sandbox (https://api.sandbox.gemini.com).
+    #[arg(long)]
+    pub sandbox: bool,
+
+    /// Send every request through this proxy (https://, or http:// to a loopback address). The
+    /// environment's HTTP_PROXY/HTTPS_PROXY/ALL_PROXY are never used.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+
+    /// Requests per second (0.1-100000) for the whole key; all accounts share it [default: 5].
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = bounded_f64("requests per second", 0.1, 100_000.0), env = "GEMINI_SWEEP_RATE")]
+    pub rate: Option<f64>,
+
+    /// Seconds (0.1-600) one request may take to connect and answer; a long reply gets one more
+    /// second per MiB received [default: 10].
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = bounded_f64("SECS", 0.1, 600.0))]
+    pub timeout: Option<f64>,
+
+    /// The key's nonce mode, as set when the key was created on Gemini [default: increasing].
+    #[arg(long, value_enum)]
+    pub nonce_mode: Option<NonceModeArg>,
+
+    /// SQLite database for the audit trail; created (mode 0600) and migrated on first use.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "gemini-sweep.db",
+        env = "GEMINI_SWEEP_DB"
+    )]
+    pub db: PathBuf,
+
+    /// Where the per-key lock file lives (one run per API key) [default: the database's
+    /// directory]. Give every job that uses the key the same directory.
+    #[arg(long, value_name = "DIR", env = "GEMINI_SWEEP_LOCK_DIR")]
+    pub lock_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NonceModeArg {
+    /// Milliseconds, strictly increasing (the exchange's default).
+    Increasing,
+    /// Seconds with a fraction, within 30 s of exchange time.
+    Time,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo writes its audit trail.
+    #[arg(long, value_name = "FILE", default_value = "gemini-sweep-demo.db")]
+    pub db: PathBuf,
+
+    /// Subaccounts in the simulated group.
+    #[arg(long, value_name = "N", default_value_t = 36, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub accounts: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The database a run wrote.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "gemini-sweep.db",
+        env = "GEMINI_SWEEP_DB"
+    )]
+    pub db: PathBuf,
+
+    /// `latest` or a run id.
+    #[arg(long, value_name = "RUN", default_value = "latest")]
+    pub run: String,
+
+    /// Only runs of this group (as named in a --config file; `default` without one): `latest`
+    /// is then the group's latest run.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
+    pub format: crate::report::Format,
+
+    /// Which accounts to list (the run total is always there).
+    #[arg(long, value_enum, default_value_t = crate::report::Only::All)]
+    pub only: crate::report::Only,
+
+    /// Write the report to FILE (atomically, mode 0600) instead of stdout; required with
+    /// `--format html`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// The database runs wrote.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "gemini-sweep.db",
+        env = "GEMINI_SWEEP_DB"
+    )]
+    pub db: PathBuf,
+
+    // The report's formats but html: a list of runs is no audit page.
+    #[arg(long, default_value = "table", value_parser = text_formats())]
+    pub format: crate::report::Format,
+
+    /// How many runs, newest first.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: u32,
+
+    /// Only runs of this group (as named in a --config file; `default` without one).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+}
+
+/// The report formats that print to stdout (all but html, which is a page written to a file).
+fn text_formats() -> impl clap::builder::TypedValueParser<Value = crate::report::Format> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["table", "csv", "json"]).map(|s| match s.as_str() {
+        "csv" => crate::report::Format::Csv,
+        "json" => crate::report::Format::Json,
+        _ => crate::report::Format::Table,
+    })
+}
+
+/// A parser for a number within `min..=max` (in `unit`), for clap.
+pub fn bounded_f64(
+    unit: &'static str,
+    min: f64,
+    max: f64,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let v: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number"))?;
+        if !(v.is_finite() && (min..=max).contains(&v)) {
+            return Err(format!("must be from {min} to {max} ({unit})"));
+        }
+        Ok(v)
+    }
+}
+
+impl ExchangeArgs {
+    /// Applies the exchange flags that were given over `config`, validates the URLs and loads
+    /// the credentials.
+    pub fn apply(
+        &self,
+        config: &mut SweepConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Credentials, Error> {
+        self.apply_settings(config)?;
+        credentials::load(self.api_secret_file.as_deref(), env)
+    }
+
+    /// The exchange flags that were given, over `config`, without the key (a group
+    /// configuration names each group's key itself).
+    pub fn apply_settings(&self, config: &mut SweepConfig) -> Result<(), Error> {
+        match (&self.base_url, self.sandbox) {
+            (_, true) => config.base_url = SANDBOX_URL.to_string(),
+            (Some(url), false) => config.base_url = url.clone(),
+            (None, false) => {}
+        }
+        config.base_url = validate_base_url(&config.base_url)?.to_string();
+        if let Some(proxy) = &self.proxy {
+            config.proxy = Some(validate_proxy(proxy)?.to_string());
+        }
+        if let Some(proxy) = &config.proxy {
+            validate_proxy(proxy)?;
+        }
+        if let Some(v) = self.rate {
+            config.rate = v;
+        }
+        if let Some(v) = self.timeout {
+            config.timeout = Duration::from_secs_f64(v);
+        }
+        if let Some(mode) = self.nonce_mode {
+            config.nonce_mode = match mode {
+                NonceModeArg::Increasing => NonceMode::Increasing,
+                NonceModeArg::Time => NonceMode::Time,
+            };
+        }
+        config.db = self.db.clone();
+        if let Some(dir) = &self.lock_dir {
+            config.lock_dir = Some(dir.clone());
+        }
+        Ok(())
+    }
+}
+
+impl AccountsArgs {
+    pub fn resolve(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(SweepConfig, Credentials), Error> {
+        let mut config = SweepConfig::defaults(PathBuf::new(), self.exchange.db.clone());
+        let credentials = self.exchange.apply(&mut config, env)?;
+        Ok((config, credentials))
+    }
+}
+
+impl RunArgs {
+    /// Builds the configuration of a new run; `env` looks up environment variables (injected
+    /// for tests).
+    pub fn resolve(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(SweepConfig, Credentials), Error> {
+        let defaults = SweepConfig::defaults(
+            self.accounts.clone().unwrap_or_default(),
+            self.exchange.db.clone(),
+        );
+        self.resolve_over(defaults, env)
+    }
+
+    /// Applies the flags that were given over `base` (the defaults, or a resumed run's stored
+    /// options), validates the URL and loads the credentials.
+    pub fn resolve_over(
+        &self,
+        mut config: SweepConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(SweepConfig, Credentials), Error> {
+        let credentials = self.exchange.apply(&mut config, env)?;
+        self.apply_run_flags(&mut config);
+        Ok((config, credentials))
+    }
+
+    /// The groups of `--config`, with the flags given here between the file's `[defaults]` and
+    /// each group's own settings.
+    pub fn resolve_groups(
+        &self,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<GroupPlan>, Error> {
+        let over_defaults = |config: &mut SweepConfig| {
+            *config = self.flags_over(config.clone())?;
+            Ok(())
+        };
+        groups::load(
+            file,
+            &self.exchange.db,
+            self.exchange.lock_dir.as_deref(),
+            &self.group,
+            &over_defaults,
+            env,
+        )
+    }
+
+    /// The flags given here over `config` (a resumed run's stored options), without the key.
+    pub fn flags_over(&self, mut config: SweepConfig) -> Result<SweepConfig, Error> {
+        self.exchange.apply_settings(&mut config)?;
+        self.apply_run_flags(&mut config);
+        Ok(config)
+    }
+
+    /// Refuses flags that the chosen account source would not use (a safeguard such as
+    /// `--exclude` that is silently dropped is worse than an error), and a run with no source.
+    pub fn check_flag_mix(&self) -> Result<(), Error> {
+        let source = if self.config.is_some() {
+            "--config"
+        } else if self.all_accounts {
+            "--all-accounts"
+        } else if self.resume.is_some() {
+            "--resume"
+        } else if self.accounts.is_some() {
+            "--accounts"
+        } else {
+            return Err(Error::Config(
+                "run: nothing to sweep; give an account source: --accounts FILE (a CSV), --all-accounts (the group's own list), --config FILE (several groups) or --resume RUN (finish an earlier run)".into(),
+            ));
+        };
+        let excluding = if !self.exclude.is_empty() {
+            Some("--exclude")
+        } else if self.exclude_file.is_some() {
+            Some("--exclude-file")
+        } else {
+            None
+        };
+        if let Some(flag) = excluding
+            && source != "--all-accounts"
+        {
+            let instead = match source {
+                "--config" => {
+                    "in a --config file, give exclude = [...] or exclude_file in the group's [[group]] table"
+                }
+                "--resume" => {
+                    "a resume picks up the run's own unfinished accounts (an --all-accounts run keeps the exclusions it started with)"
+                }
+                _ => "with --accounts, set enabled=false on the account's line in the CSV",
+            };
+            return Err(Error::Config(format!(
+                "{flag} goes with --all-accounts and would be ignored beside {source}; {instead}"
+            )));
+        }
+        if !self.group.is_empty() && self.config.is_none() {
+            return Err(Error::Config(format!(
+                "--group picks groups of a --config file, and there is none here (the run sweeps {source}); give --config FILE, or drop --group"
+            )));
+        }
+        Ok(())
+    }
+
+    fn apply_run_flags(&self, config: &mut SweepConfig) {
+        if let Some(v) = self.burst {
+            config.burst = v;
+        }
+        if let Some(v) = self.concurrency {
+            config.concurrency = v;
+        }
+        if let Some(v) = self.max_attempts {
+            config.max_attempts = v;
+        }
+        if let Some(v) = self.reject_retries {
+            config.reject_retries = v;
+        }
+        if let Some(v) = self.grace {
+            config.grace = Duration::from_secs_f64(v);
+        }
+        if self.no_verify {
+            config.verify = false;
+        }
+        if self.snapshot {
+            config.snapshot = true;
+        }
+        if self.all_accounts {
+            config.accounts_file = PathBuf::from("(--all-accounts)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_flags_are_bounded() {
+        let rate = bounded_f64("requests per second", 0.1, 100_000.0);
+        assert_eq!(rate("5"), Ok(5.0));
+        for bad in ["0", "1e-20", "1e-9", "-1", "NaN", "inf", "1e9", "x", ""] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! How a process ends: the outcomes a run can have and the exit code each one gets. Exit codes
+//! are part of the interface schedulers script against (the README lists them); every one the
+//! process returns is named and decided here, and this file imports nothing from the crate, so
+//! everything above can use it.
+
+/// Every account swept, nothing left rejected, verified flat (or swept, with --no-verify).
+pub const OK: i32 = 0;
+/// The run finished, but some account failed, kept rejected orders or is not verified flat.
+pub const INCOMPLETE: i32 = 1;
+/// Bad input or configuration; nothing was sent to the exchange.
+pub const BAD_INPUT: i32 = 2;
+/// Internal, database or environment error.
+pub const INTERNAL: i32 = 3;
+/// The exchange refused the key or the request as configured (signature, role, nonce mode,
+/// IP allow-list, redirect, unknown endpoint): the run stopped sending at once, and nothing
+/// will work until the key or the configuration is fixed.
+pub const REFUSED: i32 = 4;
+/// Interrupted by SIGINT (128 + 2).
+pub const SIGINT: i32 = 130;
+/// Interrupted by SIGTERM (128 + 15).
+pub const SIGTERM: i32 = 143;
+
+/// The signal that stopped a run, if any; decides 130 versus 143.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+/// Status of a run, as `runs.status` and `invocations.status` spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Completed,
+    Incomplete,
+    Interrupted,
+    Refused,
+    Aborted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Completed => "completed",
+            RunStatus::Incomplete => "incomplete",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Refused => "refused",
+            RunStatus::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        Some(match text {
+            "completed" => RunStatus::Completed,
+            "incomplete" => RunStatus::Incomplete,
+            "interrupted" => RunStatus::Interrupted,
+            "refused" => RunStatus::Refused,
+            "aborted" => RunStatus::Aborted,
+            _ => return None,
+        })
+    }
+}
+
+/// What went wrong before or outside a run, as far as the exit code cares; each error type
+/// says which of these it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The user's input cannot be used; nothing was sent.
+    BadInput,
+    /// Our fault, the database's or the environment's.
+    Internal,
+    /// The exchange refused the key or the configuration.
+    Refused,
+    /// The exchange did not answer what was asked: what it should have done may not be done.
+    Unavailable,
+}
+
+/// The exit code of a failure outside a run.
+pub fn for_failure(failure: Failure) -> i32 {
+    match failure {
+        Failure::BadInput => BAD_INPUT,
+        Failure::Internal => INTERNAL,
+        Failure::Refused => REFUSED,
+        Failure::Unavailable => INCOMPLETE,
+    }
+}
+
+/// The exit code of a process stopped by `signal`.
+pub fn for_signal(signal: StopSignal) -> i32 {
+    match signal {
+        StopSignal::Interrupt => SIGINT,
+        StopSignal::Terminate => SIGTERM,
+    }
+}
+
+/// The exit code of a run that ended with `status`, stopped by `signal` if any.
+pub fn for_run(status: RunStatus, signal: Option<StopSignal>) -> i32 {
+    match status {
+        RunStatus::Completed => OK,
+        RunStatus::Incomplete => INCOMPLETE,
+        RunStatus::Refused => REFUSED,
+        RunStatus::Aborted => INTERNAL,
+        RunStatus::Interrupted => for_signal(signal.unwrap_or(StopSignal::Interrupt)),
+    }
+}
+
+/// One code for a job of several groups: the one that needs the most attention. A broken
+/// job (3) or input (2) first, then a refused key (4), an interruption, orders possibly left
+/// open (1), and 0 only when every group is 0.
+pub fn combine(codes: impl IntoIterator<Item = i32>) -> i32 {
+    let rank = |code: i32| match code {
+        OK => 0,
+        INCOMPLETE => 1,
+        SIGINT => 2,
+        SIGTERM => 3,
+        REFUSED => 4,
+        BAD_INPUT => 5,
+        _ => 6,
+    };
+    codes.into_iter().max_by_key(|c| rank(*c)).unwrap_or(OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_exits_with_its_most_urgent_group() {
+        assert_eq!(combine([]), OK);
+        assert_eq!(combine([OK, OK]), OK);
+        assert_eq!(combine([OK, INCOMPLETE]), INCOMPLETE);
+        assert_eq!(combine([SIGTERM, INCOMPLETE, OK]), SIGTERM);
+        assert_eq!(combine([INCOMPLETE, REFUSED, SIGINT]), REFUSED);
+        assert_eq!(combine([REFUSED, INTERNAL, OK]), INTERNAL);
+    }
+
+    #[test]
+    fn only_a_completed_run_exits_zero() {
+        for status in [
+            RunStatus::Incomplete,
+            RunStatus::Interrupted,
+            RunStatus::Refused,
+            RunStatus::Aborted,
+        ] {
+            for signal in [
+                None,
+                Some(StopSignal::Interrupt),
+                Some(StopSignal::Terminate),
+            ] {
+                assert_ne!(for_run(status, signal), OK, "{status:?} {signal:?}");
+            }
+        }
+        assert_eq!(for_run(RunStatus::Completed, None), OK);
+        assert_eq!(
+            for_run(RunStatus::Interrupted, Some(StopSignal::Terminate)),
+            SIGTERM
+        );
+        assert_eq!(for_run(RunStatus::Interrupted, None), SIGINT);
+        for status in [
+            "completed",
+            "incomplete",
+            "interrupted",
+            "refused",
+            "aborted",
+        ] {
+            assert_eq!(RunStatus::parse(status).unwrap().as_str(), status);
+        }
+    }
+}
