@@ -22,8 +22,11 @@ import time
 CANCEL_ALL = "/v1/order/cancel/all"
 
 
-def parse_args(description):
+def parse_args(description, prove=False):
     p = argparse.ArgumentParser(description=description)
+    if prove:
+        p.add_argument("--prove", action="store_true",
+                       help="list, cancel-all, list per account (three calls)")
     p.add_argument("base_url")
     p.add_argument("accounts_csv")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("PEER_CONCURRENCY", "32")))
@@ -67,7 +70,7 @@ def signed_headers(key, secret, payload):
     }
 
 
-def finish(args, peer, accounts, requests, started, failed, ids):
+def finish(args, peer, accounts, requests, started, failed, ids, extra=None):
     wall_ms = round((time.monotonic() - started) * 1000)
     if args.ids_out:
         with open(args.ids_out, "w") as f:
@@ -79,6 +82,7 @@ def finish(args, peer, accounts, requests, started, failed, ids):
         "wall_ms": wall_ms,
         "failed": failed,
         "orders_cancelled": sum(len(v) for v in ids.values()),
+        **(extra or {}),
     }), flush=True)
     return 0
 
