@@ -233,6 +233,44 @@ async fn the_page_says_what_the_database_says() {
             "{id} against run_reconciliation.{column}"
         );
     }
+    // The times to flat are the summary's, and the chart draws one step per account.
+    let summary = stdout_json(&output);
+    for (id, field) in [
+        ("run-time-to-flat", "time_to_flat_ms"),
+        ("run-time-to-proven-flat", "time_to_proven_flat_ms"),
+    ] {
+        assert_eq!(total(&doc, id), summary[field].as_i64(), "{id}");
+    }
+    let drawn = |class: &str| {
+        one(&doc, &format!("#flat-chart polyline.{class}"))
+            .value()
+            .attr("data-accounts")
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    assert_eq!(
+        drawn("cancelled"),
+        Some(count(
+            &conn,
+            "SELECT count(DISTINCT account) FROM attempts WHERE run_id = 1 AND phase = 'cancel' AND outcome = 'ok'"
+        ))
+    );
+    assert_eq!(
+        drawn("proven"),
+        Some(count(
+            &conn,
+            "SELECT count(*) FROM account_reconciliation WHERE run_id = 1 AND clean = 1"
+        ))
+    );
+    let bound: f64 = one(&doc, "#flat-chart line.bound")
+        .value()
+        .attr("data-seconds")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (bound - 30.0 / 600.0).abs() < 1e-3,
+        "30 accounts at 600/s: {bound}"
+    );
     let attempts = count(&conn, "SELECT count(*) FROM attempts WHERE run_id = 1");
     assert_eq!(total(&doc, "total-requests"), Some(attempts));
 

@@ -9,6 +9,7 @@
 //! - this file: the page's markup, section by section ([`render`]).
 //! - `reads`: what the page reads beyond the reconciliation rows (processes, open orders).
 //! - `chart`: the requests-over-time chart, its buckets' maths and its SVG.
+//! - `flat_chart`: accounts cancelled and proven flat over time, against the rate's bound.
 //! - `verdict`: the run's verdict in words.
 //! - `format`: how values read on the page (HTML escaping, grouped numbers, durations).
 //! - `style`: the inline stylesheet.
@@ -21,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::rows::{Only, account_rows_with, field, process_alive, run_row, text};
 
 mod chart;
+mod flat_chart;
 mod format;
 mod reads;
 mod style;
@@ -130,6 +132,8 @@ pub fn render(conn: &Connection, run_id: i64, only: Only) -> rusqlite::Result<St
     )?;
     let duration_ms = int(field(&run, "duration_ms"));
     let chart = chart(conn, run_id, duration_ms, &invocations)?;
+    let flat = flat_chart::flat_chart(conn, run_id, invocations.first().and_then(|i| i.rate))?;
+    let totals = crate::store::run_totals(conn, run_id)?;
     let generated: String =
         conn.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
             r.get(0)
@@ -198,6 +202,24 @@ pub fn render(conn: &Connection, run_id: i64, only: Only) -> rusqlite::Result<St
         duration_ms,
     );
     kv(&mut out, "run-status", "Status", &status, None);
+    kv(
+        &mut out,
+        "run-time-to-flat",
+        "Flat after (the last accepted cancel-all answered)",
+        &totals
+            .time_to_flat_ms
+            .map_or_else(|| "— (some account was never cancelled)".into(), human_ms),
+        totals.time_to_flat_ms,
+    );
+    kv(
+        &mut out,
+        "run-time-to-proven-flat",
+        "Proven flat after (the last account's proof answered)",
+        &totals
+            .time_to_proven_flat_ms
+            .map_or_else(|| "— (some account is not proven flat)".into(), human_ms),
+        totals.time_to_proven_flat_ms,
+    );
     kv(
         &mut out,
         "run-stop-reason",
@@ -578,6 +600,32 @@ pub fn render(conn: &Connection, run_id: i64, only: Only) -> rusqlite::Result<St
          <li><span class=\"swatch failed\"></span>other failures</li>\
          <li><span class=\"swatch noreply\"></span>never answered (in flight or abandoned)</li>\
          <li><span class=\"swatch rate\"></span>configured --rate</li></ul>\n",
+    );
+
+    // 6. Flat over time.
+    let _ = write!(
+        out,
+        "<h2>Flat over time</h2><p class=\"note\" id=\"flat-chart-note\">Of {} accounts: when each was cancelled \
+         (its first accepted cancel-all answered; {} so far) and proven flat (the listing after its last cancel-all answered, \
+         nothing open; {} so far). {}</p>",
+        grouped(flat.accounts as i64),
+        grouped(flat.cancelled.len() as i64),
+        grouped(flat.proven.len() as i64),
+        match (flat.bound_s(), flat.rate) {
+            (Some(bound), Some(rate)) => format!(
+                "The solid line is the bound at --rate {rate}/s: one cancel-all per account, all done after {bound:.1} s; \
+                 the dashed one, a proof per account after them, {:.1} s.",
+                2.0 * bound
+            ),
+            _ => "No --rate was recorded for this run, so no bound is drawn.".into(),
+        },
+    );
+    flat.svg(&mut out);
+    out.push_str(
+        "<ul class=\"legend\"><li><span class=\"swatch line cancelled\"></span>accounts cancelled</li>\
+         <li><span class=\"swatch line proven\"></span>accounts proven flat</li>\
+         <li><span class=\"swatch line bound\"></span>bound: cancels at --rate</li>\
+         <li><span class=\"swatch line bound proof\"></span>bound: cancels, then proofs</li></ul>\n",
     );
     out.push_str("</body></html>\n");
     Ok(out)

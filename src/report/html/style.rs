@@ -26,5 +26,13 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 .swatch{display:inline-block;width:12px;height:12px;margin-right:5px;vertical-align:-1px}
 .swatch.ok{background:#4e79a7}.swatch.limited{background:#f28e2b}.swatch.failed{background:#d62728}
 .swatch.noreply{background:#9a9a9a}.swatch.rate{border-top:2px dashed #111;height:0;width:18px;vertical-align:3px}
+#flat-chart{max-width:960px;display:block;margin:8px 0}
+#flat-chart .grid{stroke:#eee}#flat-chart .axis{stroke:#888}
+#flat-chart .tick{font-size:11px;fill:#555}#flat-chart .label{font-size:12px;fill:#333}
+#flat-chart polyline{fill:none;stroke-width:2}#flat-chart .cancelled{stroke:#4e79a7}#flat-chart .proven{stroke:#59a14f}
+#flat-chart .bound{stroke:#111;stroke-width:1.2}#flat-chart .bound.proof{stroke-dasharray:6 4}
+.swatch.line{height:0;width:18px;vertical-align:3px;border-top:2px solid #111}
+.swatch.line.cancelled{border-top-color:#4e79a7}.swatch.line.proven{border-top-color:#59a14f}
+.swatch.line.bound.proof{border-top-style:dashed}
 @media print{thead th{position:static}.verdict{border-width:2px}}
 ";
