@@ -269,11 +269,25 @@ impl Pacer {
         // Served means answered as fast as it was asked: an exchange that queues what exceeds
         // its limit answers more slowly than the pace long before it refuses anything. (A run
         // that sends less than the pace allows is not served either: it has no use for more.)
-        let kept_up = || {
-            admitted_rate(&s.admitted, s.changed_at, measure_window(s.interval), now)
-                .is_some_and(|rate| rate >= KEPT_UP_SHARE * rate_of(s.interval))
+        if !long_enough {
+            return;
+        }
+        let answered = admitted_rate(&s.admitted, s.changed_at, measure_window(s.interval), now);
+        let Some(answered) = answered else {
+            return;
         };
-        if !long_enough || !kept_up() {
+        if answered < KEPT_UP_SHARE * rate_of(s.interval) {
+            // Answered more slowly than asked, at length: the exchange queues what exceeds its
+            // limit (or the run has no use for this pace). Back to the fastest pace served, or
+            // to the rate it answers at, and this pace counts as refused: the pace in force
+            // says what the key really sends, and no queue fills up until a 429 says so.
+            let asked = s.interval;
+            let back = s
+                .served
+                .filter(|&served| served > asked)
+                .unwrap_or_else(|| interval_of(answered));
+            s.refused = Some((asked, now));
+            self.set_interval(&mut s, back, now);
             return;
         }
         // This pace was served: the search moves up from it.
@@ -734,8 +748,12 @@ mod tests {
         for (limit, queue) in [(2.0, 0), (4.0, 5), (3.0, 1)] {
             let pacer = Arc::new(Pacer::new(5.0, 1));
             let exchange = Arc::new(Exchange::new(limit, queue));
-            let sweep = sweep(pacer, exchange, 60).await;
-            assert!(sweep.refused > 0, "the scenario must push back");
+            let sweep = sweep(pacer.clone(), exchange, 60).await;
+            assert!(
+                pacer.current_rate() < 5.0,
+                "limit {limit}/s: the scenario must slow the pace ({} refused)",
+                sweep.refused
+            );
             for pair in sweep.departures.windows(2) {
                 let ((first, _), (second, _)) = (pair[0], pair[1]);
                 // Whatever the pace did in between, it is never faster than --rate.
@@ -813,6 +831,43 @@ mod tests {
         assert!(
             left.iter().filter(|l| !l.1).all(|l| l.0 > last_cancel),
             "a listing took a slot before the last cancel-all: {left:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pace_the_exchange_answers_more_slowly_than_is_not_kept() {
+        // Four requests in flight against 10/s with 5 queued: the queue never fills, so no 429
+        // says the pace is too fast; the replies do. The pace in force must say what is sent.
+        let pacer = Arc::new(Pacer::new(20.0, 5));
+        let exchange = Arc::new(Exchange::new(10.0, 5));
+        let end = Instant::now() + Duration::from_secs(30);
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (pacer, exchange) = (pacer.clone(), exchange.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < end {
+                        let ticket = pacer.admit(Urgency::Now).await;
+                        match exchange.arrive() {
+                            Some(served) => {
+                                tokio::time::sleep_until(served + Duration::from_millis(20)).await;
+                                pacer.on_admitted();
+                            }
+                            None => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                pacer.on_push_back(Pause::RateLimited(None), ticket);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        let rate = pacer.current_rate();
+        assert!(
+            rate <= 11.0,
+            "the pace says {rate}/s where 10/s is answered"
         );
     }
 }
