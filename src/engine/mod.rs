@@ -8,7 +8,8 @@
 //! too long); a `StopCause` says which of the two kept a request from being sent.
 //!
 //! - [`session`]: one key's client, nonces, pacer, window and halt; every request goes through it.
-//! - [`account`]: one account's snapshot, cancel-all and verify, with its retries.
+//! - [`account`]: one account's cancel-alls, then the listing that proves it flat (with
+//!   `--snapshot`, the listing before them too), with its retries.
 //! - [`pacer`]: the key's pace, and how it follows the exchange's push-back.
 //! - [`window`]: how many requests of the key may be in flight.
 //! - [`departures`]: requests of an increasing-mode key leave in nonce order.
