@@ -154,16 +154,84 @@ pub(crate) fn chart(
     })
 }
 
+/// A chart's frame: 960 × 300 with its margins, seconds since the run started along x, a count
+/// or a rate up y; shared by the page's charts.
+pub(crate) struct Frame {
+    /// Seconds along x, and the top of y with its grid step.
+    pub(crate) span: f64,
+    pub(crate) y_max: f64,
+    pub(crate) y_step: f64,
+}
+
+impl Frame {
+    pub(crate) const W: f64 = 960.0;
+    pub(crate) const H: f64 = 300.0;
+    pub(crate) const LEFT: f64 = 70.0;
+    const RIGHT: f64 = 20.0;
+    const TOP: f64 = 16.0;
+    const BOTTOM: f64 = 46.0;
+    pub(crate) const PLOT_W: f64 = Self::W - Self::LEFT - Self::RIGHT;
+    const PLOT_H: f64 = Self::H - Self::TOP - Self::BOTTOM;
+
+    pub(crate) fn x(&self, s: f64) -> f64 {
+        Self::LEFT + s.clamp(0.0, self.span) / self.span * Self::PLOT_W
+    }
+
+    pub(crate) fn y(&self, v: f64) -> f64 {
+        Self::TOP + Self::PLOT_H - v.clamp(0.0, self.y_max) / self.y_max * Self::PLOT_H
+    }
+
+    /// The grid, both axes with their ticks, and their labels.
+    pub(crate) fn axes(&self, out: &mut String, y_label: &str) {
+        let (left, top, plot_w, plot_h) = (Self::LEFT, Self::TOP, Self::PLOT_W, Self::PLOT_H);
+        let mut v = 0.0;
+        while v <= self.y_max + self.y_step / 2.0 {
+            let _ = write!(
+                out,
+                "<line class=\"grid\" x1=\"{left}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\"/>\
+                 <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                left + plot_w,
+                left - 6.0,
+                self.y(v) + 4.0,
+                tick_label(v, self.y_step),
+                yy = self.y(v),
+            );
+            v += self.y_step;
+        }
+        let x_step = nice_step(self.span / 8.0);
+        let mut t = 0.0;
+        while t <= self.span + x_step / 1000.0 {
+            let _ = write!(
+                out,
+                "<line class=\"axis\" x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\
+                 <text class=\"tick\" x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                top + plot_h,
+                top + plot_h + 5.0,
+                top + plot_h + 18.0,
+                tick_label(t, x_step),
+                xx = self.x(t),
+            );
+            t += x_step;
+        }
+        let _ = write!(
+            out,
+            "<line class=\"axis\" x1=\"{left}\" x2=\"{:.1}\" y1=\"{b:.1}\" y2=\"{b:.1}\"/>\
+             <line class=\"axis\" x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{b:.1}\"/>\
+             <text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since the run started</text>\
+             <text class=\"label\" x=\"14\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {:.1})\">{}</text>",
+            left + plot_w,
+            left + plot_w / 2.0,
+            Self::H - 8.0,
+            top + plot_h / 2.0,
+            top + plot_h / 2.0,
+            super::format::Esc(y_label),
+            b = top + plot_h,
+        );
+    }
+}
+
 impl Chart {
     pub(crate) fn svg(&self, out: &mut String) {
-        const W: f64 = 960.0;
-        const H: f64 = 300.0;
-        const LEFT: f64 = 70.0;
-        const RIGHT: f64 = 20.0;
-        const TOP: f64 = 16.0;
-        const BOTTOM: f64 = 46.0;
-        let plot_w = W - LEFT - RIGHT;
-        let plot_h = H - TOP - BOTTOM;
         let n = self.buckets.len().max(1);
         let span = n as f64 * self.bucket_s;
         let per_s = |c: u64| c as f64 / self.bucket_s;
@@ -175,61 +243,24 @@ impl Chart {
         let top_rate = self.rates.iter().map(|r| r.2).fold(0.0, f64::max);
         let y_step = nice_step(peak.max(top_rate).max(1.0) * 1.1 / 5.0);
         let y_max = ((peak.max(top_rate).max(1.0) * 1.1) / y_step).ceil() * y_step;
-        let x = |s: f64| LEFT + s / span * plot_w;
-        let y = |v: f64| TOP + plot_h - v / y_max * plot_h;
+        let frame = Frame {
+            span,
+            y_max,
+            y_step,
+        };
+        let (x, y) = (|s: f64| frame.x(s), |v: f64| frame.y(v));
         let _ = write!(
             out,
-            "<svg id=\"rate-chart\" viewBox=\"0 0 {W} {H}\" width=\"100%\" role=\"img\" \
+            "<svg id=\"rate-chart\" viewBox=\"0 0 {} {}\" width=\"100%\" role=\"img\" \
              aria-labelledby=\"rate-chart-title\" preserveAspectRatio=\"xMinYMin meet\">\
              <title id=\"rate-chart-title\">Requests per second ({} s buckets) against the configured rate</title>",
+            Frame::W,
+            Frame::H,
             self.bucket_s
         );
-        // Grid and y axis.
-        let mut v = 0.0;
-        while v <= y_max + y_step / 2.0 {
-            let _ = write!(
-                out,
-                "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\"/>\
-                 <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                LEFT + plot_w,
-                LEFT - 6.0,
-                y(v) + 4.0,
-                tick_label(v, y_step),
-                yy = y(v),
-            );
-            v += y_step;
-        }
-        // x axis: seconds since the run started.
-        let x_step = nice_step(span / 8.0);
-        let mut t = 0.0;
-        while t <= span + x_step / 1000.0 {
-            let _ = write!(
-                out,
-                "<line class=\"axis\" x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\
-                 <text class=\"tick\" x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                TOP + plot_h,
-                TOP + plot_h + 5.0,
-                TOP + plot_h + 18.0,
-                tick_label(t, x_step),
-                xx = x(t),
-            );
-            t += x_step;
-        }
-        let _ = write!(
-            out,
-            "<line class=\"axis\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{b:.1}\" y2=\"{b:.1}\"/>\
-             <line class=\"axis\" x1=\"{LEFT}\" x2=\"{LEFT}\" y1=\"{TOP}\" y2=\"{b:.1}\"/>\
-             <text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since the run started</text>\
-             <text class=\"label\" x=\"14\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {:.1})\">requests per second</text>",
-            LEFT + plot_w,
-            LEFT + plot_w / 2.0,
-            H - 8.0,
-            TOP + plot_h / 2.0,
-            TOP + plot_h / 2.0,
-            b = TOP + plot_h,
-        );
+        frame.axes(out, "requests per second");
         // Bars: answered, then 429s, failures and unanswered stacked on top.
-        let slot = plot_w / n as f64;
+        let slot = Frame::PLOT_W / n as f64;
         let bar_w = if slot > 3.0 { slot * 0.85 } else { slot };
         for (i, b) in self.buckets.iter().enumerate() {
             let total: u64 = b.iter().sum();
@@ -262,7 +293,7 @@ impl Chart {
                 let _ = write!(
                     out,
                     "<rect class=\"{class}\" x=\"{:.2}\" y=\"{:.2}\" width=\"{bar_w:.2}\" height=\"{:.2}\"/>",
-                    LEFT + i as f64 * slot,
+                    Frame::LEFT + i as f64 * slot,
                     y(base + h),
                     (y(base) - y(base + h)).max(0.5),
                 );

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use rusqlite::Connection;
 
-use super::chart::{nice_step, tick_label};
+use super::chart::{Frame, nice_step};
 use super::format::grouped;
 
 /// Points drawn per curve at most; a longer run's curves are thinned evenly.
@@ -92,14 +92,6 @@ impl FlatChart {
     }
 
     pub(crate) fn svg(&self, out: &mut String) {
-        const W: f64 = 960.0;
-        const H: f64 = 300.0;
-        const LEFT: f64 = 70.0;
-        const RIGHT: f64 = 20.0;
-        const TOP: f64 = 16.0;
-        const BOTTOM: f64 = 46.0;
-        let plot_w = W - LEFT - RIGHT;
-        let plot_h = H - TOP - BOTTOM;
         let last = self
             .cancelled
             .last()
@@ -110,57 +102,21 @@ impl FlatChart {
         // The proof's bound (twice the cancels') stays in view.
         let span = last.max(self.bound_s().map_or(0.0, |b| 2.0 * b)).max(1.0) * 1.05;
         let y_max = (self.accounts.max(1) as f64 * 1.05).max(1.0);
-        let x = |s: f64| LEFT + s.clamp(0.0, span) / span * plot_w;
-        let y = |v: f64| TOP + plot_h - v.clamp(0.0, y_max) / y_max * plot_h;
+        let frame = Frame {
+            span,
+            y_max,
+            y_step: nice_step(y_max / 5.0),
+        };
+        let (x, y) = (|s: f64| frame.x(s), |v: f64| frame.y(v));
         let _ = write!(
             out,
-            "<svg id=\"flat-chart\" viewBox=\"0 0 {W} {H}\" width=\"100%\" role=\"img\" \
+            "<svg id=\"flat-chart\" viewBox=\"0 0 {} {}\" width=\"100%\" role=\"img\" \
              aria-labelledby=\"flat-chart-title\" preserveAspectRatio=\"xMinYMin meet\">\
-             <title id=\"flat-chart-title\">Accounts cancelled and proven flat since the run started, against the bound of the configured rate</title>"
+             <title id=\"flat-chart-title\">Accounts cancelled and proven flat since the run started, against the bound of the configured rate</title>",
+            Frame::W,
+            Frame::H,
         );
-        let y_step = nice_step(y_max / 5.0);
-        let mut v = 0.0;
-        while v <= y_max {
-            let _ = write!(
-                out,
-                "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\"/>\
-                 <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                LEFT + plot_w,
-                LEFT - 6.0,
-                y(v) + 4.0,
-                tick_label(v, y_step),
-                yy = y(v),
-            );
-            v += y_step;
-        }
-        let x_step = nice_step(span / 8.0);
-        let mut t = 0.0;
-        while t <= span {
-            let _ = write!(
-                out,
-                "<line class=\"axis\" x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\
-                 <text class=\"tick\" x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                TOP + plot_h,
-                TOP + plot_h + 5.0,
-                TOP + plot_h + 18.0,
-                tick_label(t, x_step),
-                xx = x(t),
-            );
-            t += x_step;
-        }
-        let _ = write!(
-            out,
-            "<line class=\"axis\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{b:.1}\" y2=\"{b:.1}\"/>\
-             <line class=\"axis\" x1=\"{LEFT}\" x2=\"{LEFT}\" y1=\"{TOP}\" y2=\"{b:.1}\"/>\
-             <text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since the run started</text>\
-             <text class=\"label\" x=\"14\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {:.1})\">accounts</text>",
-            LEFT + plot_w,
-            LEFT + plot_w / 2.0,
-            H - 8.0,
-            TOP + plot_h / 2.0,
-            TOP + plot_h / 2.0,
-            b = TOP + plot_h,
-        );
+        frame.axes(out, "accounts");
         // The bound: one cancel-all per account at --rate, and the proofs after them.
         if let Some(bound) = self.bound_s() {
             let n = self.accounts as f64;
