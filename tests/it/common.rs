@@ -119,8 +119,9 @@ enum Wrapper {
     None,
     /// Under `umask 000`, so the modes of the files it creates are its own doing.
     Umask000,
-    /// On a fresh pseudo-terminal (util-linux `script`), as an operator at a terminal sees it.
-    Terminal,
+    /// On a fresh pseudo-terminal (util-linux `script`), as an operator at a terminal sees it;
+    /// `script` keeps its transcript in this file.
+    Terminal(PathBuf),
     /// A `sh -c` line that calls the binary ([`BIN_PATH`]) itself, as a crontab line does.
     Shell(String),
 }
@@ -196,8 +197,10 @@ impl Bin {
         self
     }
 
-    pub fn in_terminal(mut self) -> Self {
-        self.wrapper = Wrapper::Terminal;
+    /// `transcript`: where `script` keeps its copy of the screen (a file of the test's own, never
+    /// a device: a program that writes a path it was given may replace it).
+    pub fn in_terminal(mut self, transcript: &Path) -> Self {
+        self.wrapper = Wrapper::Terminal(transcript.to_path_buf());
         self.env("TERM", "xterm")
     }
 
@@ -218,18 +221,22 @@ impl Bin {
                 cmd.args(["-c", line]);
                 cmd
             }
-            Wrapper::Terminal => {
+            Wrapper::Terminal(transcript) => {
                 let mut line = sh_quote(OsStr::new(BIN_PATH));
                 for arg in &self.args {
                     line.push(' ');
                     line.push_str(&sh_quote(arg));
                 }
                 let mut cmd = tokio::process::Command::new("script");
-                cmd.args(["-qec", &line, "/dev/null"]);
+                cmd.args([
+                    OsStr::new("-qec"),
+                    OsStr::new(&line),
+                    transcript.as_os_str(),
+                ]);
                 cmd
             }
         };
-        if !matches!(self.wrapper, Wrapper::Terminal) {
+        if !matches!(self.wrapper, Wrapper::Terminal(_)) {
             cmd.args(&self.args);
         }
         cmd.env_clear();

@@ -20,10 +20,10 @@ fn with_rate(mut args: Vec<String>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_gets_a_bar_with_the_counts() {
     let server = start(paced()).await;
-    let (_ws, args) = sweep_setup(&server);
+    let (ws, args) = sweep_setup(&server);
     // util-linux `script` runs the command on a fresh pseudo-terminal and copies what it shows.
     let output = Bin::new()
-        .in_terminal()
+        .in_terminal(&ws.path("typescript"))
         .args(with_rate(args))
         .output()
         .await;
