@@ -96,6 +96,9 @@ struct State {
     changed_at: Instant,
     generation: u64,
     admitted_since_change: u32,
+    /// When the replies were last measured against the pace: the measurement sorts the recent
+    /// replies, so it runs a few times a second, not once per reply.
+    measured_at: Instant,
     /// The fastest spacing the exchange served without push-back.
     served: Option<Duration>,
     /// The slowest spacing the exchange refused, and when it last did.
@@ -124,6 +127,7 @@ impl Pacer {
                 changed_at: now,
                 generation: 0,
                 admitted_since_change: 0,
+                measured_at: now,
                 served: None,
                 refused: None,
                 rate_limited_streak: 0,
@@ -269,9 +273,10 @@ impl Pacer {
         // Served means answered as fast as it was asked: an exchange that queues what exceeds
         // its limit answers more slowly than the pace long before it refuses anything. (A run
         // that sends less than the pace allows is not served either: it has no use for more.)
-        if !long_enough {
+        if !long_enough || now.duration_since(s.measured_at) < MIN_SPAN {
             return;
         }
+        s.measured_at = now;
         let answered = admitted_rate(&s.admitted, s.changed_at, measure_window(s.interval), now);
         let Some(answered) = answered else {
             return;
