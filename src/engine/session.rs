@@ -388,15 +388,15 @@ impl KeySession {
                 move |sent| departures.queue(sent.nonce.value_us),
             )
             .await?;
-        tokio::select! {
-            _ = self.departures.depart(sent.nonce.value_us) => {}
+        let departure = tokio::select! {
+            turn = self.departures.depart(sent.nonce.value_us) => turn,
             // Recorded, but it never left: it must not read as a request that may have acted.
             _ = run.hard_stop.cancelled() => {
                 run.store.never_sent(run.invocation_id, sent.attempt_id);
                 let stop = if self.halt.is_halted() { StopCause::Key } else { StopCause::Signal };
                 return Ok(AttemptResult::NotSent(stop));
             }
-        }
+        };
         self.window.sending(&mut slot);
         run.progress.request_sent();
 
@@ -405,6 +405,17 @@ impl KeySession {
         let exchange = self
             .client
             .exchange(endpoint, target, &sent.nonce, params, spill);
+        // The first poll signs the request and hands it to the HTTP client, which queues it on a
+        // connection; only then may the next nonce leave (see `departures`).
+        let mut exchange = std::pin::pin!(exchange);
+        let handed_over = futures::poll!(exchange.as_mut());
+        drop(departure);
+        let exchange = async move {
+            match handed_over {
+                std::task::Poll::Ready(exchanged) => exchanged,
+                std::task::Poll::Pending => exchange.await,
+            }
+        };
         let record_chunks = async {
             while let Some(chunk) = chunks.recv().await {
                 run.store
