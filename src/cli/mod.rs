@@ -58,10 +58,17 @@ pub fn main() -> i32 {
         _ => Display::Quiet,
     };
     display::init_logging(cli.log_format, display);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The sweeper runs on one thread (SQLite has its own writer thread, large replies are parsed
+    // on the blocking pool): its tasks then run first in, first out, so the requests of an
+    // increasing-mode key reach their sockets in the order their nonces were handed out
+    // (engine::departures), which a pool of worker threads does not keep. The simulator models an
+    // exchange that serves many connections at once, so it gets the worker pool.
+    let mut builder = if matches!(cli.command, Command::Sim(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
