@@ -2,12 +2,16 @@
 //!
 //! In increasing nonce mode the exchange refuses a request whose nonce is not above the last one
 //! it accepted, so two requests in flight can reach it out of order and the later-arriving lower
-//! nonce is refused (`InvalidNonce`, "has not increased"). Such a race is congestion: the window
-//! reacts like TCP's. It starts small and doubles per round trip (slow start), then grows by one
-//! request per window of successes, and once races have been seen by one per `GROWTH_DAMPING`
-//! windows; a race halves it (never below one request in flight). The races of one burst
-//! (refusals of nonces issued before the halving) count once. Time-mode nonces only need to be
-//! fresh, so a time-mode key's window stays at `--concurrency`.
+//! nonce is refused (`InvalidNonce`, "has not increased"). Requests leave in nonce order
+//! (`departures`), so what still overtakes happens on the way or inside the exchange; how often
+//! depends on the path, and more in flight can mean more of it. Each race costs one request. The
+//! window grows like TCP's: it starts small, doubles per round trip (slow start), then grows by
+//! one request per window of successes; races are paid from a budget of [`RACE_SHARE`] of the
+//! successes, and only a race the budget cannot pay halves the window (never below one request
+//! in flight); while the races are in debt it grows back [`GROWTH_DAMPING`] times slower. So a
+//! path that reorders now and then keeps the whole window, and one that reorders with every extra
+//! request in flight is held near one, either way at about that share of wasted requests. The races of one burst (refusals of nonces issued before the halving) count once.
+//! Time-mode nonces only need to be fresh, so a time-mode key's window stays at `--concurrency`.
 //!
 //! Until the exchange has accepted one cancel-all (the call that needs everything of the key: its
 //! signature, its nonce mode, its Trader role), one account probes the key alone: only its
@@ -23,8 +27,14 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-/// After a race, successes per window needed to grow it by one request.
-const GROWTH_DAMPING: f64 = 32.0;
+/// The share of successes the races may cost before the window shrinks: the wasted requests
+/// stay near this share (the bound is 2 %).
+const RACE_SHARE: f64 = 0.02;
+/// Races the budget can hold at most, and the debt it can run: a burst after a quiet stretch is
+/// not forgiven wholesale, and a long bad stretch is not remembered forever.
+const RACE_BUDGET_CAP: f64 = 16.0;
+/// While races are in debt, successes per window needed to grow it by one request.
+const GROWTH_DAMPING: f64 = 8.0;
 
 pub struct Window {
     adaptive: bool,
@@ -43,10 +53,13 @@ struct State {
     in_flight: usize,
     /// Requests sent so far (a sequence number for "was anything sent after mine?").
     sent: u64,
-    /// Nonces at or below this belong to the burst that last shrank the window.
-    decrease_mark_us: u64,
+    /// Nonces at or below this were issued before the last race counted: their races are of the
+    /// same burst (one request overtaking several), which counts once.
+    burst_mark_us: u64,
     /// Races that shrank the window.
     shrinks: u64,
+    /// Races the window may still take without shrinking.
+    race_budget: f64,
 }
 
 /// A place in the window, held from admission until the reply has been read. Dropping it (also
@@ -75,8 +88,11 @@ impl Window {
                 ssthresh: max as f64,
                 in_flight: 0,
                 sent: 0,
-                decrease_mark_us: 0,
+                burst_mark_us: 0,
                 shrinks: 0,
+                // Earned, not given: a path that reorders from the first request shrinks the
+                // window from the first race.
+                race_budget: 0.0,
             }),
             changed: Notify::new(),
         }
@@ -181,13 +197,18 @@ impl Window {
         }
         let grew = {
             let mut s = self.state();
+            s.race_budget = (s.race_budget + RACE_SHARE).min(RACE_BUDGET_CAP);
             let before = s.cwnd as usize;
-            s.cwnd = if s.shrinks == 0 && s.cwnd < s.ssthresh {
-                s.cwnd + 1.0
-            } else if s.shrinks == 0 {
-                s.cwnd + 1.0 / s.cwnd
+            // In debt, the path has shown it reorders what the window sends: grow slowly back.
+            let damp = if s.race_budget >= 0.0 {
+                1.0
             } else {
-                s.cwnd + 1.0 / (s.cwnd * GROWTH_DAMPING)
+                GROWTH_DAMPING
+            };
+            s.cwnd = if s.cwnd < s.ssthresh {
+                s.cwnd + 1.0
+            } else {
+                s.cwnd + 1.0 / (s.cwnd * damp)
             }
             .min(self.max as f64);
             s.cwnd as usize > before
@@ -213,14 +234,21 @@ impl Window {
             return;
         }
         let mut s = self.state();
-        if nonce_us <= s.decrease_mark_us {
+        if nonce_us <= s.burst_mark_us {
+            return;
+        }
+        s.burst_mark_us = last_issued_us;
+        s.race_budget = (s.race_budget - 1.0).max(-RACE_BUDGET_CAP);
+        if s.race_budget >= 0.0 {
             return;
         }
         s.ssthresh = (s.cwnd / 2.0).max(1.0);
         s.cwnd = s.ssthresh;
-        s.decrease_mark_us = last_issued_us;
         s.shrinks += 1;
-        tracing::debug!(window = s.cwnd, "nonce race: the window is halved");
+        tracing::debug!(
+            window = s.cwnd,
+            "nonce races beyond the budget: the window is halved"
+        );
     }
 }
 
@@ -248,7 +276,7 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn starts_small_grows_to_the_cap_and_halves_on_a_race() {
+    async fn starts_small_grows_to_the_cap_and_halves_on_races_beyond_the_budget() {
         let w = Window::new(true, 32);
         assert_eq!(w.size(), 1, "one request until a cancel-all is accepted");
         w.prove();
@@ -257,25 +285,62 @@ mod tests {
             w.on_success();
         }
         assert_eq!(w.size(), 32);
-        w.on_race(100, 150);
-        assert_eq!(w.size(), 16);
-        // The rest of the same burst does not shrink it again.
-        w.on_race(120, 160);
+        // 200 successes earned 4 races: the window keeps its size through them. A race of a
+        // nonce issued before the last one counted is of the same burst and costs nothing.
+        for burst in 0..4u64 {
+            w.on_race(1000 * burst + 100, 1000 * burst + 150);
+            w.on_race(1000 * burst + 120, 1000 * burst + 160);
+        }
+        assert_eq!((w.size(), w.shrinks()), (32, 0));
+        // The next one is in debt and halves it; the rest of its burst does not shrink it again.
+        w.on_race(5000, 5050);
+        assert_eq!((w.size(), w.shrinks()), (16, 1));
+        w.on_race(5020, 5060);
         assert_eq!(w.shrinks(), 1);
-        // Then one more per 32 windows of successes.
+        // In debt it grows back slowly; once the successes have paid the race (50 at 2 %), by one
+        // per window again.
         let mut successes = 0;
         while w.size() == 16 {
             w.on_success();
             successes += 1;
         }
         assert_eq!(w.size(), 17);
-        assert!((16 * 32..=17 * 32).contains(&successes), "{successes}");
-        w.on_race(200, 210);
+        assert!((55..=65).contains(&successes), "{successes}");
+        // The budget has less than a whole race again, so the next one halves the window.
+        w.on_race(6000, 6010);
         assert_eq!((w.size(), w.shrinks()), (8, 2));
-        for i in 3..=8 {
+        for i in 7..=12 {
             w.on_race(1000 * i, 1000 * i);
         }
         assert_eq!(w.size(), 1, "never below one");
+    }
+
+    /// Races at the budget's share cost nothing; the wasted share stays near it whatever the
+    /// path does: one race per 100 successes keeps the full window, one per 20 holds it small.
+    #[tokio::test]
+    async fn the_window_settles_where_the_races_fit_the_budget() {
+        let settle = |every: u64| {
+            let w = Window::new(true, 32);
+            w.prove();
+            let (mut races, mut nonce) = (0u64, 0u64);
+            for i in 1..=20_000u64 {
+                nonce += 1;
+                if i % every == 0 {
+                    races += 1;
+                    w.on_race(nonce, nonce);
+                } else {
+                    w.on_success();
+                }
+            }
+            (w.size(), races)
+        };
+        let (size, _) = settle(101);
+        assert_eq!(size, 32, "a race per 100 successes is within the budget");
+        let (size, _) = settle(20);
+        assert!(
+            size < 32,
+            "a race per 20 successes shrinks the window: {size}"
+        );
     }
 
     #[tokio::test]
@@ -289,9 +354,8 @@ mod tests {
 
     #[tokio::test]
     async fn holds_requests_beyond_the_window_until_a_place_frees() {
-        let w = Arc::new(Window::new(true, 2));
+        let w = Arc::new(Window::new(true, 1));
         w.prove();
-        w.on_race(1, 1);
         let first = w.acquire("a").await;
         let waiter = {
             let w = w.clone();
