@@ -274,18 +274,15 @@ impl AccountSweeper<'_> {
         status: AccountStatus,
         failure: Option<Failure>,
     ) -> Result<AccountStatus, Error> {
-        self.run
-            .store
-            .finish_account(AccountFinish {
-                run_id: self.run_id(),
-                account: acct.name.to_string(),
-                status,
-                failure: (status == AccountStatus::Failed)
-                    .then_some(failure)
-                    .flatten(),
-                last_error: acct.last_error,
-            })
-            .await?;
+        self.run.store.finish_account(AccountFinish {
+            run_id: self.run_id(),
+            account: acct.name.to_string(),
+            status,
+            failure: (status == AccountStatus::Failed)
+                .then_some(failure)
+                .flatten(),
+            last_error: acct.last_error,
+        })?;
         Ok(status)
     }
 }

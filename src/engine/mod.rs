@@ -168,6 +168,8 @@ pub async fn list_accounts(
             base: config.retry_base,
         };
         let listing = discovery::list_group(&session, &run, retry).await?;
+        // The listing's record is queued: it must be on disk before the listing is used.
+        store.flush().await?;
         Ok::<_, Error>((listing, session.halt.reason()))
     }
     .await;
@@ -708,6 +710,10 @@ async fn sweep_with_store(
         }
     }
 
+    if failure.is_none() {
+        // A reply record queued without waiting may have failed since; settling reads it too.
+        failure = store.write_failure();
+    }
     if let Some(e) = &failure {
         tracing::error!(run_id, error = %e, "sweep aborted");
     }

@@ -435,23 +435,21 @@ impl KeySession {
         self.react(&exchanged.verdict, &slot, &sent, pace, account, phase);
         drop(slot);
 
-        run.store
-            .finish_attempt(AttemptEnd {
-                run_id: run.run_id,
-                account: account.to_string(),
-                phase,
-                sent,
-                latency: exchanged.latency,
-                http_status: exchanged.http_status,
-                outcome: recorded_outcome(&exchanged.verdict),
-                body: exchanged.body.clone(),
-                body_truncated: exchanged.body_truncated,
-                collected: match &exchanged.verdict {
-                    Verdict::Ok(collected) => Some(collected.clone()),
-                    _ => None,
-                },
-            })
-            .await?;
+        run.store.finish_attempt(AttemptEnd {
+            run_id: run.run_id,
+            account: account.to_string(),
+            phase,
+            sent,
+            latency: exchanged.latency,
+            http_status: exchanged.http_status,
+            outcome: recorded_outcome(&exchanged.verdict),
+            body: exchanged.body.clone(),
+            body_truncated: exchanged.body_truncated,
+            collected: match &exchanged.verdict {
+                Verdict::Ok(collected) => Some(collected.clone()),
+                _ => None,
+            },
+        })?;
         Ok(AttemptResult::Replied(exchanged))
     }
 

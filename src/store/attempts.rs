@@ -167,6 +167,7 @@ impl Store {
                 super::never_sent(&unsent, invocation_id, sent.attempt_id)
             })),
             last_word: false,
+            queued: false,
         };
         self.writer
             .exec_with(work, options)
@@ -191,8 +192,10 @@ impl Store {
     }
 
     /// Completes an attempt with what its reply said, and the ids it carried, in one commit.
-    pub async fn finish_attempt(&self, end: AttemptEnd) -> Result<(), Error> {
-        self.exec(move |c| finish(c, &end)).await
+    /// Queued, not awaited (see `writer`): what the reply means is known already, and everything
+    /// written after it (the next request's row, the run's end) is committed after it.
+    pub fn finish_attempt(&self, end: AttemptEnd) -> Result<(), Error> {
+        self.queue(move |c| finish(c, &end))
     }
 }
 

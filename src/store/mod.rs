@@ -272,6 +272,26 @@ impl Store {
         never_sent(&self.unsent, invocation_id, attempt_id);
     }
 
+    /// Queues `work` for the writer without waiting for it (see `writer`).
+    fn queue<F>(&self, work: F) -> Result<(), Error>
+    where
+        F: FnMut(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    {
+        self.writer
+            .queue(work)
+            .map_err(|e| store_error(&self.path, e))
+    }
+
+    /// Waits until everything queued so far is written; errs if any of it could not be.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.exec(|_| Ok(())).await
+    }
+
+    /// Why a queued record could not be written, if one could not: the run was cut short.
+    pub fn write_failure(&self) -> Option<Error> {
+        self.writer.failure().map(|e| store_error(&self.path, e))
+    }
+
     /// Runs `work` in the writer's next transaction; resolves once it is committed.
     async fn exec<T, F>(&self, work: F) -> Result<T, Error>
     where

@@ -292,10 +292,11 @@ impl Store {
         .await
     }
 
-    /// Sets the account's outcome and derives its counts from the order tables.
-    pub async fn finish_account(&self, finish: AccountFinish) -> Result<(), Error> {
+    /// Sets the account's outcome and derives its counts from the order tables. Queued, not
+    /// awaited (see `writer`): the account's place goes to the next one at once.
+    pub fn finish_account(&self, finish: AccountFinish) -> Result<(), Error> {
         let now = now_ms();
-        self.exec(move |c| {
+        self.queue(move |c| {
             c.prepare_cached(concat!(
                 "UPDATE run_accounts SET status = ?3, failure = ?4, last_error = ?5, finished_at = ",
                 utc_text!("?6"),
@@ -319,7 +320,6 @@ impl Store {
             ])
             .map(|_| ())
         })
-        .await
     }
 
     /// Ends an invocation: what it sent and never heard back about reads `abandoned`; the run's
@@ -328,7 +328,12 @@ impl Store {
     pub async fn settle(&self, settle: Settle) -> Result<(RunStatus, i32), Error> {
         let now = now_ms();
         let unsent = self.unsent.clone();
+        let writer = self.writer.clone();
         let work = move |c: &Connection| {
+            // Read when the job runs: a reply record queued before it that could not be written
+            // has poisoned the writer by then, and the run is cut short, whatever its accounts
+            // say (what the record would have said is missing from them).
+            let lost_record = writer.failure();
             // Read when the job runs: attempts found unsent until then are all in.
             let never_left = super::unsent_of(&unsent, Some(settle.invocation_id));
             forget_unsent(c, settle.invocation_id, &never_left)?;
@@ -338,7 +343,7 @@ impl Store {
                 [settle.run_id],
                 |r| r.get(0),
             )?;
-            let status = if settle.aborted {
+            let status = if settle.aborted || lost_record.is_some() {
                 RunStatus::Aborted
             } else if settle.refused {
                 RunStatus::Refused
@@ -366,7 +371,8 @@ impl Store {
             let stop_reason = match status {
                 RunStatus::Incomplete => settle.stop_reason.clone().or(listing_note),
                 _ => settle.stop_reason.clone(),
-            };
+            }
+            .or_else(|| lost_record.clone());
             let exit_code = exit::for_run(status, settle.signal);
             c.execute(
                 concat!(
@@ -613,5 +619,77 @@ mod tests {
             )
             .unwrap();
         assert_eq!((attempts, last_cancel), (1, sent.attempt_id));
+    }
+
+    /// A record queued without waiting that cannot be written stops everything after it: the
+    /// next request's row (so it is never sent) and a flush; the run's end is still written, and
+    /// reads aborted with the reason, whatever its accounts say.
+    #[tokio::test]
+    async fn a_queued_record_that_fails_cuts_the_run_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let (store, writer) = crate::store::open(&path).unwrap();
+        let (run_id, invocation_id) = store
+            .begin_run(NewRun {
+                base_url: "https://api.gemini.com/".into(),
+                key_fingerprint: "master:00".into(),
+                group_name: "default".into(),
+                options_json: "{}".into(),
+                verify: false,
+                accounts: vec![NewRunAccount {
+                    account: "acct-1".into(),
+                    csv_line: 1,
+                    note: None,
+                    enabled: true,
+                }],
+            })
+            .await
+            .unwrap();
+        // Queued back to back, so the failing record and the next row share a transaction.
+        store
+            .queue(|c| {
+                c.execute("INSERT INTO no_such_table VALUES (1)", [])
+                    .map(|_| ())
+            })
+            .unwrap();
+        let next = store.begin_attempt(start(run_id, invocation_id, 1, Phase::Cancel), |_| {
+            panic!("a row after a lost record is not written")
+        });
+        assert!(next.await.is_err(), "the next request's row is refused");
+        assert!(store.write_failure().is_some());
+        assert!(store.flush().await.is_err());
+        assert!(
+            store
+                .queue(|_| panic!("nothing is queued after a lost record"))
+                .is_err()
+        );
+
+        let (status, exit_code) = store
+            .settle(Settle {
+                run_id,
+                invocation_id,
+                aborted: false,
+                refused: false,
+                forced: Some(RunStatus::Completed),
+                stop_reason: None,
+                signal: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(status, RunStatus::Aborted);
+        assert_ne!(exit_code, crate::exit::OK);
+        drop(store);
+        writer.join();
+
+        let conn = Connection::open(&path).unwrap();
+        let (attempts, reason): (i64, String) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM attempts), stop_reason FROM runs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(attempts, 0);
+        assert!(reason.contains("could not be written"), "{reason}");
     }
 }

@@ -5,9 +5,16 @@
 //! it wrote is on disk (`synchronous = FULL`). Jobs that arrive together are committed in one
 //! transaction (one fsync for all of them), each inside its own savepoint so one failing job
 //! cannot take the others with it.
+//!
+//! Some jobs are queued without anyone waiting for them ([`Writer::queue`]): the record of a
+//! reply, whose caller has nothing to wait for but must not be lost. The queue is first in,
+//! first out, so whatever is written after them (the next request's write-ahead row, the run's
+//! settlement) is committed after them, and a crash leaves a prefix of the queue on disk. If one
+//! of them fails, the writer fails every later job except a run's last word, so nothing else is
+//! sent, and the run's settlement reads the failure ([`Writer::failure`]).
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -32,6 +39,8 @@ trait Job: Send {
     fn unwanted(&self) -> bool;
     /// See [`JobOptions::last_word`].
     fn last_word(&self) -> bool;
+    /// Nobody waits for it: its failure poisons the writer.
+    fn queued(&self) -> bool;
 }
 
 /// Runs in the writer thread once the job's transaction is committed, before the caller hears.
@@ -48,6 +57,8 @@ pub(super) struct JobOptions<T> {
     /// The record of how a run ended: it waits out a locked database for the full
     /// [`BUSY_PATIENCE`] whatever the other jobs' patience, since nothing else will record it.
     pub last_word: bool,
+    /// Queued by [`Writer::queue`]: nobody waits for the outcome.
+    pub queued: bool,
 }
 
 impl<T> Default for JobOptions<T> {
@@ -56,6 +67,7 @@ impl<T> Default for JobOptions<T> {
             after_commit: None,
             orphaned: None,
             last_word: false,
+            queued: false,
         }
     }
 }
@@ -103,12 +115,24 @@ where
     fn last_word(&self) -> bool {
         self.options.last_word
     }
+
+    fn queued(&self) -> bool {
+        self.options.queued
+    }
 }
 
 /// The sending side of the writer's queue. Cloneable; the thread ends when the last one drops.
 #[derive(Clone)]
 pub(super) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Why a queued job failed, once one has.
+    poison: Poison,
+}
+
+type Poison = Arc<Mutex<Option<String>>>;
+
+fn poisoned(poison: &Poison) -> Option<String> {
+    poison.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// The writer's patience with a locked database: [`BUSY_PATIENCE`], or what the test-only
@@ -139,10 +163,42 @@ impl Writer {
     ) -> Result<(Writer, WriterThread), std::io::Error> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let thread_path = path.to_path_buf();
+        let poison = Poison::default();
+        let thread_poison = poison.clone();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, queue, &thread_path, patience))?;
-        Ok((Writer { jobs }, WriterThread(handle)))
+            .spawn(move || writer_loop(conn, queue, &thread_path, patience, &thread_poison))?;
+        Ok((Writer { jobs, poison }, WriterThread(handle)))
+    }
+
+    /// Why a queued job could not be written, if one could not.
+    pub(super) fn failure(&self) -> Option<String> {
+        poisoned(&self.poison)
+    }
+
+    /// Queues `work` for the writer's next transaction and returns at once; nobody hears how it
+    /// went, but if it fails every later job fails too (see the module's docs). Errs only when
+    /// the writer has stopped or an earlier queued job failed.
+    pub(super) fn queue<F>(&self, work: F) -> Result<(), String>
+    where
+        F: FnMut(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    {
+        if let Some(why) = self.failure() {
+            return Err(why);
+        }
+        let (reply, _) = oneshot::channel();
+        let job = TypedJob {
+            work,
+            output: None,
+            options: JobOptions {
+                queued: true,
+                ..JobOptions::default()
+            },
+            reply,
+        };
+        self.jobs
+            .send(Box::new(job))
+            .map_err(|_| "the writer thread has stopped".to_string())
     }
 
     /// Runs `work` in the writer's next transaction and resolves once it is committed; then
@@ -172,6 +228,11 @@ impl Writer {
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        if let Some(why) = self.failure()
+            && !options.last_word
+        {
+            return Err(why);
+        }
         let (reply, answer) = oneshot::channel();
         let job = TypedJob {
             work,
@@ -207,11 +268,24 @@ fn writer_loop(
     queue: mpsc::Receiver<Box<dyn Job>>,
     path: &Path,
     patience: Duration,
+    poison: &Poison,
 ) {
     let (mut batches, mut jobs) = (0u64, 0u64);
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+        if let Some(why) = poisoned(poison) {
+            // Only a run's last word is still written: it records that the run was cut short.
+            let (written, refused): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|job| job.last_word());
+            for job in refused {
+                job.deliver(Err(why.clone()));
+            }
+            if written.is_empty() {
+                continue;
+            }
+            batch = written;
+        }
         batches += 1;
         jobs += batch.len() as u64;
         let started = Instant::now();
@@ -246,6 +320,15 @@ fn writer_loop(
             }
         };
         for (job, result) in batch.into_iter().zip(results) {
+            if let Err(e) = &result
+                && job.queued()
+            {
+                let mut poison = poison.lock().unwrap_or_else(|e| e.into_inner());
+                if poison.is_none() {
+                    tracing::error!(db = %path.display(), error = %e, "a reply could not be recorded; nothing more is written or sent");
+                    *poison = Some(lost_record(e));
+                }
+            }
             job.deliver(result);
         }
     }
@@ -261,15 +344,27 @@ fn writer_loop(
     }
 }
 
+fn lost_record(e: &impl std::fmt::Display) -> String {
+    format!("an earlier record could not be written: {e}")
+}
+
 fn run_batch(
     conn: &mut Connection,
     batch: &mut [Box<dyn Job>],
 ) -> rusqlite::Result<Vec<Result<(), String>>> {
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
+    // A queued job that failed: nothing after it is written but a run's last word.
+    let mut lost: Option<String> = None;
     for job in batch.iter_mut() {
         if job.unwanted() {
             results.push(Err("not run: its caller has gone".to_string()));
+            continue;
+        }
+        if let Some(why) = &lost
+            && !job.last_word()
+        {
+            results.push(Err(why.clone()));
             continue;
         }
         let savepoint = tx.savepoint()?;
@@ -280,7 +375,12 @@ fn run_batch(
             }
             Err(e) if is_busy(&e) => return Err(e),
             // Dropping the savepoint rolls back just this job.
-            Err(e) => results.push(Err(e.to_string())),
+            Err(e) => {
+                if job.queued() && lost.is_none() {
+                    lost = Some(lost_record(&e));
+                }
+                results.push(Err(e.to_string()));
+            }
         }
     }
     tx.commit()?;
