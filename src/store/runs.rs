@@ -541,20 +541,19 @@ mod tests {
         }
     }
 
-    /// A request recorded but never sent, and one whose caller left before its row was written,
-    /// leave no row once the run is settled; the one that left keeps its own.
-    #[tokio::test]
-    async fn requests_that_never_left_leave_no_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sweep.db");
-        let (store, writer) = crate::store::open(&path).unwrap();
+    /// A store at `path` with a run of one account, `acct-1`.
+    async fn one_account_run(
+        path: &std::path::Path,
+        verify: bool,
+    ) -> (crate::store::Store, crate::store::WriterThread, i64, i64) {
+        let (store, writer) = crate::store::open(path).unwrap();
         let (run_id, invocation_id) = store
             .begin_run(NewRun {
                 base_url: "https://api.gemini.com/".into(),
                 key_fingerprint: "master:00".into(),
                 group_name: "default".into(),
                 options_json: "{}".into(),
-                verify: true,
+                verify,
                 accounts: vec![NewRunAccount {
                     account: "acct-1".into(),
                     csv_line: 1,
@@ -564,6 +563,16 @@ mod tests {
             })
             .await
             .unwrap();
+        (store, writer, run_id, invocation_id)
+    }
+
+    /// A request recorded but never sent, and one whose caller left before its row was written,
+    /// leave no row once the run is settled; the one that left keeps its own.
+    #[tokio::test]
+    async fn requests_that_never_left_leave_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let (store, writer, run_id, invocation_id) = one_account_run(&path, true).await;
         let sent = store
             .begin_attempt(start(run_id, invocation_id, 1, Phase::Cancel), |_| {})
             .await
@@ -628,23 +637,7 @@ mod tests {
     async fn a_queued_record_that_fails_cuts_the_run_short() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let (store, writer) = crate::store::open(&path).unwrap();
-        let (run_id, invocation_id) = store
-            .begin_run(NewRun {
-                base_url: "https://api.gemini.com/".into(),
-                key_fingerprint: "master:00".into(),
-                group_name: "default".into(),
-                options_json: "{}".into(),
-                verify: false,
-                accounts: vec![NewRunAccount {
-                    account: "acct-1".into(),
-                    csv_line: 1,
-                    note: None,
-                    enabled: true,
-                }],
-            })
-            .await
-            .unwrap();
+        let (store, writer, run_id, invocation_id) = one_account_run(&path, false).await;
         // Queued back to back, so the failing record and the next row share a transaction.
         store
             .queue(|c| {

@@ -183,22 +183,14 @@ impl Writer {
     where
         F: FnMut(&Connection) -> rusqlite::Result<()> + Send + 'static,
     {
-        if let Some(why) = self.failure() {
-            return Err(why);
-        }
-        let (reply, _) = oneshot::channel();
-        let job = TypedJob {
+        self.submit(
             work,
-            output: None,
-            options: JobOptions {
+            JobOptions {
                 queued: true,
                 ..JobOptions::default()
             },
-            reply,
-        };
-        self.jobs
-            .send(Box::new(job))
-            .map_err(|_| "the writer thread has stopped".to_string())
+        )
+        .map(drop)
     }
 
     /// Runs `work` in the writer's next transaction and resolves once it is committed; then
@@ -228,6 +220,22 @@ impl Writer {
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.submit(work, options)?
+            .await
+            .map_err(|_| "the writer thread has stopped".to_string())?
+    }
+
+    /// Hands the job to the writer (refused once a queued job has failed, unless it is a run's
+    /// last word) and returns where its outcome will be delivered.
+    fn submit<T, F>(
+        &self,
+        work: F,
+        options: JobOptions<T>,
+    ) -> Result<oneshot::Receiver<Result<T, String>>, String>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         if let Some(why) = self.failure()
             && !options.last_word
         {
@@ -243,9 +251,7 @@ impl Writer {
         self.jobs
             .send(Box::new(job))
             .map_err(|_| "the writer thread has stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "the writer thread has stopped".to_string())?
+        Ok(answer)
     }
 }
 
