@@ -22,7 +22,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::engine::progress::{Progress, ProgressCounts};
+use crate::engine::progress::Progress;
 pub use crate::safe_text::{escape, json_safe};
 
 /// Log format on stderr.
@@ -219,7 +219,7 @@ pub fn show(progress: Arc<Progress>, display: Display) -> Shown {
 async fn bar(progress: Arc<Progress>, done: CancellationToken) {
     let span = tracing::info_span!("sweep", indicatif.pb_show = true);
     let style = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} accounts · {msg} · ETA {eta}",
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} accounts · {msg}",
     )
     .expect("a valid template");
     span.pb_set_style(&style);
@@ -236,8 +236,11 @@ async fn bar(progress: Arc<Progress>, done: CancellationToken) {
         let per_second = rate.update(counts.requests);
         span.pb_set_length(counts.accounts_total);
         span.pb_set_position(counts.accounts_done);
+        let eta = counts
+            .eta_secs()
+            .map_or("—".to_owned(), |s| format!("{s}s"));
         span.pb_set_message(&format!(
-            "{} orders cancelled · {} failed · {per_second:.1} req/s",
+            "{} orders cancelled · {} failed · {per_second:.1} req/s · ETA {eta}",
             counts.orders_cancelled, counts.accounts_failed
         ));
         if last {
@@ -248,7 +251,6 @@ async fn bar(progress: Arc<Progress>, done: CancellationToken) {
 
 async fn lines(progress: Arc<Progress>, every: Duration, done: CancellationToken) {
     let mut rate = RequestRate::default();
-    let started = Instant::now();
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -264,7 +266,7 @@ async fn lines(progress: Arc<Progress>, every: Duration, done: CancellationToken
             continue;
         }
         let per_second = rate.update(counts.requests);
-        let eta = eta_secs(&counts, started.elapsed());
+        let eta = counts.eta_secs();
         tracing::info!(
             accounts_done = counts.accounts_done,
             accounts_total = counts.accounts_total,
@@ -282,15 +284,6 @@ async fn lines(progress: Arc<Progress>, every: Duration, done: CancellationToken
                 .unwrap_or_default()
         );
     }
-}
-
-/// Seconds left at the pace so far, once there is a pace to go by.
-fn eta_secs(counts: &ProgressCounts, elapsed: Duration) -> Option<u64> {
-    if counts.accounts_done == 0 || counts.accounts_total < counts.accounts_done {
-        return None;
-    }
-    let left = counts.accounts_total - counts.accounts_done;
-    Some((elapsed.as_secs_f64() * left as f64 / counts.accounts_done as f64).round() as u64)
 }
 
 /// Requests per second over the last few seconds.
@@ -395,18 +388,24 @@ mod tests {
     }
 
     #[test]
-    fn eta_follows_the_pace_so_far() {
-        let counts = ProgressCounts {
-            accounts_total: 100,
-            accounts_done: 25,
-            ..Default::default()
-        };
-        assert_eq!(eta_secs(&counts, Duration::from_secs(10)), Some(30));
-        let nothing_done = ProgressCounts {
-            accounts_total: 100,
-            ..Default::default()
-        };
-        assert_eq!(eta_secs(&nothing_done, Duration::from_secs(10)), None);
+    fn eta_is_the_work_left_at_the_keys_pace() {
+        let progress = Progress::default();
+        assert_eq!(
+            progress.counts().eta_secs(),
+            None,
+            "no pace, no accounts yet"
+        );
+        progress.add_accounts(50, 2);
+        progress.pace_changed(0.0, 10.0);
+        // From the first moment: 100 requests at 10/s, nothing done yet.
+        assert_eq!(progress.counts().eta_secs(), Some(10));
+        for _ in 0..40 {
+            progress.request_sent();
+        }
+        progress.pace_changed(10.0, 6.0);
+        assert_eq!(progress.counts().eta_secs(), Some(10), "60 left at 6/s");
+        progress.pace_changed(6.0, 0.0);
+        assert_eq!(progress.counts().eta_secs(), None, "the key ended");
     }
 
     #[test]

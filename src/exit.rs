@@ -15,6 +15,9 @@ pub const INTERNAL: i32 = 3;
 /// IP allow-list, redirect, unknown endpoint): the run stopped sending at once, and nothing
 /// will work until the key or the configuration is fixed.
 pub const REFUSED: i32 = 4;
+/// The exchange could not be reached: no connection to it could be made before any reply, so
+/// nothing was cancelled. The run stopped early; fix the URL, the network or the proxy, and rerun.
+pub const UNREACHABLE: i32 = 5;
 /// Interrupted by SIGINT (128 + 2).
 pub const SIGINT: i32 = 130;
 /// Interrupted by SIGTERM (128 + 15).
@@ -25,6 +28,19 @@ pub const SIGTERM: i32 = 143;
 pub enum StopSignal {
     Interrupt,
     Terminate,
+}
+
+/// Why a key stopped sending before its run was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyHalt {
+    /// The exchange refused the key or the configuration (exit 4).
+    Refused,
+    /// No connection to the exchange could be made before any reply (exit 5).
+    Unreachable,
+    /// The exchange asked the key to wait longer than a run waits (exit 1).
+    TooLongAPause,
+    /// The audit trail could not be written (exit 3).
+    Aborted,
 }
 
 /// Status of a run, as `runs.status` and `invocations.status` spell it.
@@ -92,10 +108,12 @@ pub fn for_signal(signal: StopSignal) -> i32 {
     }
 }
 
-/// The exit code of a run that ended with `status`, stopped by `signal` if any.
-pub fn for_run(status: RunStatus, signal: Option<StopSignal>) -> i32 {
+/// The exit code of a run that ended with `status`, stopped by `signal` if any, its key halted
+/// for `halt` if it was.
+pub fn for_run(status: RunStatus, signal: Option<StopSignal>, halt: Option<KeyHalt>) -> i32 {
     match status {
         RunStatus::Completed => OK,
+        RunStatus::Incomplete if halt == Some(KeyHalt::Unreachable) => UNREACHABLE,
         RunStatus::Incomplete => INCOMPLETE,
         RunStatus::Refused => REFUSED,
         RunStatus::Aborted => INTERNAL,
@@ -104,17 +122,18 @@ pub fn for_run(status: RunStatus, signal: Option<StopSignal>) -> i32 {
 }
 
 /// One code for a job of several groups: the one that needs the most attention. A broken
-/// job (3) or input (2) first, then a refused key (4), an interruption, orders possibly left
-/// open (1), and 0 only when every group is 0.
+/// job (3) or input (2) first, then a refused key (4), an unreachable exchange (5), an
+/// interruption, orders possibly left open (1), and 0 only when every group is 0.
 pub fn combine(codes: impl IntoIterator<Item = i32>) -> i32 {
     let rank = |code: i32| match code {
         OK => 0,
         INCOMPLETE => 1,
         SIGINT => 2,
         SIGTERM => 3,
-        REFUSED => 4,
-        BAD_INPUT => 5,
-        _ => 6,
+        UNREACHABLE => 4,
+        REFUSED => 5,
+        BAD_INPUT => 6,
+        _ => 7,
     };
     codes.into_iter().max_by_key(|c| rank(*c)).unwrap_or(OK)
 }
@@ -131,6 +150,8 @@ mod tests {
         assert_eq!(combine([SIGTERM, INCOMPLETE, OK]), SIGTERM);
         assert_eq!(combine([INCOMPLETE, REFUSED, SIGINT]), REFUSED);
         assert_eq!(combine([REFUSED, INTERNAL, OK]), INTERNAL);
+        assert_eq!(combine([UNREACHABLE, SIGTERM, INCOMPLETE]), UNREACHABLE);
+        assert_eq!(combine([UNREACHABLE, REFUSED]), REFUSED);
     }
 
     #[test]
@@ -146,15 +167,26 @@ mod tests {
                 Some(StopSignal::Interrupt),
                 Some(StopSignal::Terminate),
             ] {
-                assert_ne!(for_run(status, signal), OK, "{status:?} {signal:?}");
+                assert_ne!(for_run(status, signal, None), OK, "{status:?} {signal:?}");
             }
         }
-        assert_eq!(for_run(RunStatus::Completed, None), OK);
+        assert_eq!(for_run(RunStatus::Completed, None, None), OK);
         assert_eq!(
-            for_run(RunStatus::Interrupted, Some(StopSignal::Terminate)),
+            for_run(RunStatus::Interrupted, Some(StopSignal::Terminate), None),
             SIGTERM
         );
-        assert_eq!(for_run(RunStatus::Interrupted, None), SIGINT);
+        assert_eq!(for_run(RunStatus::Interrupted, None, None), SIGINT);
+        let unreached = Some(KeyHalt::Unreachable);
+        assert_eq!(for_run(RunStatus::Incomplete, None, unreached), UNREACHABLE);
+        assert_eq!(
+            for_run(
+                RunStatus::Interrupted,
+                Some(StopSignal::Terminate),
+                unreached
+            ),
+            SIGTERM,
+            "a signal still decides an interrupted run's code"
+        );
         for status in [
             "completed",
             "incomplete",

@@ -58,11 +58,10 @@ pub fn main() -> i32 {
         _ => Display::Quiet,
     };
     display::init_logging(cli.log_format, display);
-    // The sweeper runs on one thread (SQLite has its own writer thread, large replies are parsed
-    // on the blocking pool): its tasks then run first in, first out, so the requests of an
-    // increasing-mode key reach their sockets in the order their nonces were handed out
-    // (engine::departures), which a pool of worker threads does not keep. The simulator models an
-    // exchange that serves many connections at once, so it gets the worker pool.
+    // The sweeper runs on one thread: its dispatchers and requests wait on the network, not on
+    // the CPU (SQLite has its own writer thread, large replies are parsed on the blocking pool).
+    // Nothing depends on it: each key's dispatcher orders its own requests. The simulator
+    // models an exchange serving many connections at once, so it gets the worker pool.
     let mut builder = if matches!(cli.command, Command::Sim(_)) {
         tokio::runtime::Builder::new_multi_thread()
     } else {

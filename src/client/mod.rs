@@ -121,6 +121,50 @@ pub struct Exchanged {
     pub body: Option<String>,
     pub body_truncated: bool,
     pub verdict: Verdict,
+    /// Set when no connection to the exchange could be made: the request never reached it.
+    pub unreached: Option<Unreached>,
+}
+
+/// Why no connection to the exchange could be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreached {
+    Refused,
+    Dns,
+    Tls,
+    Timeout,
+    Other,
+}
+
+impl Unreached {
+    fn of(e: &reqwest::Error, chain: &str) -> Option<Unreached> {
+        if !e.is_connect() {
+            return None;
+        }
+        let chain = chain.to_ascii_lowercase();
+        Some(if e.is_timeout() || chain.contains("timed out") {
+            Unreached::Timeout
+        } else if chain.contains("dns error") || chain.contains("failed to lookup") {
+            Unreached::Dns
+        } else if chain.contains("certificate") || chain.contains("tls") {
+            Unreached::Tls
+        } else if chain.contains("connection refused") {
+            Unreached::Refused
+        } else {
+            Unreached::Other
+        })
+    }
+}
+
+impl std::fmt::Display for Unreached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unreached::Refused => "connection refused",
+            Unreached::Dns => "the host name does not resolve (DNS)",
+            Unreached::Tls => "the TLS handshake failed (certificate or protocol)",
+            Unreached::Timeout => "connecting timed out",
+            Unreached::Other => "no connection could be made",
+        })
+    }
 }
 
 /// reqwest is built without a default TLS provider (Cargo.toml says why); every client in the
@@ -168,6 +212,10 @@ impl ExchangeClient {
 
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    pub fn base_url(&self) -> &reqwest::Url {
+        &self.base_url
     }
 
     /// Some replies quote the key (MissingRole: "...roles [Trader] to API key master-..."); the
@@ -242,7 +290,7 @@ impl ExchangeClient {
             .header("Content-Length", "0")
             .header("Cache-Control", "no-cache")
             .send();
-        let no_reply = |reason: &str, message: String| Exchanged {
+        let no_reply = |reason: &str, message: String, unreached| Exchanged {
             latency: started.elapsed(),
             http_status: None,
             body: None,
@@ -252,15 +300,21 @@ impl ExchangeClient {
                 message,
                 pause: None,
             },
+            unreached,
         };
         let response = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
                 return no_reply(
                     reply::REASON_TIMEOUT,
                     format!("no reply within {:?}", self.timeout),
+                    None,
                 );
             }
-            Ok(Err(e)) => return no_reply(transport_reason(&e), self.redact(&error_chain(&e))),
+            Ok(Err(e)) => {
+                let chain = error_chain(&e);
+                let unreached = Unreached::of(&e, &chain);
+                return no_reply(transport_reason(&e), self.redact(&chain), unreached);
+            }
             Ok(Ok(r)) => r,
         };
 
@@ -296,6 +350,7 @@ impl ExchangeClient {
             body: Some(body),
             body_truncated,
             verdict: self.redact_verdict(read.verdict),
+            unreached: None,
         }
     }
 }

@@ -1,22 +1,25 @@
 //! One account's sweep: cancel all its orders (again while some are rejected), then prove it
 //! flat with a listing taken after its last cancel-all (cancelling again, ahead of any listing,
 //! what that listing still finds open), retrying what is transient. Every request goes through
-//! the key's session; this module decides what the account's outcome is.
+//! the key's dispatcher; this module decides what the account's outcome is.
 //!
 //! The two halves run apart ([`AccountSweeper::cancel`], then [`AccountSweeper::prove`]), so a
 //! run sends every account's cancel-all at the key's full pace before the listings that prove
 //! them. With `--snapshot` an account also lists its orders before its cancel-all, for the order
 //! details of the audit trail, and is swept start to end in one go ([`AccountSweeper::sweep`]).
 
-use super::session::{Caller, KeySession, Retry, RunContext, Step, StopCause};
+use super::Progress;
+use super::key::{Caller, KeyHandle, Priority, Retry, Step, StopCause};
 use crate::config::SweepConfig;
 use crate::error::Error;
-use crate::store::{AccountFinish, AccountStatus, Failure, Phase};
+use crate::store::{AccountFinish, AccountStatus, Failure, Phase, Store};
 
 pub struct AccountSweeper<'a> {
     pub config: &'a SweepConfig,
-    pub session: &'a KeySession,
-    pub run: &'a RunContext,
+    pub key: &'a KeyHandle,
+    pub store: &'a Store,
+    pub run_id: i64,
+    pub progress: &'a Progress,
     /// A resumed run continues attempt numbers and keeps the first snapshot.
     pub resuming: bool,
 }
@@ -44,12 +47,6 @@ pub enum AfterCancel {
 }
 
 impl AccountSweeper<'_> {
-    fn run_id(&self) -> i64 {
-        self.run
-            .run_id
-            .expect("accounts are only swept within a run")
-    }
-
     /// Sweeps one account start to end and records its outcome.
     pub async fn sweep(&self, account: &str) -> Result<AccountStatus, Error> {
         match self.cancel(account).await? {
@@ -60,18 +57,8 @@ impl AccountSweeper<'_> {
 
     /// The account's cancel-alls (and, with `--snapshot`, the listing before them).
     pub async fn cancel(&self, account: &str) -> Result<AfterCancel, Error> {
-        let outcome = self.cancel_inner(account).await;
-        // If this account was probing the key and ends without proving it, the next one probes.
-        self.session.window.probe_done(account);
-        outcome
-    }
-
-    async fn cancel_inner(&self, account: &str) -> Result<AfterCancel, Error> {
         let (attempt_no, snapshot_taken) = if self.resuming {
-            self.run
-                .store
-                .account_progress(self.run_id(), account)
-                .await?
+            self.store.account_progress(self.run_id, account).await?
         } else {
             (0, false)
         };
@@ -81,7 +68,10 @@ impl AccountSweeper<'_> {
         if self.config.snapshot && !snapshot_taken {
             // A failed snapshot only costs the reconciliation its "before" side; cancelling
             // matters more, so the sweep goes on, unless the key itself was refused.
-            match self.call(&mut acct, Phase::Snapshot).await? {
+            match self
+                .call(&mut acct, Phase::Snapshot, Priority::Cancel)
+                .await?
+            {
                 Step::Done(_) | Step::Failed(Failure::AccountRefused | Failure::OutOfAttempts) => {}
                 Step::Failed(failure) => {
                     return done(
@@ -118,12 +108,16 @@ impl AccountSweeper<'_> {
         reject_retries_left: &mut u32,
         mut standing: Option<AccountStatus>,
     ) -> Result<CancelOutcome, Error> {
+        // A first cancel-all goes with the others; one after rejects or a listing is a re-cancel.
+        let mut priority = match standing {
+            None => Priority::Cancel,
+            Some(_) => Priority::Recancel,
+        };
         loop {
-            let step = self.call(&mut acct, Phase::Cancel).await?;
+            let step = self.call(&mut acct, Phase::Cancel, priority).await?;
+            priority = Priority::Recancel;
             if let Step::Done(collected) = &step {
-                self.run
-                    .progress
-                    .orders_cancelled(collected.cancelled_count);
+                self.progress.orders_cancelled(collected.cancelled_count);
             }
             match step {
                 Step::Done(collected) if collected.rejected_count > 0 => {
@@ -177,7 +171,7 @@ impl AccountSweeper<'_> {
         let account = acct.name.clone();
         loop {
             let error_before_verify = acct.last_error.take();
-            match self.call(&mut acct, Phase::Verify).await? {
+            match self.call(&mut acct, Phase::Verify, Priority::Prove).await? {
                 Step::Done(listing) => {
                     acct.last_error = error_before_verify;
                     if listing.orders_count == 0 {
@@ -242,7 +236,7 @@ impl AccountSweeper<'_> {
             StopCause::Signal => self.finish(acct, AccountStatus::Interrupted, None).await,
             StopCause::Key => {
                 let why = self
-                    .session
+                    .key
                     .halt
                     .reason()
                     .map_or_else(|| "the run stopped".to_owned(), |r| r.message);
@@ -274,8 +268,8 @@ impl AccountSweeper<'_> {
         status: AccountStatus,
         failure: Option<Failure>,
     ) -> Result<AccountStatus, Error> {
-        self.run.store.finish_account(AccountFinish {
-            run_id: self.run_id(),
+        self.store.finish_account(AccountFinish {
+            run_id: self.run_id,
             account: acct.name.to_string(),
             status,
             failure: (status == AccountStatus::Failed)
@@ -288,18 +282,16 @@ impl AccountSweeper<'_> {
 }
 
 impl AccountSweeper<'_> {
-    async fn call(&self, acct: &mut Caller, phase: Phase) -> Result<Step, Error> {
-        self.session
-            .call(
-                self.run,
-                acct,
-                phase,
-                &[],
-                Retry {
-                    max_attempts: self.config.max_attempts,
-                    base: self.config.retry_base,
-                },
-            )
-            .await
+    async fn call(
+        &self,
+        acct: &mut Caller,
+        phase: Phase,
+        priority: Priority,
+    ) -> Result<Step, Error> {
+        let retry = Retry {
+            max_attempts: self.config.max_attempts,
+            base: self.config.retry_base,
+        };
+        self.key.call(acct, phase, priority, &[], retry).await
     }
 }

@@ -16,13 +16,13 @@
 //! listing *possibly incomplete*: said in [`Listing::Listed::doubt`], never passed off as the
 //! whole group.
 //!
-//! Every request goes through the key's session like any other: recorded before it leaves
+//! Every request goes through the key's dispatcher like any other: recorded before it leaves
 //! (phase `discover`, account `""`, which no nickname can be), paced, and stopping the key if
 //! the exchange refuses it.
 
 use std::collections::HashSet;
 
-use super::session::{Caller, KeySession, Retry, RunContext, Step, StopCause};
+use super::key::{Caller, KeyHandle, Priority, Retry, Step, StopCause};
 use crate::client::ListedAccount;
 use crate::error::Error;
 use crate::store::{Failure, Phase};
@@ -106,11 +106,7 @@ impl Pages {
 }
 
 /// Lists every account of the key's group.
-pub async fn list_group(
-    session: &KeySession,
-    run: &RunContext,
-    retry: Retry,
-) -> Result<Listing, Error> {
+pub async fn list_group(key: &KeyHandle, retry: Retry) -> Result<Listing, Error> {
     let mut caller = Caller::group();
     let mut fetch =
         async |timestamp: Option<u64>| -> Result<Result<Vec<ListedAccount>, Listing>, Error> {
@@ -119,12 +115,18 @@ pub async fn list_group(
                 params.push(("timestamp", serde_json::Value::from(t)));
             }
             Ok(
-                match session
-                    .call(run, &mut caller, Phase::Discover, &params, retry)
+                match key
+                    .call(
+                        &mut caller,
+                        Phase::Discover,
+                        Priority::Cancel,
+                        &params,
+                        retry,
+                    )
                     .await?
                 {
                     Step::Done(collected) => Ok(collected.accounts),
-                    // The session has stopped the key: a refusal, not an exchange that failed to list.
+                    // The key is stopped: a refusal, not an exchange that failed to list.
                     Step::Failed(Failure::KeyRefused) => Err(Listing::Stopped(StopCause::Key)),
                     Step::Failed(_) => {
                         Err(Listing::Failed(caller.last_error.take().unwrap_or_else(
@@ -135,7 +137,7 @@ pub async fn list_group(
                 },
             )
         };
-    let outcome = async {
+    async {
         let mut pages = Pages::default();
         let first = match fetch(None).await? {
             Ok(page) => page,
@@ -219,8 +221,5 @@ pub async fn list_group(
         crate::accounts::screen_listing(&mut accounts);
         Ok::<_, Error>(Listing::Listed { accounts, doubt })
     }
-    .await;
-    // The listing probed the key; if it did not prove it, the first account to sweep probes.
-    session.window.probe_done("");
-    outcome
+    .await
 }

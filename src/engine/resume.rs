@@ -112,7 +112,7 @@ pub fn resume_target(
             RunStatus::Completed
         };
         return Ok(ResumePlan::NothingToDo(SweepSummary {
-            exit_code: exit::for_run(status, None),
+            exit_code: exit::for_run(status, None, None),
             totals,
             invocation_id: None,
             wall_ms: 0,

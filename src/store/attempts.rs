@@ -1,9 +1,9 @@
 //! Every request, written before it leaves and completed when its reply is read, with the order
 //! ids and listings the reply carried.
 //!
-//! The write-ahead row and the key's nonce high-water mark are committed in the same transaction
-//! that issues the nonce, so a request never leaves without a durable row naming its nonce and
-//! send time, and the mark is exactly the highest nonce that may have been sent. An attempt whose
+//! The write-ahead row and the key's nonce high-water mark are committed in one transaction before
+//! the request leaves, so a request never leaves without a durable row naming its nonce and send
+//! time, and the mark is at least the highest nonce that may have been sent. An attempt whose
 //! reply is never read (grace period over, second signal, `kill -9`) stays `in_flight` until the
 //! run is settled or taken over, and then reads `abandoned`.
 
@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, params};
 
 use super::{Phase, Store, epoch_ms, utc_text};
-use crate::client::{Chunk, Collected, Nonce, NonceSource, OpenOrder};
+use crate::client::{Chunk, Collected, Nonce, OpenOrder};
 use crate::error::Error;
 
 /// What is known of a request before it leaves.
@@ -21,13 +21,13 @@ pub struct AttemptStart {
     /// `None` for a listing made outside a run (`gemini-sweep accounts`).
     pub run_id: Option<i64>,
     pub invocation_id: Option<i64>,
-    pub account: String,
+    pub account: Arc<str>,
     pub attempt_no: u32,
     pub phase: Phase,
     pub endpoint: &'static str,
     pub key_fingerprint: Arc<str>,
-    /// The key's nonce source: the nonce is issued inside the write-ahead transaction.
-    pub nonces: Arc<NonceSource>,
+    /// Issued by the key's dispatcher, committed here with the key's high-water mark.
+    pub nonce: Nonce,
 }
 
 /// A request recorded and ready to leave.
@@ -78,101 +78,11 @@ impl Store {
         Ok(mark.max(0) as u64)
     }
 
-    /// Issues the attempt's nonce and commits the attempt (`in_flight`, with nonce and send time)
-    /// together with the raised nonce mark. Once this returns, the request may leave.
-    /// `committed` runs in the writer thread right after the commit, in commit (and so nonce)
-    /// order: the engine queues the departure there.
-    pub async fn begin_attempt(
-        &self,
-        start: AttemptStart,
-        committed: impl FnOnce(&Sent) + Send + 'static,
-    ) -> Result<Sent, Error> {
-        let invocation_id = start.invocation_id;
-        let work = move |c: &Connection| {
-            let nonce = start.nonces.issue();
-            let sent_at = SystemTime::now();
-            let sent_ms = epoch_ms(sent_at);
-            c.prepare_cached(concat!(
-                "INSERT INTO attempts (run_id, invocation_id, account, attempt_no, phase, endpoint,
-                    key_fingerprint, nonce, sent_at, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ",
-                utc_text!("?9"),
-                ", 'in_flight')"
-            ))?
-            .execute(params![
-                start.run_id,
-                start.invocation_id,
-                start.account,
-                start.attempt_no,
-                start.phase.as_str(),
-                start.endpoint,
-                &*start.key_fingerprint,
-                nonce.to_string(),
-                sent_ms
-            ])?;
-            let attempt_id = c.last_insert_rowid();
-            c.prepare_cached(concat!(
-                "INSERT INTO nonce_high_water (key_fingerprint, high_water_us, updated_at) VALUES (?1, ?2, ",
-                utc_text!("?3"),
-                ") ON CONFLICT (key_fingerprint) DO UPDATE SET
-                   high_water_us = max(high_water_us, excluded.high_water_us),
-                   updated_at = excluded.updated_at"
-            ))?
-            .execute(params![
-                &*start.key_fingerprint,
-                i64::try_from(nonce.value_us).unwrap_or(i64::MAX),
-                sent_ms
-            ])?;
-            match start.phase {
-                // Anything listed after an earlier cancel-all is stale from now on: this one may
-                // cancel more (even if its reply never arrives).
-                Phase::Cancel => c
-                    .prepare_cached(
-                        "UPDATE run_accounts SET attempts = attempts + 1, last_cancel_attempt_id = ?3,
-                            verified_at = NULL
-                         WHERE run_id = ?1 AND account = ?2",
-                    )?
-                    .execute(params![start.run_id, start.account, attempt_id])?,
-                // A new listing replaces the previous one, which is stale by construction: the
-                // verify step always follows a cancel-all.
-                Phase::Verify => {
-                    c.prepare_cached(
-                        "DELETE FROM open_orders_after WHERE run_id = ?1 AND account = ?2",
-                    )?
-                    .execute(params![start.run_id, start.account])?;
-                    c.prepare_cached(
-                        "UPDATE run_accounts SET attempts = attempts + 1 WHERE run_id = ?1 AND account = ?2",
-                    )?
-                    .execute(params![start.run_id, start.account])?
-                }
-                Phase::Snapshot => c
-                    .prepare_cached(
-                        "UPDATE run_accounts SET attempts = attempts + 1 WHERE run_id = ?1 AND account = ?2",
-                    )?
-                    .execute(params![start.run_id, start.account])?,
-                Phase::Discover => 0,
-            };
-            Ok(Sent {
-                attempt_id,
-                nonce,
-                sent_at,
-            })
-        };
-        let (unsent, invocation_id) = (self.unsent.clone(), invocation_id);
-        let options = super::writer::JobOptions {
-            after_commit: Some(Box::new(committed)),
-            // A caller that has gone will not send it: no row at all if it has not run yet, and
-            // none left behind if it has.
-            orphaned: Some(Box::new(move |sent: Sent| {
-                super::never_sent(&unsent, invocation_id, sent.attempt_id)
-            })),
-            last_word: false,
-            queued: false,
-        };
-        self.writer
-            .exec_with(work, options)
+    /// Commits the attempts (`in_flight`, with nonce and send time) together with the key's raised
+    /// nonce mark, in one transaction. Once this returns, the requests may leave.
+    pub async fn begin_attempts(&self, starts: Vec<AttemptStart>) -> Result<Vec<Sent>, Error> {
+        self.exec(move |c| starts.iter().map(|start| begin(c, start)).collect())
             .await
-            .map_err(|e| super::store_error(&self.path, e))
     }
 
     /// Writes ids or orders of a reply that is still being read.
@@ -197,6 +107,74 @@ impl Store {
     pub fn finish_attempt(&self, end: AttemptEnd) -> Result<(), Error> {
         self.queue(move |c| finish(c, &end))
     }
+}
+
+fn begin(c: &Connection, start: &AttemptStart) -> rusqlite::Result<Sent> {
+    let nonce = start.nonce;
+    let sent_at = SystemTime::now();
+    let sent_ms = epoch_ms(sent_at);
+    c.prepare_cached(concat!(
+        "INSERT INTO attempts (run_id, invocation_id, account, attempt_no, phase, endpoint,
+            key_fingerprint, nonce, sent_at, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ",
+        utc_text!("?9"),
+        ", 'in_flight')"
+    ))?
+    .execute(params![
+        start.run_id,
+        start.invocation_id,
+        &*start.account,
+        start.attempt_no,
+        start.phase.as_str(),
+        start.endpoint,
+        &*start.key_fingerprint,
+        nonce.to_string(),
+        sent_ms
+    ])?;
+    let attempt_id = c.last_insert_rowid();
+    c.prepare_cached(concat!(
+        "INSERT INTO nonce_high_water (key_fingerprint, high_water_us, updated_at) VALUES (?1, ?2, ",
+        utc_text!("?3"),
+        ") ON CONFLICT (key_fingerprint) DO UPDATE SET
+           high_water_us = max(high_water_us, excluded.high_water_us),
+           updated_at = excluded.updated_at"
+    ))?
+    .execute(params![
+        &*start.key_fingerprint,
+        i64::try_from(nonce.value_us).unwrap_or(i64::MAX),
+        sent_ms
+    ])?;
+    let counted =
+        "UPDATE run_accounts SET attempts = attempts + 1 WHERE run_id = ?1 AND account = ?2";
+    let (run_id, account) = (start.run_id, &*start.account);
+    match start.phase {
+        // Anything listed after an earlier cancel-all is stale from now on: this one may cancel
+        // more (even if its reply never arrives).
+        Phase::Cancel => c
+            .prepare_cached(
+                "UPDATE run_accounts SET attempts = attempts + 1, last_cancel_attempt_id = ?3,
+                    verified_at = NULL
+                 WHERE run_id = ?1 AND account = ?2",
+            )?
+            .execute(params![run_id, account, attempt_id])?,
+        // A new listing replaces the previous one, which is stale by construction: the verify
+        // step always follows a cancel-all.
+        Phase::Verify => {
+            c.prepare_cached("DELETE FROM open_orders_after WHERE run_id = ?1 AND account = ?2")?
+                .execute(params![run_id, account])?;
+            c.prepare_cached(counted)?
+                .execute(params![run_id, account])?
+        }
+        Phase::Snapshot => c
+            .prepare_cached(counted)?
+            .execute(params![run_id, account])?,
+        Phase::Discover => 0,
+    };
+    Ok(Sent {
+        attempt_id,
+        nonce,
+        sent_at,
+    })
 }
 
 fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {

@@ -299,7 +299,7 @@ impl Store {
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         self.writer
-            .exec(work, None)
+            .exec(work)
             .await
             .map_err(|e| store_error(&self.path, e))
     }

@@ -56,8 +56,8 @@ pub struct Settle {
     pub invocation_id: i64,
     /// An internal or database error stopped the sweep.
     pub aborted: bool,
-    /// The exchange refused the key or the configuration.
-    pub refused: bool,
+    /// Why the key stopped sending, if it did.
+    pub halt: Option<exit::KeyHalt>,
     /// A status the accounts cannot tell (the group's accounts could not be listed, or a signal
     /// came before they were): it wins over what the accounts say, unless aborted or refused.
     pub forced: Option<RunStatus>,
@@ -345,7 +345,7 @@ impl Store {
             )?;
             let status = if settle.aborted || lost_record.is_some() {
                 RunStatus::Aborted
-            } else if settle.refused {
+            } else if settle.halt == Some(exit::KeyHalt::Refused) {
                 RunStatus::Refused
             } else if let Some(forced) = settle.forced {
                 forced
@@ -373,7 +373,7 @@ impl Store {
                 _ => settle.stop_reason.clone(),
             }
             .or_else(|| lost_record.clone());
-            let exit_code = exit::for_run(status, settle.signal);
+            let exit_code = exit::for_run(status, settle.signal, settle.halt);
             c.execute(
                 concat!(
                     "UPDATE runs SET status = ?2, stop_reason = ?3, ended_at = ",
@@ -518,11 +518,9 @@ fn abandon_in_flight(c: &Connection, filter: &str, key: i64) -> rusqlite::Result
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::client::{NonceMode, NonceSource, SystemClock};
-    use crate::store::AttemptStart;
+    use crate::client::{Nonce, NonceMode};
+    use crate::store::{AttemptStart, Sent};
 
     fn start(run_id: i64, invocation_id: i64, attempt_no: u32, phase: Phase) -> AttemptStart {
         AttemptStart {
@@ -533,12 +531,16 @@ mod tests {
             phase,
             endpoint: "/v1/order/cancel/all",
             key_fingerprint: "master:00".into(),
-            nonces: Arc::new(NonceSource::new(
-                NonceMode::Increasing,
-                Arc::new(SystemClock),
-                0,
-            )),
+            nonce: Nonce {
+                value_us: 1_700_000_000_000_000 + u64::from(attempt_no) * 1000,
+                mode: NonceMode::Increasing,
+            },
         }
+    }
+
+    async fn begin(store: &crate::store::Store, start: AttemptStart) -> Result<Sent, Error> {
+        let mut sent = store.begin_attempts(vec![start]).await?;
+        Ok(sent.remove(0))
     }
 
     /// A store at `path` with a run of one account, `acct-1`.
@@ -566,41 +568,27 @@ mod tests {
         (store, writer, run_id, invocation_id)
     }
 
-    /// A request recorded but never sent, and one whose caller left before its row was written,
-    /// leave no row once the run is settled; the one that left keeps its own.
+    /// A request recorded but never sent leaves no row once the run is settled; the one that
+    /// left keeps its own.
     #[tokio::test]
     async fn requests_that_never_left_leave_no_row() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
         let (store, writer, run_id, invocation_id) = one_account_run(&path, true).await;
-        let sent = store
-            .begin_attempt(start(run_id, invocation_id, 1, Phase::Cancel), |_| {})
+        let sent = begin(&store, start(run_id, invocation_id, 1, Phase::Cancel))
             .await
             .unwrap();
-        let unsent = store
-            .begin_attempt(start(run_id, invocation_id, 2, Phase::Cancel), |_| {})
+        let unsent = begin(&store, start(run_id, invocation_id, 2, Phase::Cancel))
             .await
             .unwrap();
         store.never_sent(Some(invocation_id), unsent.attempt_id);
-
-        // Held up behind another connection's write lock, its caller gives up on it.
-        let blocker = Connection::open(&path).unwrap();
-        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let mut gone = Box::pin(
-            store.begin_attempt(start(run_id, invocation_id, 3, Phase::Verify), |_| {
-                panic!("a job whose caller has gone is not run")
-            }),
-        );
-        assert!(futures::poll!(&mut gone).is_pending(), "queued, not run");
-        drop(gone);
-        blocker.execute_batch("COMMIT").unwrap();
 
         let (status, _) = store
             .settle(Settle {
                 run_id,
                 invocation_id,
                 aborted: true,
-                refused: false,
+                halt: None,
                 forced: None,
                 stop_reason: Some("aborted: a test".into()),
                 signal: None,
@@ -645,9 +633,7 @@ mod tests {
                     .map(|_| ())
             })
             .unwrap();
-        let next = store.begin_attempt(start(run_id, invocation_id, 1, Phase::Cancel), |_| {
-            panic!("a row after a lost record is not written")
-        });
+        let next = begin(&store, start(run_id, invocation_id, 1, Phase::Cancel));
         assert!(next.await.is_err(), "the next request's row is refused");
         assert!(store.write_failure().is_some());
         assert!(store.flush().await.is_err());
@@ -662,7 +648,7 @@ mod tests {
                 run_id,
                 invocation_id,
                 aborted: false,
-                refused: false,
+                halt: None,
                 forced: Some(RunStatus::Completed),
                 stop_reason: None,
                 signal: None,

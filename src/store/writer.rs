@@ -35,25 +35,15 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> rusqlite::Result<()>;
     /// Delivers the outcome once the batch is committed (or has failed).
     fn deliver(self: Box<Self>, result: Result<(), String>);
-    /// Only worth doing for a caller still waiting, and that caller has gone.
-    fn unwanted(&self) -> bool;
     /// See [`JobOptions::last_word`].
     fn last_word(&self) -> bool;
     /// Nobody waits for it: its failure poisons the writer.
     fn queued(&self) -> bool;
 }
 
-/// Runs in the writer thread once the job's transaction is committed, before the caller hears.
-pub(super) type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
-
 /// What a job needs beyond its work.
-pub(super) struct JobOptions<T> {
-    pub after_commit: Option<AfterCommit<T>>,
-    /// Set for a job only worth doing for a caller still waiting (a request's write-ahead row:
-    /// a caller that has gone will never send it). Such a job is skipped when its caller has
-    /// gone before it runs; when the caller goes while it runs, this gets the committed output
-    /// instead of the caller.
-    pub orphaned: Option<Box<dyn FnOnce(T) + Send>>,
+#[derive(Default)]
+pub(super) struct JobOptions {
     /// The record of how a run ended: it waits out a locked database for the full
     /// [`BUSY_PATIENCE`] whatever the other jobs' patience, since nothing else will record it.
     pub last_word: bool,
@@ -61,21 +51,10 @@ pub(super) struct JobOptions<T> {
     pub queued: bool,
 }
 
-impl<T> Default for JobOptions<T> {
-    fn default() -> Self {
-        JobOptions {
-            after_commit: None,
-            orphaned: None,
-            last_word: false,
-            queued: false,
-        }
-    }
-}
-
 struct TypedJob<T, F> {
     work: F,
     output: Option<T>,
-    options: JobOptions<T>,
+    options: JobOptions,
     reply: oneshot::Sender<Result<T, String>>,
 }
 
@@ -90,26 +69,11 @@ where
     }
 
     fn deliver(self: Box<Self>, result: Result<(), String>) {
-        let TypedJob {
-            output,
-            reply,
-            options,
-            ..
-        } = *self;
+        let TypedJob { output, reply, .. } = *self;
         let answer =
             result.and_then(|()| output.ok_or_else(|| "the job produced no output".to_string()));
-        if let (Ok(output), Some(after_commit)) = (&answer, options.after_commit) {
-            after_commit(output);
-        }
-        if let Err(Ok(output)) = reply.send(answer)
-            && let Some(orphaned) = options.orphaned
-        {
-            orphaned(output);
-        }
-    }
-
-    fn unwanted(&self) -> bool {
-        self.options.orphaned.is_some() && self.reply.is_closed()
+        // A caller that has gone no longer wants the answer.
+        let _ = reply.send(answer);
     }
 
     fn last_word(&self) -> bool {
@@ -193,29 +157,17 @@ impl Writer {
         .map(drop)
     }
 
-    /// Runs `work` in the writer's next transaction and resolves once it is committed; then
-    /// `after_commit`, if any, runs in the writer thread, in commit order, before the caller hears.
-    pub(super) async fn exec<T, F>(
-        &self,
-        work: F,
-        after_commit: Option<AfterCommit<T>>,
-    ) -> Result<T, String>
+    /// Runs `work` in the writer's next transaction and resolves once it is committed.
+    pub(super) async fn exec<T, F>(&self, work: F) -> Result<T, String>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.exec_with(
-            work,
-            JobOptions {
-                after_commit,
-                ..JobOptions::default()
-            },
-        )
-        .await
+        self.exec_with(work, JobOptions::default()).await
     }
 
     /// [`Writer::exec`] with every option.
-    pub(super) async fn exec_with<T, F>(&self, work: F, options: JobOptions<T>) -> Result<T, String>
+    pub(super) async fn exec_with<T, F>(&self, work: F, options: JobOptions) -> Result<T, String>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -230,7 +182,7 @@ impl Writer {
     fn submit<T, F>(
         &self,
         work: F,
-        options: JobOptions<T>,
+        options: JobOptions,
     ) -> Result<oneshot::Receiver<Result<T, String>>, String>
     where
         T: Send + 'static,
@@ -363,10 +315,6 @@ fn run_batch(
     // A queued job that failed: nothing after it is written but a run's last word.
     let mut lost: Option<String> = None;
     for job in batch.iter_mut() {
-        if job.unwanted() {
-            results.push(Err("not run: its caller has gone".to_string()));
-            continue;
-        }
         if let Some(why) = &lost
             && !job.last_word()
         {
