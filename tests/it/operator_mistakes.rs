@@ -444,3 +444,34 @@ async fn each_command_s_help_carries_its_own_exit_codes() {
         );
     }
 }
+
+/// With `--config`, a resume still needs the file for each group's key and settings; the
+/// groups' `accounts` are not read, and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_resume_says_it_does_not_read_the_groups_accounts() {
+    let server = start(sim_config(2)).await;
+    let ws = Workspace::new();
+    ws.accounts_csv(&account_names(&server));
+    let config = ws.write(
+        "groups.toml",
+        format!(
+            "[defaults]\nbase_url = \"{}\"\nrate = 1000\n\n[[group]]\nname = \"desk-a\"\nkey_env = \"GEMINI_API_KEY\"\nsecret_env = \"GEMINI_API_SECRET\"\naccounts = \"accounts.csv\"\n",
+            server.base_url()
+        )
+        .as_bytes(),
+    );
+    let args = ["run", "--config", &text(&config), "--db", &text(&ws.db())];
+    let output = run_binary(args, &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // The file now names a CSV that is not there: a resume does not read it.
+    std::fs::remove_file(ws.path("accounts.csv")).unwrap();
+    let output = run_binary(args.iter().chain(&["--resume", "latest"]), &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "--resume: the groups' `accounts`, `exclude` and `exclude_file` are not read"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
