@@ -1,8 +1,11 @@
 //! The accounts CSV: which subaccounts a run sweeps.
 //!
 //! Format (see `accounts.example.csv`): a header row with a required `account` column and optional
-//! `enabled` and `note` columns; other columns are ignored; `#` comment lines and blank lines are
-//! skipped; a UTF-8 byte-order mark is accepted. Every error names the file and the line.
+//! `enabled` and `note` columns; `name`, `type` and `status` (which `accounts --csv` writes) are
+//! read past; a column of the user's own starts with `x-`; any other column is refused, so that
+//! a misspelled `enabled` never lets the accounts it protects be swept. `#` comment lines and
+//! blank lines are skipped; a UTF-8 byte-order mark is accepted. Every error names the file and
+//! the line.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -102,7 +105,19 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
             )
         })?
         .clone();
-    let header_line = headers.position().map_or(1, |p| line_of(p.byte()));
+    // The header's position can point at the comment lines before it, which the reader skips.
+    let mut header_at = headers.position().map_or(0, |p| p.byte() as usize);
+    while bytes.get(header_at) == Some(&b'#')
+        || bytes
+            .get(header_at)
+            .is_some_and(|&b| b == b'\r' || b == b'\n')
+    {
+        match (header_at..bytes.len()).find(|&i| is_break(i)) {
+            Some(end) => header_at = end + 1,
+            None => break,
+        }
+    }
+    let header_line = line_of(header_at as u64);
     let column = |name: &str| {
         headers
             .iter()
@@ -110,10 +125,16 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
     };
     let Some(account_col) = column("account") else {
         let found = String::from_utf8_lossy(headers.as_slice()).into_owned();
+        let misspelled = headers.iter().find(|h| {
+            edit_distance(&String::from_utf8_lossy(h).to_ascii_lowercase(), "account")
+                <= SUGGEST_WITHIN
+        });
         let hint = if found.contains(';') || found.contains('\t') || found.contains('|') {
-            " (the file seems to use another delimiter; use commas)"
+            " (the file seems to use another delimiter; use commas)".to_string()
+        } else if let Some(near) = misspelled {
+            format!(" (did you mean `account` for `{}`?)", shown_column(near))
         } else {
-            ""
+            String::new()
         };
         return Err((
             Some(header_line),
@@ -122,6 +143,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
             ),
         ));
     };
+    check_columns(&headers).map_err(|problem| (Some(header_line), problem))?;
     let enabled_col = column("enabled");
     let note_col = column("note");
 
@@ -198,6 +220,87 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
         ));
     }
     Ok(entries)
+}
+
+/// The columns the reader acts on.
+const COLUMNS: &[&str] = &["account", "enabled", "note"];
+/// The columns `accounts --csv` writes besides [`COLUMNS`], for the operator to read: accepted,
+/// and not used.
+const LISTING_COLUMNS: &[&str] = &["name", "type", "status"];
+/// How a column of the user's own starts: anything else must be a known column.
+const OWN_COLUMN_PREFIX: &str = "x-";
+/// Farthest (in edits) an unknown column may be from a known one to be named as its likely
+/// spelling.
+const SUGGEST_WITHIN: usize = 2;
+
+/// Refuses a header with a column the reader does not know, or a known one twice: a column the
+/// reader skipped would be a safety rule (`enabeld`, `active`) the operator believes in and the
+/// run ignores. An unnamed column (a trailing comma) carries no rule and is let through.
+fn check_columns(headers: &csv::ByteRecord) -> Result<(), String> {
+    let known = || COLUMNS.iter().chain(LISTING_COLUMNS);
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, raw) in headers.iter().enumerate() {
+        let name = String::from_utf8_lossy(raw).to_ascii_lowercase();
+        if name.is_empty() || name.starts_with(OWN_COLUMN_PREFIX) {
+            continue;
+        }
+        let shown = shown_column(raw);
+        if let Some(&(_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            return Err(format!(
+                "column `{shown}` appears twice (columns {} and {}); keep one",
+                first + 1,
+                i + 1
+            ));
+        }
+        if known().any(|k| *k == name) {
+            seen.push((name, i));
+            continue;
+        }
+        let nearest = known()
+            .map(|k| (edit_distance(&name, k), *k))
+            .min()
+            .filter(|(d, _)| *d <= SUGGEST_WITHIN);
+        let rule = format!(
+            "a column the reader does not know is refused, not ignored; the columns are {}, and {} as `accounts --csv` writes them; a column of your own starts with `{OWN_COLUMN_PREFIX}`",
+            COLUMNS.join(", "),
+            LISTING_COLUMNS.join(", ")
+        );
+        return Err(match nearest {
+            Some((_, likely)) => {
+                format!("unknown column `{shown}`: did you mean `{likely}`? ({rule})")
+            }
+            None => format!("unknown column `{shown}`: {rule} (e.g. `{OWN_COLUMN_PREFIX}{shown}`)"),
+        });
+    }
+    Ok(())
+}
+
+/// A header cell as a message shows it: control characters escaped, at most 64 characters.
+fn shown_column(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let escaped = crate::safe_text::escape(&text);
+    match escaped.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}...", &escaped[..cut]),
+        None => escaped.into_owned(),
+    }
+}
+
+/// Levenshtein distance over bytes (column names are short; a non-ASCII one is unknown anyway).
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// The earliest line that repeats an account of an earlier line, with that earlier line: what a
@@ -456,7 +559,7 @@ mod tests {
     #[test]
     fn reads_the_documented_format() {
         let entries = ok(
-            "# desk A\naccount,enabled,note,owner\nprimary,true,main book,ops\n\nalpha-2,false,,x\n  beta_3 , , spaced ,\n",
+            "# desk A\naccount,enabled,note,x-owner\nprimary,true,main book,ops\n\nalpha-2,false,,x\n  beta_3 , , spaced ,\n",
         );
         let names: Vec<_> = entries.iter().map(|e| e.account.as_str()).collect();
         assert_eq!(names, ["primary", "alpha-2", "beta_3"]);
@@ -471,6 +574,62 @@ mod tests {
             entries.iter().map(|e| e.line).collect::<Vec<_>>(),
             [3, 5, 6]
         );
+    }
+
+    #[test]
+    fn a_column_the_reader_does_not_know_is_refused_and_a_near_miss_named() {
+        let (line, msg) = err(b"account,enabeld,note\nacct-0001,false,\n");
+        assert_eq!(line, Some(1));
+        assert!(
+            msg.contains("unknown column `enabeld`: did you mean `enabled`?"),
+            "{msg}"
+        );
+        let (line, msg) = err(b"# a comment\naccount,Active\nacct-0001,no\n");
+        assert_eq!(line, Some(2));
+        assert!(msg.contains("unknown column `Active`: a column"), "{msg}");
+        assert!(msg.contains("starts with `x-` (e.g. `x-Active`)"), "{msg}");
+        assert!(
+            msg.contains("account, enabled, note, and name, type, status"),
+            "{msg}"
+        );
+        assert!(!msg.contains("did you mean"), "{msg}");
+        let (_, msg) = err(b"account,enabled,ENABLED\nacct-0001,true,false\n");
+        assert!(
+            msg.contains("column `ENABLED` appears twice (columns 2 and 3)"),
+            "{msg}"
+        );
+        let (_, msg) = err(b"acount,enabled\nacct-0001,true\n");
+        assert!(
+            msg.contains("did you mean `account` for `acount`?"),
+            "{msg}"
+        );
+        // Outside text in the message is escaped and bounded.
+        let mut hostile = b"account,\x1b[2J".to_vec();
+        hostile.extend([b'z'; 500]);
+        hostile.extend(b"\nacct-1,x\n");
+        let (_, msg) = err(&hostile);
+        assert!(
+            msg.contains("`\\u{1b}[2Jzz") && !msg.contains('\x1b'),
+            "{msg}"
+        );
+        assert!(msg.len() < 600, "{msg}");
+    }
+
+    #[test]
+    fn known_own_and_unnamed_columns_are_accepted() {
+        let entries = ok(
+            "Account,Enabled,NOTE,name,type,status,x-desk,X-Owner,\nacct-1,false,n,N,exchange,open,a,b,\n",
+        );
+        assert!(!entries[0].enabled);
+        assert_eq!(entries[0].note.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_and_substitutions() {
+        assert_eq!(edit_distance("enabeld", "enabled"), 2);
+        assert_eq!(edit_distance("enable", "enabled"), 1);
+        assert_eq!(edit_distance("", "note"), 4);
+        assert_eq!(edit_distance("active", "enabled"), 6);
     }
 
     #[test]

@@ -31,12 +31,67 @@ Only 0 means no order is left open. Alert on anything else.
 Credentials come from the environment (GEMINI_API_KEY, GEMINI_API_SECRET) or
 --api-secret-file, never from the command line.";
 
+/// The tool's own page: each command's help carries the codes that command returns.
+const TOOL_HELP: &str = "\
+Exit codes: each command's --help lists its own (`gemini-sweep run --help` for
+the sweep's, which a scheduler alerts on). Every command exits 2 on bad input
+or configuration (then nothing was sent) and 3 on an internal, database or
+environment error.
+
+Credentials come from the environment (GEMINI_API_KEY, GEMINI_API_SECRET) or
+--api-secret-file, never from the command line.";
+
+const ACCOUNTS_EXIT_CODES: &str = "\
+Exit codes:
+  0    the group's accounts listed (and the CSV written, with --csv)
+  1    the listing failed, may be incomplete or was interrupted: nothing was
+       printed and no CSV written; run it again
+  2    bad input or configuration: nothing was sent
+  3    internal, database or environment error, or the CSV could not be written
+  4    the exchange refused the key (not a master key, signature, role,
+       IP allow-list): fix the key, then run again
+
+Credentials come from the environment (GEMINI_API_KEY, GEMINI_API_SECRET) or
+--api-secret-file, never from the command line.";
+
+const REPORT_EXIT_CODES: &str = "\
+Exit codes:
+  0    the report was printed (or written to --out)
+  2    bad input: no such database, run or group, --format html without --out,
+       or an --out that cannot be written
+  3    the database cannot be read, or another internal error
+The report's content, not its exit code, says whether orders may be open.";
+
+const RUNS_EXIT_CODES: &str = "\
+Exit codes:
+  0    the runs were listed
+  2    bad input: no such database, or no run recorded in it
+  3    the database cannot be read, or another internal error";
+
+const DEMO_EXIT_CODES: &str = "\
+Exit codes:
+  0    the demo ran (its summary says what a real run would have exited)
+  2    bad arguments
+  3    the demo's database could not be written, or another internal error";
+
+const SIM_EXIT_CODES: &str = "\
+Exit codes:
+  0    stopped by SIGINT or SIGTERM (the ledger, if any, written a last time)
+  2    bad arguments, an unreadable --accounts-file, a port that cannot be
+       bound, or a ledger or stdout that cannot be written";
+
+const PRINT_EXIT_CODES: &str = "\
+Exit codes:
+  0    printed
+  2    bad arguments (an unknown shell or command)
+  3    stdout cannot be written";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gemini-sweep",
     version,
     about = "Cancel every open order on every Gemini subaccount, under one rate limit, with an SQLite audit trail",
-    after_help = EXIT_CODES_HELP
+    after_help = TOOL_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -45,6 +100,123 @@ pub struct Cli {
     /// Log format on stderr (RUST_LOG sets the level; default info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "GEMINI_SWEEP_LOG_FORMAT")]
     pub log_format: LogFormat,
+
+    /// Which flags took their value from the environment (see [`Cli::parse_with_origins`]).
+    #[arg(skip)]
+    pub origins: Origins,
+}
+
+/// The flags whose value came from an environment variable rather than the command line, so
+/// that a message about the value can say where it came from: an operator who never typed
+/// `--base-url` is not helped by a message about `--base-url` alone.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// (long flag without its dashes, the variable, the value as given).
+    from_env: Vec<(String, String, String)>,
+}
+
+impl Origins {
+    /// Reads the sources off parsed matches: `command`'s own arguments, in `matches`.
+    pub fn of(command: &clap::Command, matches: &clap::ArgMatches) -> Origins {
+        let from_env = command
+            .get_arguments()
+            .filter(|arg| {
+                matches.value_source(arg.get_id().as_str())
+                    == Some(clap::parser::ValueSource::EnvVariable)
+            })
+            .filter_map(env_origin)
+            .collect();
+        Origins { from_env }
+    }
+
+    /// For an error clap raised before there were matches: the flags of `command` and its
+    /// subcommands that are not in `argv` and whose variable is set, so clap read them there.
+    pub fn guess(command: &clap::Command, argv: &[std::ffi::OsString]) -> Origins {
+        let given = |long: &str| {
+            argv.iter().any(|a| {
+                let a = a.to_string_lossy();
+                a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+            })
+        };
+        let mut from_env: Vec<(String, String, String)> = std::iter::once(command)
+            .chain(command.get_subcommands())
+            .flat_map(|c| c.get_arguments())
+            .filter(|arg| arg.get_long().is_some_and(|long| !given(long)))
+            .filter(|arg| {
+                arg.get_env()
+                    .and_then(std::env::var_os)
+                    .is_some_and(|v| !v.is_empty())
+            })
+            .filter_map(env_origin)
+            .collect();
+        from_env.sort();
+        from_env.dedup();
+        Origins { from_env }
+    }
+
+    pub fn merge(mut self, other: Origins) -> Origins {
+        self.from_env.extend(other.from_env);
+        self
+    }
+
+    /// The variable `--long` took its value from, if it did.
+    pub fn env_var(&self, long: &str) -> Option<&str> {
+        self.from_env
+            .iter()
+            .find(|(l, _, _)| l == long)
+            .map(|(_, var, _)| var.as_str())
+    }
+
+    /// `message` with where each value it names came from, when that was the environment: a
+    /// flag it names (`--base-url`), or a value it quotes (an accounts file's path).
+    pub fn explain(&self, message: &str) -> String {
+        let mut notes = Vec::new();
+        for (long, var, value) in &self.from_env {
+            if mentions_flag(message, long) {
+                notes.push(format!(
+                    "--{long} comes from the environment variable {var}"
+                ));
+            } else if !value.is_empty() && message.contains(value.as_str()) {
+                notes.push(format!(
+                    "{value} is --{long}, from the environment variable {var}"
+                ));
+            }
+        }
+        if notes.is_empty() {
+            return message.to_owned();
+        }
+        format!("{message} ({})", notes.join("; "))
+    }
+}
+
+/// (long flag, variable, value) of an argument whose variable is set; a value is kept only for
+/// paths (`FILE`, `DIR`), which a message quotes, while a number could match anything.
+fn env_origin(arg: &clap::Arg) -> Option<(String, String, String)> {
+    let var = arg.get_env()?;
+    let value = std::env::var_os(var)?;
+    let is_path = arg
+        .get_value_names()
+        .is_some_and(|names| names.iter().any(|n| *n == "FILE" || *n == "DIR"));
+    Some((
+        arg.get_long()?.to_owned(),
+        var.to_string_lossy().into_owned(),
+        if is_path {
+            value.to_string_lossy().into_owned()
+        } else {
+            String::new()
+        },
+    ))
+}
+
+/// Whether `text` names the flag `--long` (and not a longer one that starts the same).
+pub fn mentions_flag(text: &str, long: &str) -> bool {
+    let flag = format!("--{long}");
+    text.match_indices(&flag).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + flag.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,24 +226,30 @@ pub enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Run(RunArgs),
     /// Sweep a built-in simulated exchange: no keys, no network, a few seconds.
+    #[command(after_help = DEMO_EXIT_CODES)]
     Demo(DemoArgs),
     /// Serve a simulated Gemini exchange on 127.0.0.1, for rehearsals and tests.
+    #[command(after_help = SIM_EXIT_CODES)]
     Sim(crate::sim::cli::SimArgs),
     /// Print a run's reconciliation, per account and in total, from the database.
+    #[command(after_help = REPORT_EXIT_CODES)]
     Report(ReportArgs),
     /// List the runs in the database, newest first.
+    #[command(after_help = RUNS_EXIT_CODES)]
     Runs(RunsArgs),
     /// List the group's accounts (/v1/account/list, master key) and optionally write them as an
     /// accounts CSV for `run --accounts`.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = ACCOUNTS_EXIT_CODES)]
     Accounts(AccountsArgs),
     /// Print a shell completion script: `gemini-sweep completions bash > /etc/bash_completion.d/gemini-sweep`.
+    #[command(after_help = PRINT_EXIT_CODES)]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Print a man page (roff): `gemini-sweep man > gemini-sweep.1`, and one per command:
     /// `gemini-sweep man run > gemini-sweep-run.1`.
+    #[command(after_help = PRINT_EXIT_CODES)]
     Man {
         /// The command whose page to print (run, accounts, report, runs, demo, sim, ...).
         command: Option<String>,
@@ -105,7 +283,8 @@ pub struct AccountsArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Accounts CSV: header row with an `account` column; optional `enabled`, `note`.
+    /// Accounts CSV: header row with an `account` column; optional `enabled`, `note`; columns of
+    /// your own start with `x-` (any other column is refused).
     #[arg(long, value_name = "FILE", env = "GEMINI_SWEEP_ACCOUNTS")]
     pub accounts: Option<PathBuf>,
 
@@ -146,7 +325,8 @@ pub struct RunArgs {
     /// verified, under the same run id, with the run's stored accounts, URL and options (flags
     /// given here override them). `latest` only picks a run started within --resume-within
     /// hours, so a scheduled resume never picks up yesterday's run. A run with nothing left to
-    /// do is left untouched. (--accounts and GEMINI_SWEEP_ACCOUNTS are then ignored.)
+    /// do is left untouched. --accounts and --all-accounts are refused beside it;
+    /// GEMINI_SWEEP_ACCOUNTS and a --config file's `accounts` are not read.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<String>,
 
@@ -229,13 +409,9 @@ pub struct ExchangeArgs {
     #[arg(long, value_name = "FILE")]
     pub api_secret_file: Option<PathBuf>,
 
-    /// Exchange base URL; plain http:// only to loopback addresses; no user:password.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "GEMINI_BASE_URL",
-        conflicts_with = "sandbox"
-    )]
+    /// Exchange base URL; plain http:// only to loopback addresses; no user:password. Beside
+    /// --sandbox, refused (even when it comes from GEMINI_BASE_URL).
+    #[arg(long, value_name = "URL", env = "GEMINI_BASE_URL")]
     pub base_url: Option<String>,
 
     /// Use Gemini's sandbox (https://api.sandbox.gemini.com).
@@ -275,6 +451,10 @@ pub struct ExchangeArgs {
     /// directory]. Give every job that uses the key the same directory.
     #[arg(long, value_name = "DIR", env = "GEMINI_SWEEP_LOCK_DIR")]
     pub lock_dir: Option<PathBuf>,
+
+    /// Which of the command's flags came from the environment (see [`Origins`]).
+    #[arg(skip)]
+    pub origins: Origins,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -381,6 +561,30 @@ pub fn bounded_f64(
     }
 }
 
+impl Cli {
+    /// Parses the process's arguments, and notes which flags took their value from the
+    /// environment ([`Origins`]).
+    pub fn parse_with_origins() -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command();
+        let matches = command.clone().try_get_matches()?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let mut origins = Origins::of(&command, &matches);
+        if let Some((name, sub)) = matches.subcommand()
+            && let Some(sub_command) = command.find_subcommand(name)
+        {
+            origins = origins.merge(Origins::of(sub_command, sub));
+        }
+        match &mut cli.command {
+            Command::Run(args) => args.exchange.origins = origins.clone(),
+            Command::Accounts(args) => args.exchange.origins = origins.clone(),
+            _ => {}
+        }
+        cli.origins = origins;
+        Ok(cli)
+    }
+}
+
 impl ExchangeArgs {
     /// Applies the exchange flags that were given over `config`, validates the URLs and loads
     /// the credentials.
@@ -397,7 +601,14 @@ impl ExchangeArgs {
     /// configuration names each group's key itself).
     pub fn apply_settings(&self, config: &mut SweepConfig) -> Result<(), Error> {
         match (&self.base_url, self.sandbox) {
-            (_, true) => config.base_url = SANDBOX_URL.to_string(),
+            // Two exchanges named: which one the operator meant is not ours to guess (a
+            // rehearsal's GEMINI_BASE_URL left exported is the usual way here).
+            (Some(url), true) => {
+                return Err(Error::Config(format!(
+                    "--sandbox and --base-url {url} name two exchanges; give one of them"
+                )));
+            }
+            (None, true) => config.base_url = SANDBOX_URL.to_string(),
             (Some(url), false) => config.base_url = url.clone(),
             (None, false) => {}
         }
@@ -531,6 +742,20 @@ impl RunArgs {
             return Err(Error::Config(format!(
                 "{flag} goes with --all-accounts and would be ignored beside {source}; {instead}"
             )));
+        }
+        if self.resume.is_some() && self.accounts.is_some() {
+            match self.exchange.origins.env_var("accounts") {
+                // A scheduler's environment names the CSV for the daily run; the retry job
+                // beside it says --resume in the same environment.
+                Some(var) => tracing::info!(
+                    "{var} is not read: --resume finishes the recorded run's own accounts"
+                ),
+                None => {
+                    return Err(Error::Config(
+                        "--accounts would be ignored beside --resume: a resume finishes the recorded run's own accounts; drop --accounts (or, to sweep that CSV, start a new run without --resume)".into(),
+                    ));
+                }
+            }
         }
         if !self.group.is_empty() && self.config.is_none() {
             return Err(Error::Config(format!(

@@ -9,8 +9,6 @@ mod signals;
 use std::io::Write;
 use std::sync::Arc;
 
-use clap::Parser;
-
 use crate::cli::args::{AccountsArgs, Cli, Command, DemoArgs, ReportArgs, RunArgs, RunsArgs};
 use crate::config::SweepConfig;
 use crate::config::groups::GroupAccounts;
@@ -27,7 +25,7 @@ use signals::{signal_seen, watch_signals};
 
 /// Runs the program and returns its exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_with_origins() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -42,13 +40,14 @@ pub fn main() -> i32 {
                 }
                 _ => {}
             }
-            // One line, like every other error (clap's tip and usage lines are dropped).
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{} (see --help)", display::escape(first));
+            let argv: Vec<_> = std::env::args_os().collect();
+            let command = <Cli as clap::CommandFactory>::command();
+            let origins = args::Origins::guess(&command, &argv);
+            eprintln!("{}", clap_error_line(&e.render().to_string(), &origins));
             return exit::BAD_INPUT;
         }
     };
+    let origins = cli.origins.clone();
     let display = match &cli.command {
         Command::Run(args) => Display::choose(
             cli.log_format,
@@ -106,11 +105,57 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             // One line, whatever the log format (the README promises it), whatever the exchange
-            // wrote into the message.
-            eprintln!("error: {}", display::escape(&e.to_string()));
+            // wrote into the message; a value from the environment is said to be from there.
+            let message = match e {
+                Error::Config(_) | Error::Accounts(_) | Error::UnreadableInput { .. } => {
+                    origins.explain(&e.to_string())
+                }
+                _ => e.to_string(),
+            };
+            eprintln!("error: {}", display::escape(&message));
             e.exit_code()
         }
     }
+}
+
+/// clap's error (`rendered`) as one line: its message with what makes it useful (a similar
+/// flag's name, the missing arguments, the possible values), without the usage block, with
+/// where a value came from when that was the environment, and outside text (a value the user
+/// gave) escaped.
+fn clap_error_line(rendered: &str, origins: &args::Origins) -> String {
+    let mut line = String::new();
+    // Within a list clap introduces with a colon (the missing arguments).
+    let mut listing = false;
+    for raw in rendered.lines() {
+        let part = raw.trim();
+        if part.starts_with("Usage:") || part.starts_with("For more information") {
+            break;
+        }
+        if part.is_empty() {
+            listing = false;
+            continue;
+        }
+        if line.is_empty() {
+            line.push_str(part);
+        } else if part.starts_with('[') {
+            line.push(' ');
+            line.push_str(part);
+        } else if line.ends_with(':') {
+            line.push(' ');
+            line.push_str(part);
+            listing = true;
+        } else if listing {
+            line.push_str(", ");
+            line.push_str(part);
+        } else {
+            line.push_str("; ");
+            line.push_str(part);
+        }
+    }
+    if line.is_empty() {
+        line.push_str("error: invalid arguments");
+    }
+    format!("{} (see --help)", display::escape(&origins.explain(&line)))
 }
 
 /// A man page generated from the same definitions as `--help`.
@@ -258,6 +303,14 @@ async fn run_config(
 ) -> Result<i32, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let plans = args.resolve_groups(file, &env)?;
+    if args.resume.is_some() {
+        // The file still gives each group its key and settings; which accounts to finish is
+        // the recorded run's to say, not what the file names today.
+        tracing::info!(
+            config = %file.display(),
+            "--resume: the groups' `accounts`, `exclude` and `exclude_file` are not read; each group finishes its recorded run's own accounts"
+        );
+    }
     // `--resume ID` finishes that one run, whichever group of the file it belongs to.
     let resume_group = match args.resume.as_deref() {
         Some(run) if run != "latest" => {

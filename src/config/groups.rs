@@ -106,7 +106,8 @@ pub fn load(
     for key in doc.keys() {
         if key != "defaults" && key != "group" {
             return Err(fail(format!(
-                "unknown top-level key `{key}`; the file has a [defaults] table and [[group]] tables (the database and lock directory come from --db and --lock-dir)"
+                "unknown top-level key `{key}`{}; the file has a [defaults] table and [[group]] tables (the database and lock directory come from --db and --lock-dir)",
+                likely(key, &["defaults", "group"])
             )));
         }
     }
@@ -123,7 +124,7 @@ pub fn load(
                         "`{key}` belongs to each [[group]] (a default for it would silently apply to, or be ignored by, every group); move it there"
                     )
                 } else {
-                    format!("unknown setting `{key}`")
+                    format!("unknown setting `{key}`{}", likely(key, SETTINGS))
                 };
                 return Err(fail(format!(
                     "[defaults]: {hint}; [defaults] takes only the settings {}",
@@ -209,8 +210,10 @@ fn group(
 ) -> Result<GroupPlan, String> {
     for key in table.keys() {
         if !GROUP_KEYS.contains(&key.as_str()) && !SETTINGS.contains(&key.as_str()) {
+            let known: Vec<&str> = GROUP_KEYS.iter().chain(SETTINGS).copied().collect();
             return Err(format!(
-                "unknown key `{key}`; a group has {} and the settings {}",
+                "unknown key `{key}`{}; a group has {} and the settings {}",
+                likely(key, &known),
                 GROUP_KEYS.join(", "),
                 SETTINGS.join(", ")
             ));
@@ -297,6 +300,22 @@ fn group(
         credentials,
         accounts,
     })
+}
+
+/// ` (did you mean `rate`?)` when `key` is a likely misspelling of one of `known`.
+fn likely(key: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| {
+            (
+                crate::accounts::edit_distance(&key.to_ascii_lowercase(), k),
+                *k,
+            )
+        })
+        .min()
+        .filter(|(d, _)| *d <= 2)
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
 }
 
 fn required_str(table: &toml::Table, key: &str) -> Result<String, String> {
@@ -494,7 +513,7 @@ nonce_mode = "increasing"
         let cases: &[(&str, &str)] = &[
             (
                 &TWO.replace("rate = 7.5", "rat = 7.5"),
-                "\"desk-b\": unknown key `rat`",
+                "\"desk-b\": unknown key `rat` (did you mean `rate`?)",
             ),
             (
                 &TWO.replace("rate = 7.5", "rate = 0"),
@@ -534,7 +553,7 @@ nonce_mode = "increasing"
             ),
             (
                 &TWO.replace("rate = 3", "rate = 3\nratee = 3"),
-                "[defaults]: unknown setting `ratee`",
+                "[defaults]: unknown setting `ratee` (did you mean `rate`?)",
             ),
             (
                 &TWO.replace("name = \"desk-a\"", "name = \"default\""),

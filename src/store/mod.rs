@@ -144,8 +144,13 @@ fn configure_writer(conn: &Connection) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Opens a read-only connection for reports and summaries; works while a run is writing. A
-/// database written by an older gemini-sweep is upgraded first (the only write a report makes).
+/// Opens a connection that only reads, for reports and summaries; works while a run is writing.
+/// A database written by an older gemini-sweep is upgraded first (the only write a report makes).
+///
+/// It is opened read-write with `query_only` on, not `SQLITE_OPEN_READ_ONLY`: the last connection
+/// to close a WAL database checkpoints it and removes its `-wal` and `-shm` files, which a
+/// read-only connection cannot do, so they stayed beside the database after every report.
+/// SQLite falls back to reading only when the file is not writable, as before.
 pub fn open_read_only(path: &Path) -> Result<Connection, Error> {
     if !path.is_file() {
         return Err(Error::Config(format!(
@@ -156,9 +161,11 @@ pub fn open_read_only(path: &Path) -> Result<Connection, Error> {
     let open = || -> Result<(Connection, i64), Error> {
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| store_error(path, format!("cannot open: {e}")))?;
+        conn.pragma_update(None, "query_only", true)
+            .map_err(|e| store_error(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| store_error(path, e))?;
         let version = migrations::check_identity(&conn).map_err(|e| store_error(path, e))?;

@@ -18,6 +18,7 @@ mod groups;
 mod hostile_exchange;
 mod input_files;
 mod metrics;
+mod operator_mistakes;
 mod outside_text;
 mod parsers_never_panic;
 mod progress;
