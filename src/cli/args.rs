@@ -25,6 +25,9 @@ Exit codes:
   4    the exchange refused the key or the configuration (signature, role,
        nonce mode, IP allow-list, redirect): the run stopped sending at once;
        fix the key or the flags, then run again
+  5    the exchange could not be reached: the key's first requests all failed
+       to connect (refused, DNS, TLS, timeout), so nothing was cancelled; fix
+       the URL, the network or the proxy, then run again
   130  interrupted by SIGINT;  143  interrupted by SIGTERM
 Only 0 means no order is left open. Alert on anything else.
 

@@ -12,6 +12,7 @@ mod bad_input;
 mod config_safeguards;
 mod discovery;
 mod discovery_paging;
+mod dispatcher;
 mod files;
 mod flat_first;
 mod groups;
