@@ -84,6 +84,7 @@ pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
         group: crate::config::DEFAULT_GROUP.to_string(),
         retry_base: Duration::from_millis(100),
         grace: Duration::from_secs(5),
+        hold: Duration::ZERO,
     };
     let credentials = Credentials {
         key: DEMO_KEY.into(),

@@ -342,6 +342,12 @@ pub struct RunArgs {
     #[arg(long, requires = "resume")]
     pub retry_permanent: bool,
 
+    /// After the sweep, keep the group flat for DURATION (20s, 10m, 1h30m; at most 24h): list the
+    /// swept accounts in turn at the key's pace and cancel again, ahead of any listing, whatever
+    /// appears. An order can stand at most one cycle (accounts / --rate) before it is caught.
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_hold)]
+    pub hold: Option<Duration>,
+
     /// Seconds (0-600) in-flight requests may take to finish after SIGINT/SIGTERM before they
     /// are abandoned [default: 15].
     #[arg(long, value_name = "SECS", allow_negative_numbers = true,
@@ -783,6 +789,9 @@ impl RunArgs {
         }
         if let Some(v) = self.grace {
             config.grace = Duration::from_secs_f64(v);
+        }
+        if let Some(v) = self.hold {
+            config.hold = v;
         }
         if self.no_verify {
             config.verify = false;

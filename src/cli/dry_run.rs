@@ -57,7 +57,7 @@ pub(super) fn print_plan(
         credentials.fingerprint(),
         config.rate
     );
-    serde_json::json!({
+    let mut plan = serde_json::json!({
         "dry_run": true,
         "group": config.group,
         "accounts_total": listed,
@@ -66,5 +66,16 @@ pub(super) fn print_plan(
         "expected_seconds": (seconds * 10.0).round() / 10.0,
         "base_url": config.base_url,
         "key_fingerprint": credentials.fingerprint(),
-    })
+    });
+    if !config.hold.is_zero() {
+        let cycle = crate::engine::hold_cycle_secs(enabled, config.rate);
+        eprintln!(
+            "then a hold of {}: each account listed at least every {cycle:.1} s (one cycle, {enabled} accounts at {} requests/s), so an order placed meanwhile stands at most about {cycle:.1} s before it is cancelled",
+            humantime::format_duration(config.hold),
+            config.rate
+        );
+        plan["hold_s"] = config.hold.as_secs_f64().into();
+        plan["hold_cycle_s"] = ((cycle * 10.0).round() / 10.0).into();
+    }
+    plan
 }

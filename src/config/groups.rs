@@ -71,6 +71,7 @@ const SETTINGS: &[&str] = &[
     "snapshot",
     "nonce_mode",
     "grace",
+    "hold",
 ];
 
 /// Keys of a `[[group]]` beyond the settings.
@@ -416,6 +417,9 @@ fn apply_settings(table: &toml::Table, config: &mut SweepConfig) -> Result<(), S
     }
     if let Some(v) = number("grace", 0.0, 600.0)? {
         config.grace = Duration::from_secs_f64(v);
+    }
+    if let Some(text) = optional_str(table, "hold")? {
+        config.hold = super::parse_hold(&text).map_err(|e| format!("hold {e}"))?;
     }
     match optional_str(table, "nonce_mode")?.as_deref() {
         None => {}

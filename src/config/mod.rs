@@ -55,6 +55,26 @@ pub struct SweepConfig {
     /// How long requests in flight may finish after a stop signal.
     #[serde(serialize_with = "as_secs", deserialize_with = "from_secs")]
     pub grace: Duration,
+    /// How long the run keeps the group flat after its sweep (`--hold`); zero: no hold.
+    #[serde(default, serialize_with = "as_secs", deserialize_with = "from_secs")]
+    pub hold: Duration,
+}
+
+/// The longest `--hold`: a day. A desk that needs longer schedules runs.
+pub const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
+
+/// A hold's length as an operator writes it: `20s`, `10m`, `1h30m` (or plain seconds).
+pub fn parse_hold(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let hold = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?} is not a duration such as 20s, 10m or 1h30m ({e})"))?,
+    };
+    if hold > MAX_HOLD {
+        return Err(format!("{text:?}: a hold lasts at most 24h"));
+    }
+    Ok(hold)
 }
 
 fn default_group() -> String {
@@ -111,6 +131,7 @@ impl SweepConfig {
             group: default_group(),
             retry_base: Duration::from_millis(250),
             grace: Duration::from_secs(15),
+            hold: Duration::ZERO,
         }
     }
 }

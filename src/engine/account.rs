@@ -31,6 +31,12 @@ pub struct Cancelled {
     reject_retries_left: u32,
 }
 
+impl Cancelled {
+    pub fn account(&self) -> &str {
+        &self.acct.name
+    }
+}
+
 /// How an account's cancel-alls ended: standing at a status with its proof to come, or over
 /// (recorded).
 enum CancelOutcome {

@@ -79,8 +79,7 @@ pub fn start(
         paused_until: None,
         run,
         halt,
-        queue: BTreeMap::new(),
-        arrivals: 0,
+        queue: Queue::default(),
         in_flight: HashMap::new(),
         sent: 0,
         done_tx,
@@ -96,8 +95,7 @@ struct Dispatcher {
     nonces: NonceSource,
     run: RunContext,
     halt: Arc<KeyStop>,
-    queue: BTreeMap<(Priority, u64), Request>,
-    arrivals: u64,
+    queue: Queue<Request>,
     in_flight: HashMap<u64, InFlight>,
     /// Requests handed over so far (each one's number in that order).
     sent: u64,
@@ -222,13 +220,11 @@ impl Dispatcher {
             let _ = request.answer.send(Ok(AttemptResult::NotSent(stop)));
             return;
         }
-        self.arrivals += 1;
-        self.queue
-            .insert((request.call.priority, self.arrivals), request);
+        self.queue.push(request.call.priority, request);
     }
 
     fn refuse_queued(&mut self, stop: StopCause) {
-        for (_, request) in std::mem::take(&mut self.queue) {
+        while let Some(request) = self.queue.pop() {
             let _ = request.answer.send(Ok(AttemptResult::NotSent(stop)));
         }
     }
@@ -253,7 +249,7 @@ impl Dispatcher {
     /// nonces in order, their write-ahead rows in one commit, then each handed over in order.
     async fn send_due(&mut self, done: &mut UnboundedReceiver<(u64, Carried)>) {
         let mut batch = Vec::new();
-        while let Some((_, request)) = self.queue.pop_first() {
+        while let Some(request) = self.queue.pop() {
             // A caller that has gone (its account was abandoned) would never read the answer;
             // its place in the pace goes to the next request.
             if request.answer.is_closed() {
@@ -440,6 +436,36 @@ impl Dispatcher {
     }
 }
 
+/// Waiting requests: the most urgent first, and first come, first served within a priority.
+struct Queue<T> {
+    waiting: BTreeMap<(Priority, u64), T>,
+    arrivals: u64,
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue {
+            waiting: BTreeMap::new(),
+            arrivals: 0,
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    fn push(&mut self, priority: Priority, item: T) {
+        self.arrivals += 1;
+        self.waiting.insert((priority, self.arrivals), item);
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        self.waiting.pop_first().map(|(_, item)| item)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
 enum Due {
     Now,
     At(Instant),
@@ -456,8 +482,8 @@ async fn sleep_until(at: Option<Instant>) {
 fn endpoint(phase: Phase) -> Endpoint {
     match phase {
         Phase::Discover => Endpoint::AccountList,
-        Phase::Cancel => Endpoint::CancelAll,
-        Phase::Snapshot | Phase::Verify => Endpoint::ListOrders,
+        Phase::Cancel | Phase::HoldCancel => Endpoint::CancelAll,
+        Phase::Snapshot | Phase::Verify | Phase::HoldList => Endpoint::ListOrders,
     }
 }
 
@@ -528,5 +554,33 @@ fn recorded_outcome(verdict: &Verdict) -> AttemptOutcome {
         Verdict::AccountRefused { .. } | Verdict::KeyRefused { .. } => {
             AttemptOutcome::Permanent { reason, message }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_urgent_request_leaves_first_and_equals_in_the_order_they_came() {
+        let mut queue = Queue::default();
+        queue.push(Priority::Hold, "hold listing of a");
+        queue.push(Priority::Prove, "proof of b");
+        queue.push(Priority::Hold, "hold listing of c");
+        queue.push(Priority::Recancel, "re-cancel of d");
+        queue.push(Priority::Cancel, "cancel-all of e");
+        queue.push(Priority::Recancel, "re-cancel of f");
+        let order: Vec<_> = std::iter::from_fn(|| queue.pop()).collect();
+        assert_eq!(
+            order,
+            [
+                "cancel-all of e",
+                "re-cancel of d",
+                "re-cancel of f",
+                "proof of b",
+                "hold listing of a",
+                "hold listing of c"
+            ]
+        );
     }
 }

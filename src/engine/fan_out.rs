@@ -14,6 +14,9 @@ use super::account::{AccountSweeper, AfterCancel, Cancelled};
 use crate::error::Error;
 use crate::store::AccountStatus;
 
+/// An account's name and how its sweep ended.
+pub type Outcome = (String, Result<AccountStatus, Error>);
+
 /// Each account's outcome, `None` for one never started. `done` hears each finished account;
 /// `abort` each error, once the run must stop.
 pub async fn sweep_accounts(
@@ -21,7 +24,7 @@ pub async fn sweep_accounts(
     to_sweep: Vec<String>,
     aborting: &CancellationToken,
     abort: &(dyn Fn(&Error) + Sync),
-) -> Vec<Option<Result<AccountStatus, Error>>> {
+) -> Vec<Option<Outcome>> {
     let concurrency = sweeper.config.concurrency as usize;
     let done = |status: &Result<AccountStatus, Error>| match status {
         Ok(status) => sweeper.progress.account_done(*status),
@@ -36,7 +39,7 @@ pub async fn sweep_accounts(
                 }
                 let status = sweeper.sweep(&account).await;
                 done(&status);
-                Some(status)
+                Some((account, status))
             })
             .buffer_unordered(concurrency)
             .collect()
@@ -54,11 +57,11 @@ pub async fn sweep_accounts(
                     Ok(AfterCancel::ToProve(cancelled)) => Some(Ok(cancelled)),
                     Ok(AfterCancel::Done(status)) => {
                         done(&Ok(status));
-                        Some(Err(Ok(status)))
+                        Some(Err((account, Ok(status))))
                     }
                     Err(e) => {
                         abort(&e);
-                        Some(Err(Err(e)))
+                        Some(Err((account, Err(e))))
                     }
                 }
             })
@@ -79,9 +82,10 @@ pub async fn sweep_accounts(
     };
     let proving = receiver_stream(proofs)
         .map(|cancelled| async move {
+            let account = cancelled.account().to_owned();
             let status = sweeper.prove(cancelled).await;
             done(&status);
-            Some(status)
+            Some((account, status))
         })
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>();

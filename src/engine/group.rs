@@ -12,14 +12,14 @@ use tokio_util::sync::CancellationToken;
 use super::account::AccountSweeper;
 use super::dispatch::{self, KeyConfig, KeyEnd, RunContext};
 use super::key::{KeyHalt, KeyHandle, Retry, StopCause};
-use super::{GroupJob, Progress, StopSignal, StopTokens, Target, discovery, fan_out};
+use super::{GroupJob, Progress, StopSignal, StopTokens, Target, discovery, fan_out, hold};
 use crate::accounts::AccountEntry;
 use crate::client::{ClientOptions, Clock, Credentials, ExchangeClient, NonceMode, NonceSource};
 use crate::config::SweepConfig;
 use crate::error::Error;
 use crate::exit;
 use crate::lock::RunLock;
-use crate::store::{NewRun, NewRunAccount, Resume, RunStatus, Settle, Store};
+use crate::store::{AccountStatus, NewRun, NewRunAccount, Resume, RunStatus, Settle, Store};
 
 /// What every group of a job shares.
 pub(super) struct Shared {
@@ -48,7 +48,8 @@ pub(super) async fn sweep_group(job: GroupJob, shared: &Shared) -> Result<Swept,
     let (mut run, target) = GroupRun::begin(job, shared).await?;
     let timers = run.start_timers(&shared.stopping);
     let to_sweep = run.discover(target).await;
-    run.sweep(to_sweep).await;
+    let swept = run.sweep(to_sweep).await;
+    run.hold(swept).await;
     for timer in timers {
         timer.abort();
     }
@@ -80,6 +81,8 @@ struct GroupRun {
     forced: Option<RunStatus>,
     discovery_failed: Option<String>,
     failure: Option<Error>,
+    /// What the hold did, if there was one.
+    held: Option<hold::Held>,
 }
 
 impl GroupRun {
@@ -148,6 +151,7 @@ impl GroupRun {
             forced: None,
             discovery_failed: None,
             failure: None,
+            held: None,
         };
         Ok((run, accounts))
     }
@@ -288,8 +292,9 @@ impl GroupRun {
         Ok(names)
     }
 
-    /// Every account, flat first; the first error of any stops the run.
-    async fn sweep(&mut self, to_sweep: Vec<String>) {
+    /// Every account, flat first; the first error of any stops the run. Returns the accounts
+    /// the sweep cancelled (swept, or left with rejects), which a hold keeps flat.
+    async fn sweep(&mut self, to_sweep: Vec<String>) -> Vec<String> {
         let calls_each = self.config.calls_per_account();
         self.progress.add_accounts(to_sweep.len(), calls_each);
         let sweeper = AccountSweeper {
@@ -302,9 +307,43 @@ impl GroupRun {
         };
         let abort = |e: &Error| self.abort(e);
         let results = fan_out::sweep_accounts(&sweeper, to_sweep, &self.aborting, &abort).await;
-        let first_error = results.into_iter().flatten().find_map(Result::err);
-        if self.failure.is_none() {
-            self.failure = first_error;
+        let mut cancelled = Vec::new();
+        for (account, outcome) in results.into_iter().flatten() {
+            match outcome {
+                Ok(AccountStatus::Swept | AccountStatus::RejectsLeft) => cancelled.push(account),
+                Ok(_) => {}
+                Err(e) if self.failure.is_none() => self.failure = Some(e),
+                Err(_) => {}
+            }
+        }
+        cancelled
+    }
+
+    /// With `--hold`: keeps the cancelled accounts flat until the hold is over, unless the run
+    /// is stopping already.
+    async fn hold(&mut self, accounts: Vec<String>) {
+        let stopping = self.failure.is_some()
+            || self.key.halt.is_halted()
+            || self.hard_stop.is_cancelled()
+            || self.key.stopping();
+        if self.config.hold.is_zero() || stopping || accounts.is_empty() {
+            return;
+        }
+        let sweeper = AccountSweeper {
+            config: &self.config,
+            key: &self.key,
+            store: &self.store,
+            run_id: self.run_id,
+            progress: &self.progress,
+            resuming: true,
+        };
+        let until = tokio::time::Instant::now() + self.config.hold;
+        match hold::hold(&sweeper, accounts, until).await {
+            Ok(held) => self.held = Some(held),
+            Err(e) => {
+                self.abort(&e);
+                self.failure = Some(e);
+            }
         }
     }
 
@@ -357,6 +396,7 @@ impl GroupRun {
                 forced: self.forced,
                 stop_reason,
                 signal,
+                hold: self.held.map(|h| (h.took, h.cycles)),
             })
             .await;
         let wall = started.elapsed();

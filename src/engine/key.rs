@@ -76,6 +76,8 @@ pub enum Priority {
     Recancel,
     /// The listings that prove accounts flat.
     Prove,
+    /// The listings that hold the group flat after its sweep.
+    Hold,
 }
 
 /// One request a caller asks of the key.
@@ -159,6 +161,11 @@ pub struct KeyHandle {
 }
 
 impl KeyHandle {
+    /// A stop signal came: no new request will be sent.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     /// One request, sent when the dispatcher's queue, pace and in-flight limit let it.
     pub async fn attempt(&self, call: Call) -> Result<AttemptResult, Error> {
         let (answer, heard) = oneshot::channel();

@@ -9,6 +9,7 @@
 //!
 //! - [`group`]: one group's run: begin, discover, sweep, settle.
 //! - [`fan_out`]: flat first: every account's cancel-all, then the listings that prove them.
+//! - [`hold`]: `--hold`: the swept accounts listed in turn, and cancelled again, after the sweep.
 //! - [`account`]: one account's cancel-alls, then the listing that proves it flat (with
 //!   `--snapshot`, the listing before them too), with its retries.
 //! - [`key`]: what callers hold of a key: requests, retries, why it stopped.
@@ -25,6 +26,7 @@ mod discovery;
 mod dispatch;
 mod fan_out;
 mod group;
+mod hold;
 mod key;
 mod lessons;
 mod pace;
@@ -46,6 +48,7 @@ pub use crate::exit::StopSignal;
 use crate::lock::RunLock;
 use crate::store::{self, RunTotals};
 
+pub use hold::cycle_secs as hold_cycle_secs;
 pub use key::MAX_RETRY_AFTER;
 pub use progress::{Progress, ProgressCounts};
 pub use resume::{ResumePlan, ResumeRequest, resume_target};
@@ -101,6 +104,11 @@ pub struct StopTokens {
 /// Checks what can be checked without the network: something to sweep, and a key that can
 /// address it (a master key names each account; an account key acts on its one account).
 pub fn plan(credentials: &Credentials, target: &Target, config: &SweepConfig) -> Result<(), Error> {
+    if !config.hold.is_zero() && !config.verify {
+        return Err(Error::Config(
+            "--hold keeps listing the swept accounts to catch new orders, and --no-verify turns those listings off; drop one of them".into(),
+        ));
+    }
     let Some(enabled) = target.to_sweep() else {
         if credentials.is_master() {
             return Ok(());
@@ -309,9 +317,10 @@ async fn sweep_groups(
             run_id = dead.run_id,
             pid = dead.pid,
             abandoned_attempts = dead.abandoned_attempts,
-            "run {} was left running by pid {}, which is gone; marked died, taking it over",
+            "run {} was left running by pid {}, which is gone; marked died, taking it over. {} of its requests left without their reply being recorded (now `abandoned`): what they cancelled, if anything, is not in cancelled_orders; each account's next listing shows what it holds",
             dead.run_id,
-            dead.pid
+            dead.pid,
+            dead.abandoned_attempts
         );
     }
     let named = jobs.len() > 1 || jobs.iter().any(|j| j.config.group != DEFAULT_GROUP);

@@ -150,25 +150,25 @@ fn begin(c: &Connection, start: &AttemptStart) -> rusqlite::Result<Sent> {
     match start.phase {
         // Anything listed after an earlier cancel-all is stale from now on: this one may cancel
         // more (even if its reply never arrives).
-        Phase::Cancel => c
+        phase if phase.cancels() => c
             .prepare_cached(
                 "UPDATE run_accounts SET attempts = attempts + 1, last_cancel_attempt_id = ?3,
                     verified_at = NULL
                  WHERE run_id = ?1 AND account = ?2",
             )?
             .execute(params![run_id, account, attempt_id])?,
-        // A new listing replaces the previous one, which is stale by construction: the verify
-        // step always follows a cancel-all.
-        Phase::Verify => {
+        // A new listing replaces the previous one, which is stale by construction: a listing
+        // always follows a cancel-all.
+        phase if phase.proves() => {
             c.prepare_cached("DELETE FROM open_orders_after WHERE run_id = ?1 AND account = ?2")?
                 .execute(params![run_id, account])?;
             c.prepare_cached(counted)?
                 .execute(params![run_id, account])?
         }
-        Phase::Snapshot => c
+        Phase::Discover => 0,
+        _ => c
             .prepare_cached(counted)?
             .execute(params![run_id, account])?,
-        Phase::Discover => 0,
     };
     Ok(Sent {
         attempt_id,
@@ -251,14 +251,14 @@ fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
                 ") WHERE run_id = ?1 AND account = ?2"
             ))?
             .execute(params![run_id, end.account, attempt_id, sent_ms])?,
-        Phase::Verify => c
+        phase if phase.proves() => c
             .prepare_cached(concat!(
                 "UPDATE run_accounts SET verify_attempt_id = ?3, verified_at = ",
                 utc_text!("?4"),
                 " WHERE run_id = ?1 AND account = ?2"
             ))?
             .execute(params![run_id, end.account, attempt_id, sent_ms])?,
-        Phase::Cancel | Phase::Discover => 0,
+        _ => 0,
     };
     Ok(())
 }
@@ -275,8 +275,8 @@ pub(super) fn discard_rows(
     let tables: &[&str] = match phase {
         Phase::Discover => &[],
         Phase::Snapshot => &["open_orders_before"],
-        Phase::Verify => &["open_orders_after"],
-        Phase::Cancel => &["cancelled_orders", "cancel_rejects"],
+        Phase::Verify | Phase::HoldList => &["open_orders_after"],
+        Phase::Cancel | Phase::HoldCancel => &["cancelled_orders", "cancel_rejects"],
     };
     for table in tables {
         c.prepare_cached(&format!(
@@ -346,8 +346,8 @@ fn record_orders(
 ) -> rusqlite::Result<()> {
     let table = match phase {
         Phase::Snapshot => "open_orders_before",
-        Phase::Verify => "open_orders_after",
-        Phase::Cancel | Phase::Discover => return Ok(()),
+        Phase::Verify | Phase::HoldList => "open_orders_after",
+        Phase::Cancel | Phase::HoldCancel | Phase::Discover => return Ok(()),
     };
     let mut insert = c.prepare_cached(&format!(
         concat!(

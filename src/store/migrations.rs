@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0006_empty_runs.sql",
         include_str!("../../migrations/0006_empty_runs.sql"),
     ),
+    (
+        7,
+        "0007_hold.sql",
+        include_str!("../../migrations/0007_hold.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

@@ -207,16 +207,32 @@ pub enum Phase {
     Cancel,
     /// Listing open orders after the cancel-all.
     Verify,
+    /// Listing open orders while the run holds the group flat after its sweep.
+    HoldList,
+    /// A cancel-all for orders a hold listing found.
+    HoldCancel,
 }
 
 impl Phase {
+    /// Both hold phases are stored as `hold`; the attempt's endpoint tells them apart.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Discover => "discover",
             Phase::Snapshot => "snapshot",
             Phase::Cancel => "cancel",
             Phase::Verify => "verify",
+            Phase::HoldList | Phase::HoldCancel => "hold",
         }
+    }
+
+    /// A cancel-all, in the sweep or while holding: the account's latest, once sent.
+    pub fn cancels(self) -> bool {
+        matches!(self, Phase::Cancel | Phase::HoldCancel)
+    }
+
+    /// A listing of open orders after the account's cancel-all: the proof it is flat.
+    pub fn proves(self) -> bool {
+        matches!(self, Phase::Verify | Phase::HoldList)
     }
 }
 

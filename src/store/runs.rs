@@ -66,6 +66,8 @@ pub struct Settle {
     /// The signal that stopped the run, if any: with the status, it decides the exit code
     /// recorded for the invocation ([`exit::for_run`]).
     pub signal: Option<StopSignal>,
+    /// How long the invocation held the group after its sweep, and the cycles it completed.
+    pub hold: Option<(std::time::Duration, u64)>,
 }
 
 /// A run whose process died, found by the next invocation that took the database's lock.
@@ -382,9 +384,13 @@ impl Store {
                 ),
                 params![settle.run_id, status.as_str(), stop_reason, now],
             )?;
+            let (hold_ms, hold_cycles) = settle.hold.map_or((None, None), |(took, cycles)| {
+                (Some(took.as_millis() as i64), Some(cycles as i64))
+            });
             c.execute(
                 concat!(
-                    "UPDATE invocations SET status = ?2, stop_reason = ?3, exit_code = ?5, ended_at = ",
+                    "UPDATE invocations SET status = ?2, stop_reason = ?3, exit_code = ?5,
+                        hold_ms = ?6, hold_cycles = ?7, ended_at = ",
                     utc_text!("?4"),
                     " WHERE invocation_id = ?1"
                 ),
@@ -393,7 +399,9 @@ impl Store {
                     status.as_str(),
                     stop_reason,
                     now,
-                    exit_code
+                    exit_code,
+                    hold_ms,
+                    hold_cycles
                 ],
             )?;
             Ok((status, exit_code))
@@ -438,7 +446,8 @@ fn forget_unsent(c: &Connection, invocation_id: i64, attempt_ids: &[i64]) -> rus
             "UPDATE run_accounts SET attempts = max(attempts - 1, 0),
                 last_cancel_attempt_id = CASE WHEN last_cancel_attempt_id = ?3
                     THEN (SELECT max(attempt_id) FROM attempts
-                          WHERE run_id = ?1 AND account = ?2 AND phase = 'cancel')
+                          WHERE run_id = ?1 AND account = ?2
+                            AND endpoint = '/v1/order/cancel/all')
                     ELSE last_cancel_attempt_id END
              WHERE run_id = ?1 AND account = ?2",
             params![run_id, account, attempt_id],
@@ -482,7 +491,7 @@ fn insert_invocation(
 /// drops the partial listings they were streaming. Returns how many there were.
 fn abandon_in_flight(c: &Connection, filter: &str, key: i64) -> rusqlite::Result<i64> {
     let mut stmt = c.prepare(&format!(
-        "SELECT attempt_id, run_id, account, phase FROM attempts
+        "SELECT attempt_id, run_id, account, phase, endpoint FROM attempts
          WHERE outcome = 'in_flight' AND {filter}"
     ))?;
     let open = stmt
@@ -492,15 +501,17 @@ fn abandon_in_flight(c: &Connection, filter: &str, key: i64) -> rusqlite::Result
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (attempt_id, run_id, account, phase) in &open {
+    for (attempt_id, run_id, account, phase, endpoint) in &open {
         // Ids a cancel-all reply had reported before it broke off stay: the exchange said so.
         // A listing cut short says nothing about the account and would read as complete.
-        let phase = match phase.as_str() {
-            "snapshot" => Phase::Snapshot,
-            "verify" => Phase::Verify,
+        let phase = match (phase.as_str(), endpoint.as_str()) {
+            ("snapshot", _) => Phase::Snapshot,
+            ("verify", _) => Phase::Verify,
+            ("hold", "/v1/orders") => Phase::HoldList,
             _ => continue,
         };
         discard_rows(c, *run_id, account, phase, *attempt_id)?;
@@ -592,6 +603,7 @@ mod tests {
                 forced: None,
                 stop_reason: Some("aborted: a test".into()),
                 signal: None,
+                hold: None,
             })
             .await
             .unwrap();
@@ -652,6 +664,7 @@ mod tests {
                 forced: Some(RunStatus::Completed),
                 stop_reason: None,
                 signal: None,
+                hold: None,
             })
             .await
             .unwrap();

@@ -390,6 +390,7 @@ fn library_config(url: String, db: std::path::PathBuf, concurrency: u32) -> Swee
         db,
         retry_base: Duration::from_millis(20),
         grace: Duration::from_secs(5),
+        hold: Duration::ZERO,
     }
 }
 
