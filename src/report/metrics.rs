@@ -116,7 +116,7 @@ pub fn render(conn: &Connection, groups: &[GroupOutcome], now: f64) -> rusqlite:
             for st in RUN_STATUSES {
                 let mut labels = group();
                 labels.push(("status", st.to_string()));
-                status.add(labels, f64::from(u8::from(t.status == *st)));
+                status.add(labels, f64::from(u8::from(t.status.as_str() == *st)));
             }
             run_id.add(group(), t.run_id as f64);
             duration.add(group(), s.wall_ms as f64 / 1000.0);

@@ -4,10 +4,12 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::{Listing, RunStatus};
+
 /// What `--resume` needs of an earlier run.
 pub struct Resumable {
     pub run_id: i64,
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: String,
     /// Seconds since the run started, by the database's clock.
     pub age_secs: f64,
@@ -111,7 +113,7 @@ pub fn run_group(conn: &Connection, run: &str) -> rusqlite::Result<Option<String
 pub struct RunTotals {
     pub run_id: i64,
     pub group: String,
-    pub status: String,
+    pub status: RunStatus,
     pub stop_reason: Option<String>,
     pub accounts_total: i64,
     /// Swept, nothing left rejected, and verified flat (or swept without verification when
@@ -145,7 +147,7 @@ pub struct RunTotals {
     pub time_to_proven_flat_ms: Option<i64>,
     /// A discovery run's listing: `complete` or `possibly_incomplete` (absent for a CSV run).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listing: Option<String>,
+    pub listing: Option<Listing>,
     /// Why the run cannot vouch for every account of the group, if it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listing_note: Option<String>,
