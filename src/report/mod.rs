@@ -62,7 +62,21 @@ pub fn render(
     }
 }
 
-/// `gemini-sweep runs`: the `limit` newest runs (of `group`, if given), newest first.
+/// The table of each run in `run_ids`, one after another: a job of several groups in one
+/// terminal, each table naming its run and group.
+pub fn tables(conn: &Connection, run_ids: &[i64], only: Only) -> rusqlite::Result<String> {
+    let mut out = String::new();
+    for (i, &run_id) in run_ids.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&render(conn, run_id, Format::Table, only)?);
+    }
+    Ok(out)
+}
+
+/// `gemini-sweep runs`: the `limit` newest runs (of `group`, if given), and every run of the
+/// latest job among them even where the limit would cut the job short, newest first.
 pub fn runs(
     conn: &Connection,
     format: Format,
@@ -73,9 +87,17 @@ pub fn runs(
         "SELECT run_id FROM runs WHERE ?2 IS NULL OR group_name = ?2
          ORDER BY run_id DESC LIMIT ?1",
     )?;
-    let ids = stmt
+    let mut ids = stmt
         .query_map(rusqlite::params![limit, group], |r| r.get::<_, i64>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let job = crate::store::latest_job(conn)?;
+    ids.extend(
+        job.iter()
+            .filter(|r| group.is_none_or(|g| r.group == g))
+            .map(|r| r.run_id),
+    );
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.dedup();
     // One indexed lookup per run listed: the cost does not grow with the runs not listed.
     let rows = ids
         .into_iter()

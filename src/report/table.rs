@@ -5,15 +5,19 @@
 
 use super::rows::{AccountRow, RunRow};
 
-/// A run's accounts, its total and why it stopped, if it did.
+/// The widest line a table writes.
+const WIDTH: usize = 80;
+
+/// A run's title line, its accounts, its total and why it stopped, if it did.
 pub(super) fn run_table(run: &RunRow, accounts: &[AccountRow]) -> String {
     let line = |cells: [&str; 10]| {
         let [a, b, c, d, e, f, g, h, i, j] = cells;
         format!("{a:<15} {b:<13} {c:>6} {d:>6} {e:>5} {f:>5} {g:>5} {h:>5} {i:>5} {j:>4}\n")
     };
-    let mut out = line([
+    let mut out = title(run);
+    out.push_str(&line([
         "ACCOUNT", "STATUS", "BEFORE", "CANCEL", "REJ", "OPEN", "UNVER", "UNEXP", "LATE", "FLAT",
-    ]);
+    ]));
     for a in accounts {
         out.push_str(&line([
             &clip(&a.account.shown(), 15),
@@ -49,6 +53,18 @@ pub(super) fn run_table(run: &RunRow, accounts: &[AccountRow]) -> String {
         out.push_str(&format!("stopped: {}\n", reason.shown()));
     }
     out
+}
+
+/// Which run and group the table is of: after a job of several groups, one table per group
+/// follows another, and nothing else tells them apart.
+fn title(run: &RunRow) -> String {
+    let head = format!("run {} of group ", run.run_id);
+    let tail = format!(", started {}", run.started_at.shown());
+    let room = WIDTH.saturating_sub(head.chars().count() + tail.chars().count());
+    format!(
+        "{head}{}{tail}\n",
+        clip(&run.group_name.shown(), room.max(10))
+    )
 }
 
 /// One line per run, newest first.
@@ -143,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn the_table_fits_80_columns_and_shows_unknown_as_unknown() {
+    fn the_table_fits_80_columns_names_the_group_and_shows_unknown_as_unknown() {
         let account = AccountRow {
             account: "a-very-long-account-nickname".into(),
             status: AccountStatus::NotAttempted,
@@ -161,15 +177,25 @@ mod tests {
             last_error: None,
             dirty: true,
         };
-        let out = run_table(&run(), std::slice::from_ref(&account));
-        for line in out.lines() {
-            assert!(line.chars().count() <= 80, "{line:?}");
+        let mut long = run();
+        long.group_name = "g".repeat(64).as_str().into();
+        for run in [run(), long] {
+            let out = run_table(&run, std::slice::from_ref(&account));
+            for line in out.lines() {
+                assert!(line.chars().count() <= WIDTH, "{line:?}");
+            }
+            let title = out.lines().next().unwrap();
+            assert!(title.starts_with("run 7 of group "), "{title}");
+            let row = out.lines().nth(2).unwrap();
+            assert!(row.contains("not_attempted"), "{row}");
+            assert_eq!(row.split_whitespace().nth(2), Some("-"), "{row}");
+            let total = out.lines().nth(3).unwrap();
+            assert!(total.contains("99999+?"), "{total}");
         }
-        let row = out.lines().nth(1).unwrap();
-        assert!(row.contains("not_attempted"), "{row}");
-        assert_eq!(row.split_whitespace().nth(2), Some("-"), "{row}");
-        let total = out.lines().nth(2).unwrap();
-        assert!(total.contains("99999+?"), "{total}");
+        assert!(
+            run_table(&run(), &[])
+                .starts_with("run 7 of group desk-b, started 2026-11-23T21:40:02.118Z\nACCOUNT")
+        );
     }
 
     #[test]

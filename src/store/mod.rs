@@ -4,7 +4,8 @@
 //! - [`runs`]: a run's lifecycle: its invocations, its accounts' outcomes, dead runs taken over.
 //! - [`attempts`]: every request, written before it leaves and completed when its reply is read,
 //!   with the order ids and listings the reply carried.
-//! - [`reads`]: what the engine and the reports read back (resumable accounts, run totals).
+//! - [`reads`]: what the engine and the reports read back (resumable accounts, run totals, the
+//!   latest job).
 //! - [`values`]: the words the text columns store (statuses, phases, outcomes), as enums.
 //! - [`migrations`]: the schema in `migrations/`.
 
@@ -27,7 +28,9 @@ use crate::error::Error;
 pub use crate::exit::RunStatus;
 pub use attempts::{AttemptEnd, AttemptStart, Outcome as AttemptOutcome, Sent};
 pub use migrations::latest_version as schema_version;
-pub use reads::{Resumable, RunTotals, resolve_run, resumable, run_group, run_totals};
+pub use reads::{
+    JobRun, Resumable, RunTotals, latest_job, resolve_run, resumable, run_group, run_totals,
+};
 pub use runs::{AccountFinish, NewRun, NewRunAccount, Resume, Settle, TakenOver};
 pub use values::{
     AccountStatus, AttemptState, Failure, InvocationKind, Listing, OrderOutcome, Phase,
