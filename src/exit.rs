@@ -43,36 +43,47 @@ pub enum KeyHalt {
     Aborted,
 }
 
-/// Status of a run, as `runs.status` and `invocations.status` spell it.
+/// Status of a run, as `runs.status` and `invocations.status` spell it: the one type for the
+/// stored column, what a run is settled with, and the summary's `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
+    /// An invocation is working on it (or its process died and nothing has noticed yet).
+    Running,
     Completed,
     Incomplete,
     Interrupted,
     Refused,
     Aborted,
+    /// Its process vanished; the next invocation on the database found it and said so.
+    Died,
 }
 
 impl RunStatus {
+    /// Every status, in the order the metrics list them.
+    pub const ALL: &[RunStatus] = &[
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Incomplete,
+        RunStatus::Interrupted,
+        RunStatus::Refused,
+        RunStatus::Aborted,
+        RunStatus::Died,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Running => "running",
             RunStatus::Completed => "completed",
             RunStatus::Incomplete => "incomplete",
             RunStatus::Interrupted => "interrupted",
             RunStatus::Refused => "refused",
             RunStatus::Aborted => "aborted",
+            RunStatus::Died => "died",
         }
     }
 
     pub fn parse(text: &str) -> Option<RunStatus> {
-        Some(match text {
-            "completed" => RunStatus::Completed,
-            "incomplete" => RunStatus::Incomplete,
-            "interrupted" => RunStatus::Interrupted,
-            "refused" => RunStatus::Refused,
-            "aborted" => RunStatus::Aborted,
-            _ => return None,
-        })
+        Self::ALL.iter().copied().find(|s| s.as_str() == text)
     }
 }
 
@@ -116,8 +127,10 @@ pub fn for_run(status: RunStatus, signal: Option<StopSignal>, halt: Option<KeyHa
         RunStatus::Incomplete if halt == Some(KeyHalt::Unreachable) => UNREACHABLE,
         RunStatus::Incomplete => INCOMPLETE,
         RunStatus::Refused => REFUSED,
-        RunStatus::Aborted => INTERNAL,
         RunStatus::Interrupted => for_signal(signal.unwrap_or(StopSignal::Interrupt)),
+        // No process settles a run as running or died; read back, either is a run that was
+        // broken off, and never 0.
+        RunStatus::Aborted | RunStatus::Running | RunStatus::Died => INTERNAL,
     }
 }
 
@@ -156,12 +169,10 @@ mod tests {
 
     #[test]
     fn only_a_completed_run_exits_zero() {
-        for status in [
-            RunStatus::Incomplete,
-            RunStatus::Interrupted,
-            RunStatus::Refused,
-            RunStatus::Aborted,
-        ] {
+        for &status in RunStatus::ALL {
+            if status == RunStatus::Completed {
+                continue;
+            }
             for signal in [
                 None,
                 Some(StopSignal::Interrupt),
@@ -187,14 +198,9 @@ mod tests {
             SIGTERM,
             "a signal still decides an interrupted run's code"
         );
-        for status in [
-            "completed",
-            "incomplete",
-            "interrupted",
-            "refused",
-            "aborted",
-        ] {
-            assert_eq!(RunStatus::parse(status).unwrap().as_str(), status);
+        for &status in RunStatus::ALL {
+            assert_eq!(RunStatus::parse(status.as_str()), Some(status));
         }
+        assert_eq!(RunStatus::parse("finished"), None);
     }
 }

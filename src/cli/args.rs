@@ -496,7 +496,7 @@ pub struct ReportArgs {
     )]
     pub db: PathBuf,
 
-    /// `latest` or a run id.
+    /// `latest` (every run of the latest job, one table each) or a run id.
     #[arg(long, value_name = "RUN", default_value = "latest")]
     pub run: String,
 
@@ -533,7 +533,7 @@ pub struct RunsArgs {
     #[arg(long, default_value = "table", value_parser = text_formats())]
     pub format: crate::report::Format,
 
-    /// How many runs, newest first.
+    /// How many runs, newest first (and every run of the latest job).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: u32,
 

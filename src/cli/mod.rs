@@ -591,20 +591,39 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
     }
     let conn = store::open_read_only(&args.db)?;
     let db_error = |e: rusqlite::Error| store_error(&args.db, e);
-    let run_id = store::resolve_run(&conn, &args.run, args.group.as_deref())
-        .map_err(db_error)?
-        .ok_or_else(|| {
-            let in_group = match &args.group {
-                Some(g) => format!(" in group {g:?}"),
-                None => String::new(),
-            };
-            Error::Config(format!(
-                "{}: no run {:?}{in_group}; give `latest` or a run id listed by `gemini-sweep runs`",
-                args.db.display(),
-                args.run
-            ))
-        })?;
-    let text = report::render(&conn, run_id, args.format, args.only).map_err(db_error)?;
+    let runs = report_runs(&conn, &args).map_err(db_error)?;
+    let Some(shown) = runs.last() else {
+        let in_group = match &args.group {
+            Some(g) => format!(" in group {g:?}"),
+            None => String::new(),
+        };
+        return Err(Error::Config(format!(
+            "{}: no run {:?}{in_group}; give `latest` or a run id listed by `gemini-sweep runs`",
+            args.db.display(),
+            args.run
+        )));
+    };
+    let text = if args.format == report::Format::Table {
+        let ids: Vec<i64> = runs.iter().map(|r| r.run_id).collect();
+        report::tables(&conn, &ids, args.only)
+    } else {
+        // A CSV, JSON document or page is of one run: the job's others are named on stderr.
+        if runs.len() > 1 {
+            let others: Vec<String> = runs[..runs.len() - 1]
+                .iter()
+                .map(|r| format!("--run {} (group {})", r.run_id, display::escape(&r.group)))
+                .collect();
+            eprintln!(
+                "note: the latest job swept {} groups; this report is run {} (group {}); the others: {}",
+                runs.len(),
+                shown.run_id,
+                display::escape(&shown.group),
+                others.join(", ")
+            );
+        }
+        report::render(&conn, shown.run_id, args.format, args.only)
+    }
+    .map_err(db_error)?;
     match &args.out {
         None => print!("{text}"),
         Some(out) => {
@@ -617,10 +636,30 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
                     _ => Error::Internal(message),
                 }
             })?;
-            tracing::info!(run_id, out = %out.display(), bytes = text.len(), "report written");
+            let bytes = text.len();
+            tracing::info!(run_id = shown.run_id, out = %out.display(), bytes, "report written");
         }
     }
     Ok(exit::OK)
+}
+
+/// The runs `report` covers, oldest first: the one `--run ID` or `--group` names, or every run
+/// of the latest job (several after `run --config`). Empty when there is no such run.
+fn report_runs(
+    conn: &rusqlite::Connection,
+    args: &ReportArgs,
+) -> rusqlite::Result<Vec<store::JobRun>> {
+    if args.run == "latest" && args.group.is_none() {
+        let job = store::latest_job(conn)?;
+        if !job.is_empty() {
+            return Ok(job);
+        }
+    }
+    let Some(run_id) = store::resolve_run(conn, &args.run, args.group.as_deref())? else {
+        return Ok(Vec::new());
+    };
+    let group = store::run_group(conn, &run_id.to_string())?.unwrap_or_default();
+    Ok(vec![store::JobRun { run_id, group }])
 }
 
 fn list_runs(args: RunsArgs) -> Result<i32, Error> {

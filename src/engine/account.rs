@@ -12,7 +12,7 @@ use super::Progress;
 use super::key::{Caller, KeyHandle, Priority, Retry, Step, StopCause};
 use crate::config::SweepConfig;
 use crate::error::Error;
-use crate::store::{AccountFinish, AccountStatus, Failure, Phase, Store};
+use crate::store::{AccountFinish, AccountStatus, Action, Failure, Store};
 
 pub struct AccountSweeper<'a> {
     pub config: &'a SweepConfig,
@@ -75,7 +75,7 @@ impl AccountSweeper<'_> {
             // A failed snapshot only costs the reconciliation its "before" side; cancelling
             // matters more, so the sweep goes on, unless the key itself was refused.
             match self
-                .call(&mut acct, Phase::Snapshot, Priority::Cancel)
+                .call(&mut acct, Action::Snapshot, Priority::Cancel)
                 .await?
             {
                 Step::Done(_) | Step::Failed(Failure::AccountRefused | Failure::OutOfAttempts) => {}
@@ -120,7 +120,7 @@ impl AccountSweeper<'_> {
             Some(_) => Priority::Recancel,
         };
         loop {
-            let step = self.call(&mut acct, Phase::Cancel, priority).await?;
+            let step = self.call(&mut acct, Action::Cancel, priority).await?;
             priority = Priority::Recancel;
             if let Step::Done(collected) = &step {
                 self.progress.orders_cancelled(collected.cancelled_count);
@@ -177,7 +177,10 @@ impl AccountSweeper<'_> {
         let account = acct.name.clone();
         loop {
             let error_before_verify = acct.last_error.take();
-            match self.call(&mut acct, Phase::Verify, Priority::Prove).await? {
+            match self
+                .call(&mut acct, Action::Verify, Priority::Prove)
+                .await?
+            {
                 Step::Done(listing) => {
                     acct.last_error = error_before_verify;
                     if listing.orders_count == 0 {
@@ -291,13 +294,13 @@ impl AccountSweeper<'_> {
     async fn call(
         &self,
         acct: &mut Caller,
-        phase: Phase,
+        action: Action,
         priority: Priority,
     ) -> Result<Step, Error> {
         let retry = Retry {
             max_attempts: self.config.max_attempts,
             base: self.config.retry_base,
         };
-        self.key.call(acct, phase, priority, &[], retry).await
+        self.key.call(acct, action, priority, &[], retry).await
     }
 }

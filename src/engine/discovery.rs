@@ -17,7 +17,7 @@
 //! whole group.
 //!
 //! Every request goes through the key's dispatcher like any other: recorded before it leaves
-//! (phase `discover`, account `""`, which no nickname can be), paced, and stopping the key if
+//! (action `discover`, account `""`, which no nickname can be), paced, and stopping the key if
 //! the exchange refuses it.
 
 use std::collections::HashSet;
@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use super::key::{Caller, KeyHandle, Priority, Retry, Step, StopCause};
 use crate::client::ListedAccount;
 use crate::error::Error;
-use crate::store::{Failure, Phase};
+use crate::store::{Action, Failure};
 
 /// The most accounts one call returns (and the default the exchange uses).
 pub const PAGE: u64 = 500;
@@ -118,7 +118,7 @@ pub async fn list_group(key: &KeyHandle, retry: Retry) -> Result<Listing, Error>
                 match key
                     .call(
                         &mut caller,
-                        Phase::Discover,
+                        Action::Discover,
                         Priority::Cancel,
                         &params,
                         retry,

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::key::{AttemptResult, Call, KeyHalt, KeyHandle, KeyStop, Priority, Request, StopCause};
 use super::lessons::Lessons;
 use super::pace::{Controller, Throttle};
-use crate::client::{Chunk, Endpoint, ExchangeClient, Exchanged, NonceSource, Verdict};
+use crate::client::{Chunk, ExchangeClient, Exchanged, NonceSource, Verdict};
 use crate::error::Error;
-use crate::store::{AttemptEnd, AttemptOutcome, AttemptStart, Phase, Sent, Store};
+use crate::store::{Action, AttemptEnd, AttemptOutcome, AttemptStart, Sent, Store};
 
 /// What a dispatcher needs of the run it works for.
 pub struct RunContext {
@@ -109,7 +109,7 @@ struct Dispatcher {
 /// A request handed over and not yet answered.
 struct InFlight {
     caller: Arc<str>,
-    phase: Phase,
+    action: Action,
     sent: Sent,
     /// The pace it left under, and how many others were in flight then.
     generation: u64,
@@ -308,8 +308,7 @@ impl Dispatcher {
             invocation_id: self.run.invocation_id,
             account: call.caller.clone(),
             attempt_no: call.attempt_no,
-            phase: call.phase,
-            endpoint: endpoint(call.phase).path(),
+            action: call.action,
             key_fingerprint: self.fingerprint.clone(),
             nonce: self.nonces.issue(),
         }
@@ -323,7 +322,7 @@ impl Dispatcher {
         self.sent += 1;
         self.run.progress.request_sent();
         let target =
-            (self.send_account && call.phase != Phase::Discover).then(|| call.caller.clone());
+            (self.send_account && call.action != Action::Discover).then(|| call.caller.clone());
         let mut carry = Box::pin(carry(
             Carrier {
                 client: self.client.clone(),
@@ -333,7 +332,7 @@ impl Dispatcher {
             },
             target,
             call.caller.clone(),
-            call.phase,
+            call.action,
             call.params,
             sent,
         ));
@@ -350,7 +349,7 @@ impl Dispatcher {
             seq,
             InFlight {
                 caller: call.caller,
-                phase: call.phase,
+                action: call.action,
                 sent,
                 generation: self.controller.generation(),
                 others_at_send: self.in_flight.len(),
@@ -399,9 +398,9 @@ impl Dispatcher {
             }
         }
         if let Some((kind, why)) = learned.halt {
-            let on = match f.phase {
-                Phase::Discover => "while listing the group's accounts".to_owned(),
-                phase => format!("on the {} of {}", phase.as_str(), f.caller),
+            let on = match f.action {
+                Action::Discover => "while listing the group's accounts".to_owned(),
+                action => format!("on the {} of {}", action.as_str(), f.caller),
             };
             let message = match kind {
                 KeyHalt::Refused if matches!(exchanged.verdict, Verdict::KeyRefused { .. }) => {
@@ -421,7 +420,7 @@ impl Dispatcher {
         self.run.store.finish_attempt(AttemptEnd {
             run_id: self.run.run_id,
             account: f.caller.to_string(),
-            phase: f.phase,
+            action: f.action,
             sent: f.sent,
             latency: exchanged.latency,
             http_status: exchanged.http_status,
@@ -479,14 +478,6 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn endpoint(phase: Phase) -> Endpoint {
-    match phase {
-        Phase::Discover => Endpoint::AccountList,
-        Phase::Cancel | Phase::HoldCancel => Endpoint::CancelAll,
-        Phase::Snapshot | Phase::Verify | Phase::HoldList => Endpoint::ListOrders,
-    }
-}
-
 /// What a request's task needs of the key and the run.
 struct Carrier {
     client: Arc<ExchangeClient>,
@@ -501,7 +492,7 @@ async fn carry(
     carrier: Carrier,
     target: Option<Arc<str>>,
     account: Arc<str>,
-    phase: Phase,
+    action: Action,
     params: Vec<(&'static str, serde_json::Value)>,
     sent: Sent,
 ) -> Carried {
@@ -515,7 +506,7 @@ async fn carry(
     let exchange = async move {
         client
             .exchange(
-                endpoint(phase),
+                action.endpoint(),
                 target.as_deref(),
                 &sent.nonce,
                 &params,
@@ -526,7 +517,7 @@ async fn carry(
     let record = async {
         while let Some(chunk) = chunks.recv().await {
             store
-                .spill(run_id, account.clone(), phase, sent.attempt_id, chunk)
+                .spill(run_id, account.clone(), action, sent.attempt_id, chunk)
                 .await?;
         }
         Ok::<(), Error>(())

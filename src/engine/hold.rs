@@ -15,7 +15,7 @@ use super::account::AccountSweeper;
 use super::key::{Caller, Priority, Retry, Step};
 use crate::client::Collected;
 use crate::error::Error;
-use crate::store::{AccountFinish, AccountStatus, Failure, Phase};
+use crate::store::{AccountFinish, AccountStatus, Action, Failure};
 
 /// Cycles an account stays "active" (listed twice a cycle) after an order was seen on it.
 const ACTIVE_CYCLES: u64 = 3;
@@ -229,7 +229,7 @@ async fn turn(
     let mut caller = Caller::account(&account.name, attempt_no);
     // The turn's listing waits for its place in the key's queue only until the hold is over.
     let mut listing = tokio::select! {
-        step = call(sweeper, &mut caller, Phase::HoldList, Priority::Hold) => step?,
+        step = call(sweeper, &mut caller, Action::HoldList, Priority::Hold) => step?,
         () = tokio::time::sleep_until(until) => return Ok(Turn::Stop),
     };
     let mut active = false;
@@ -249,7 +249,7 @@ async fn turn(
             "an order appeared while holding; cancelling again"
         );
         let cancelled = match heard(
-            call(sweeper, &mut caller, Phase::HoldCancel, Priority::Recancel).await?,
+            call(sweeper, &mut caller, Action::HoldCancel, Priority::Recancel).await?,
             account,
         ) {
             Heard::Reply(cancelled) => cancelled,
@@ -264,7 +264,7 @@ async fn turn(
             AccountStatus::Swept
         });
         // The listing that shows what the cancel-all left goes ahead of the other listings.
-        listing = call(sweeper, &mut caller, Phase::HoldList, Priority::Prove).await?;
+        listing = call(sweeper, &mut caller, Action::HoldList, Priority::Prove).await?;
     };
     account.attempt_no = Some(caller.attempt_no);
     Ok(match turn {
@@ -309,14 +309,14 @@ fn heard(step: Step, account: &mut Account) -> Heard {
 async fn call(
     sweeper: &AccountSweeper<'_>,
     caller: &mut Caller,
-    phase: Phase,
+    action: Action,
     priority: Priority,
 ) -> Result<Step, Error> {
     let retry = Retry {
         max_attempts: sweeper.config.max_attempts,
         base: sweeper.config.retry_base,
     };
-    sweeper.key.call(caller, phase, priority, &[], retry).await
+    sweeper.key.call(caller, action, priority, &[], retry).await
 }
 
 /// An account re-cancelled while holding is recorded again with where it now stands.

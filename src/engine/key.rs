@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Collected, Exchanged, Verdict};
 use crate::error::Error;
 pub use crate::exit::KeyHalt;
-use crate::store::{Failure, Phase};
+use crate::store::{Action, Failure};
 
 /// The longest `Retry-After` a run waits out. An exchange asking for longer stops the run
 /// (status incomplete, the reason recorded) rather than being silently cut short.
@@ -85,7 +85,7 @@ pub struct Call {
     /// The account, or [`GROUP_CALLER`] for the group's own listing.
     pub caller: Arc<str>,
     pub attempt_no: u32,
-    pub phase: Phase,
+    pub action: Action,
     pub priority: Priority,
     pub params: Vec<(&'static str, serde_json::Value)>,
 }
@@ -176,12 +176,12 @@ impl KeyHandle {
         heard.await.map_err(|_| gone())?
     }
 
-    /// One call of `phase` for `acct`, retried while the failure is transient (with back-off)
+    /// One call of `action` for `acct`, retried while the failure is transient (with back-off)
     /// or a lost nonce race (at once: the dispatcher spaces it).
     pub async fn call(
         &self,
         acct: &mut Caller,
-        phase: Phase,
+        action: Action,
         priority: Priority,
         params: &[(&'static str, serde_json::Value)],
         retry: Retry,
@@ -192,7 +192,7 @@ impl KeyHandle {
             let call = Call {
                 caller: acct.name.clone(),
                 attempt_no: acct.attempt_no,
-                phase,
+                action,
                 priority,
                 params: params.to_vec(),
             };
@@ -210,7 +210,7 @@ impl KeyHandle {
                     exchanged
                 }
             };
-            let pause = match self.verdict(acct, phase, exchanged.verdict, &mut failures, retry) {
+            let pause = match self.verdict(acct, action, exchanged.verdict, &mut failures, retry) {
                 Ok(step) => return Ok(step),
                 Err(pause) => pause,
             };
@@ -226,12 +226,12 @@ impl KeyHandle {
     fn verdict(
         &self,
         acct: &mut Caller,
-        phase: Phase,
+        action: Action,
         verdict: Verdict,
         failures: &mut u32,
         retry: Retry,
     ) -> Result<Step, Duration> {
-        let (phase_name, account) = (phase.as_str(), &*acct.name);
+        let (phase_name, account) = (action.as_str(), &*acct.name);
         match verdict {
             Verdict::Ok(collected) => Ok(Step::Done(collected)),
             Verdict::KeyRefused { reason, message } => {
@@ -241,7 +241,7 @@ impl KeyHandle {
             Verdict::AccountRefused { reason, message } => {
                 tracing::warn!(
                     account,
-                    phase = phase_name,
+                    action = phase_name,
                     reason,
                     message,
                     "the exchange refused this account; not retrying"
@@ -254,7 +254,7 @@ impl KeyHandle {
             Verdict::NonceRefused { message, .. } => {
                 tracing::debug!(
                     account,
-                    phase = phase_name,
+                    action = phase_name,
                     "InvalidNonce; retrying with a fresh nonce"
                 );
                 acct.last_error = Some(format!("InvalidNonce: {message}"));
@@ -270,7 +270,7 @@ impl KeyHandle {
                 if *failures >= retry.max_attempts {
                     tracing::warn!(
                         account,
-                        phase = phase_name,
+                        action = phase_name,
                         reason,
                         "giving up after {failures} failed attempts"
                     );
@@ -279,7 +279,7 @@ impl KeyHandle {
                 let wait = backoff(retry.base, *failures, pause.and_then(|p| p.retry_after()));
                 tracing::info!(
                     account,
-                    phase = phase_name,
+                    action = phase_name,
                     reason,
                     pause_ms = wait.as_millis() as u64,
                     "transient failure; retrying"

@@ -289,7 +289,7 @@ pub async fn run_groups(
                 reason: e.to_string(),
             })?;
             if let Some(reason) = &swept.unrecorded {
-                totals.status = store::RunStatus::Aborted.as_str().to_owned();
+                totals.status = store::RunStatus::Aborted;
                 totals.stop_reason = Some(reason.clone());
             }
             Ok(SweepSummary {

@@ -12,6 +12,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::engine::SweepSummary;
+use crate::store::{AttemptState, RunStatus};
 
 /// One group's part of the job: its summary, or only its exit code when it never got a run.
 pub struct GroupOutcome<'a> {
@@ -20,24 +21,15 @@ pub struct GroupOutcome<'a> {
     pub summary: Option<&'a SweepSummary>,
 }
 
-/// Statuses a run can be in; each gets a 0/1 sample so that a rule can match on the label.
-const RUN_STATUSES: &[&str] = &[
-    "running",
-    "completed",
-    "incomplete",
-    "interrupted",
-    "refused",
-    "aborted",
-    "died",
-];
-
 /// How far back to look for the last clean run of a group.
 const CLEAN_LOOKBACK_RUNS: i64 = 50;
+
+type Labels = Vec<(&'static str, String)>;
 
 struct Family {
     name: &'static str,
     help: &'static str,
-    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+    samples: Vec<(Labels, f64)>,
 }
 
 impl Family {
@@ -49,163 +41,206 @@ impl Family {
         }
     }
 
-    fn add(&mut self, labels: Vec<(&'static str, String)>, value: f64) {
+    fn add(&mut self, labels: Labels, value: f64) {
         self.samples.push((labels, value));
     }
+
+    /// Its HELP and TYPE lines and a line per sample; nothing when it has no sample.
+    fn write(&self, text: &mut String) {
+        if self.samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(text, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(text, "# TYPE {} gauge", self.name);
+        for (labels, value) in &self.samples {
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .collect();
+            let _ = writeln!(text, "{}{{{}}} {value}", self.name, labels.join(","));
+        }
+    }
+}
+
+/// Every family the file has, in the order it lists them.
+struct Families {
+    exit: Family,
+    last_job: Family,
+    status: Family,
+    run_id: Family,
+    duration: Family,
+    accounts: Family,
+    orders: Family,
+    attempts: Family,
+    rate_limited: Family,
+    nonce_races: Family,
+    time_to_flat: Family,
+    time_to_proven_flat: Family,
+    last_clean: Family,
 }
 
 /// The metrics text for the job's groups, `now` (seconds since the epoch) being when it was
 /// written.
 pub fn render(conn: &Connection, groups: &[GroupOutcome], now: f64) -> rusqlite::Result<String> {
-    let mut exit = Family::new(
-        "gemini_sweep_exit_code",
-        "Exit code of the group's part of the latest job (0: every account verified flat).",
-    );
-    let mut last_job = Family::new(
-        "gemini_sweep_last_job_timestamp_seconds",
-        "When the latest job of the group ended.",
-    );
-    let mut status = Family::new(
-        "gemini_sweep_run_status",
-        "1 for the status the group's latest run is in.",
-    );
-    let mut run_id = Family::new("gemini_sweep_run_id", "The group's latest run id.");
-    let mut duration = Family::new(
-        "gemini_sweep_duration_seconds",
-        "How long the latest job took for the group.",
-    );
-    let mut accounts = Family::new(
-        "gemini_sweep_accounts",
-        "Accounts of the group's latest run by outcome (unverified: swept, no listing after the last cancel-all).",
-    );
-    let mut orders = Family::new(
-        "gemini_sweep_orders",
-        "Orders of the group's latest run: cancelled, rejected (never cancelled), still_open (listed after the last cancel-all), unverified (listed before, not accounted for since).",
-    );
-    let mut attempts = Family::new(
-        "gemini_sweep_attempts",
-        "Requests of the group's latest run by outcome and reason (reason empty when ok).",
-    );
-    let mut rate_limited = Family::new(
-        "gemini_sweep_rate_limited",
-        "Requests of the group's latest run the exchange refused with 429.",
-    );
-    let mut nonce_races = Family::new(
-        "gemini_sweep_nonce_races",
-        "Requests of the group's latest run refused with InvalidNonce.",
-    );
-    let mut time_to_flat = Family::new(
-        "gemini_sweep_time_to_flat_seconds",
-        "From the start of the group's latest run to the reply of its last accepted cancel-all (absent while some account was never cancelled).",
-    );
-    let mut time_to_proven_flat = Family::new(
-        "gemini_sweep_time_to_proven_flat_seconds",
-        "From the start of the group's latest run to the listing that proved its last account flat (absent while some account is not proven flat).",
-    );
-    let mut last_clean = Family::new(
-        "gemini_sweep_last_clean_sweep_timestamp_seconds",
-        "When the group's latest run with every account verified flat ended (absent: none yet).",
-    );
-
+    let mut families = Families::new();
     for g in groups {
         let group = || vec![("group", g.group.to_string())];
-        exit.add(group(), g.exit_code as f64);
-        last_job.add(group(), now);
-        if let Some(s) = g.summary {
-            let t = &s.totals;
-            for st in RUN_STATUSES {
-                let mut labels = group();
-                labels.push(("status", st.to_string()));
-                status.add(labels, f64::from(u8::from(t.status == *st)));
-            }
-            run_id.add(group(), t.run_id as f64);
-            duration.add(group(), s.wall_ms as f64 / 1000.0);
-            for (outcome, n) in [
-                ("ok", t.accounts_ok),
-                ("rejects_left", t.accounts_rejects_left),
-                ("failed", t.accounts_failed),
-                ("skipped", t.accounts_skipped),
-                ("unfinished", t.accounts_unfinished),
-                ("not_attempted", t.accounts_not_attempted),
-                ("unverified", t.accounts_unverified),
-            ] {
-                let mut labels = group();
-                labels.push(("outcome", outcome.to_string()));
-                accounts.add(labels, n as f64);
-            }
-            for (outcome, n) in [
-                ("cancelled", t.orders_cancelled),
-                ("rejected", t.orders_rejected),
-                ("still_open", t.orders_still_open),
-                ("unverified", t.orders_unverified),
-            ] {
-                let mut labels = group();
-                labels.push(("outcome", outcome.to_string()));
-                orders.add(labels, n as f64);
-            }
-            let mut stmt = conn.prepare_cached(
-                "SELECT outcome, coalesce(error_reason, ''), count(*) FROM attempts
-                 WHERE run_id = ?1 GROUP BY 1, 2 ORDER BY 1, 2",
-            )?;
-            let rows = stmt.query_map([t.run_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (outcome, reason, n) = row?;
-                let mut labels = group();
-                labels.push(("outcome", outcome));
-                labels.push(("reason", reason));
-                attempts.add(labels, n as f64);
-            }
-            rate_limited.add(group(), t.rate_limited as f64);
-            nonce_races.add(group(), t.nonce_refused as f64);
-            // Unknown is absent, never 0: an alert on "not flat within N seconds" must fire on it.
-            if let Some(ms) = t.time_to_flat_ms {
-                time_to_flat.add(group(), ms as f64 / 1000.0);
-            }
-            if let Some(ms) = t.time_to_proven_flat_ms {
-                time_to_proven_flat.add(group(), ms as f64 / 1000.0);
-            }
+        families.exit.add(group(), g.exit_code as f64);
+        families.last_job.add(group(), now);
+        if let Some(summary) = g.summary {
+            families.add_run(conn, &group, summary)?;
         }
         if let Some(at) = last_clean_sweep(conn, g.group)? {
-            last_clean.add(group(), at);
+            families.last_clean.add(group(), at);
+        }
+    }
+    Ok(families.text())
+}
+
+impl Families {
+    fn new() -> Self {
+        Families {
+            exit: Family::new(
+                "gemini_sweep_exit_code",
+                "Exit code of the group's part of the latest job (0: every account verified flat).",
+            ),
+            last_job: Family::new(
+                "gemini_sweep_last_job_timestamp_seconds",
+                "When the latest job of the group ended.",
+            ),
+            status: Family::new(
+                "gemini_sweep_run_status",
+                "1 for the status the group's latest run is in.",
+            ),
+            run_id: Family::new("gemini_sweep_run_id", "The group's latest run id."),
+            duration: Family::new(
+                "gemini_sweep_duration_seconds",
+                "How long the latest job took for the group.",
+            ),
+            accounts: Family::new(
+                "gemini_sweep_accounts",
+                "Accounts of the group's latest run by outcome (unverified: swept, no listing after the last cancel-all).",
+            ),
+            orders: Family::new(
+                "gemini_sweep_orders",
+                "Orders of the group's latest run: cancelled, rejected (never cancelled), still_open (listed after the last cancel-all), unverified (listed before, not accounted for since).",
+            ),
+            attempts: Family::new(
+                "gemini_sweep_attempts",
+                "Requests of the group's latest run by outcome and reason (reason empty when ok).",
+            ),
+            rate_limited: Family::new(
+                "gemini_sweep_rate_limited",
+                "Requests of the group's latest run the exchange refused with 429.",
+            ),
+            nonce_races: Family::new(
+                "gemini_sweep_nonce_races",
+                "Requests of the group's latest run refused with InvalidNonce.",
+            ),
+            time_to_flat: Family::new(
+                "gemini_sweep_time_to_flat_seconds",
+                "From the start of the group's latest run to the reply of its last accepted cancel-all (absent while some account was never cancelled).",
+            ),
+            time_to_proven_flat: Family::new(
+                "gemini_sweep_time_to_proven_flat_seconds",
+                "From the start of the group's latest run to the listing that proved its last account flat (absent while some account is not proven flat).",
+            ),
+            last_clean: Family::new(
+                "gemini_sweep_last_clean_sweep_timestamp_seconds",
+                "When the group's latest run with every account verified flat ended (absent: none yet).",
+            ),
         }
     }
 
-    let mut text = String::new();
-    for family in [
-        exit,
-        last_job,
-        status,
-        run_id,
-        duration,
-        accounts,
-        orders,
-        attempts,
-        rate_limited,
-        nonce_races,
-        time_to_flat,
-        time_to_proven_flat,
-        last_clean,
-    ] {
-        if family.samples.is_empty() {
-            continue;
+    /// The samples of the group's latest run, from its summary and its attempts.
+    fn add_run(
+        &mut self,
+        conn: &Connection,
+        group: &dyn Fn() -> Labels,
+        s: &SweepSummary,
+    ) -> rusqlite::Result<()> {
+        let t = &s.totals;
+        let with = |name: &'static str, value: &str| {
+            let mut labels = group();
+            labels.push((name, value.to_string()));
+            labels
+        };
+        // Each status gets a 0/1 sample, so that a rule can match on the label.
+        for &st in RunStatus::ALL {
+            let value = f64::from(u8::from(t.status == st));
+            self.status.add(with("status", st.as_str()), value);
         }
-        let _ = writeln!(text, "# HELP {} {}", family.name, family.help);
-        let _ = writeln!(text, "# TYPE {} gauge", family.name);
-        for (labels, value) in &family.samples {
-            let labels: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
-                .collect();
-            let _ = writeln!(text, "{}{{{}}} {value}", family.name, labels.join(","));
+        self.run_id.add(group(), t.run_id as f64);
+        self.duration.add(group(), s.wall_ms as f64 / 1000.0);
+        for (outcome, n) in [
+            ("ok", t.accounts_ok),
+            ("rejects_left", t.accounts_rejects_left),
+            ("failed", t.accounts_failed),
+            ("skipped", t.accounts_skipped),
+            ("unfinished", t.accounts_unfinished),
+            ("not_attempted", t.accounts_not_attempted),
+            ("unverified", t.accounts_unverified),
+        ] {
+            self.accounts.add(with("outcome", outcome), n as f64);
         }
+        for (outcome, n) in [
+            ("cancelled", t.orders_cancelled),
+            ("rejected", t.orders_rejected),
+            ("still_open", t.orders_still_open),
+            ("unverified", t.orders_unverified),
+        ] {
+            self.orders.add(with("outcome", outcome), n as f64);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT outcome, coalesce(error_reason, ''), count(*) FROM attempts
+             WHERE run_id = ?1 GROUP BY 1, 2 ORDER BY 1, 2",
+        )?;
+        let rows = stmt.query_map([t.run_id], |r| {
+            Ok((
+                r.get::<_, AttemptState>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (outcome, reason, n) = row?;
+            let mut labels = with("outcome", outcome.as_str());
+            labels.push(("reason", reason));
+            self.attempts.add(labels, n as f64);
+        }
+        self.rate_limited.add(group(), t.rate_limited as f64);
+        self.nonce_races.add(group(), t.nonce_refused as f64);
+        // Unknown is absent, never 0: an alert on "not flat within N seconds" must fire on it.
+        if let Some(ms) = t.time_to_flat_ms {
+            self.time_to_flat.add(group(), ms as f64 / 1000.0);
+        }
+        if let Some(ms) = t.time_to_proven_flat_ms {
+            self.time_to_proven_flat.add(group(), ms as f64 / 1000.0);
+        }
+        Ok(())
     }
-    Ok(text)
+
+    fn text(&self) -> String {
+        let mut text = String::new();
+        for family in [
+            &self.exit,
+            &self.last_job,
+            &self.status,
+            &self.run_id,
+            &self.duration,
+            &self.accounts,
+            &self.orders,
+            &self.attempts,
+            &self.rate_limited,
+            &self.nonce_races,
+            &self.time_to_flat,
+            &self.time_to_proven_flat,
+            &self.last_clean,
+        ] {
+            family.write(&mut text);
+        }
+        text
+    }
 }
 
 /// The end of the group's latest run that finished with every account verified flat.

@@ -13,8 +13,74 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, params};
 
 use super::{Phase, Store, epoch_ms, utc_text};
+use crate::client::Endpoint;
 use crate::client::{Chunk, Collected, Nonce, OpenOrder};
 use crate::error::Error;
+
+/// What a request does: its phase and its endpoint, which the attempt records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Listing the group's accounts.
+    Discover,
+    /// Listing open orders before the cancel-all.
+    Snapshot,
+    Cancel,
+    /// Listing open orders after the cancel-all.
+    Verify,
+    /// Listing open orders while the run holds the group flat after its sweep.
+    HoldList,
+    /// A cancel-all for orders a hold listing found.
+    HoldCancel,
+}
+
+impl Action {
+    pub fn phase(self) -> Phase {
+        match self {
+            Action::Discover => Phase::Discover,
+            Action::Snapshot => Phase::Snapshot,
+            Action::Cancel => Phase::Cancel,
+            Action::Verify => Phase::Verify,
+            Action::HoldList | Action::HoldCancel => Phase::Hold,
+        }
+    }
+
+    pub fn endpoint(self) -> Endpoint {
+        match self {
+            Action::Discover => Endpoint::AccountList,
+            Action::Cancel | Action::HoldCancel => Endpoint::CancelAll,
+            Action::Snapshot | Action::Verify | Action::HoldList => Endpoint::ListOrders,
+        }
+    }
+
+    /// The stored phase's word, for messages.
+    pub fn as_str(self) -> &'static str {
+        self.phase().as_str()
+    }
+
+    /// A cancel-all, in the sweep or while holding: the account's latest, once sent.
+    pub fn cancels(self) -> bool {
+        self.endpoint() == Endpoint::CancelAll
+    }
+
+    /// A listing of open orders after the account's cancel-all: the proof it is flat.
+    pub fn proves(self) -> bool {
+        matches!(self, Action::Verify | Action::HoldList)
+    }
+
+    /// What an attempt recorded with `phase` at `endpoint` did.
+    pub fn recorded(phase: Phase, endpoint: &str) -> Option<Action> {
+        [
+            Action::Discover,
+            Action::Snapshot,
+            Action::Cancel,
+            Action::Verify,
+            Action::HoldList,
+            Action::HoldCancel,
+        ]
+        .into_iter()
+        .find(|a| a.phase() == phase && a.endpoint().path() == endpoint)
+    }
+}
 
 /// What is known of a request before it leaves.
 pub struct AttemptStart {
@@ -23,8 +89,7 @@ pub struct AttemptStart {
     pub invocation_id: Option<i64>,
     pub account: Arc<str>,
     pub attempt_no: u32,
-    pub phase: Phase,
-    pub endpoint: &'static str,
+    pub action: Action,
     pub key_fingerprint: Arc<str>,
     /// Issued by the key's dispatcher, committed here with the key's high-water mark.
     pub nonce: Nonce,
@@ -50,7 +115,7 @@ pub enum Outcome {
 pub struct AttemptEnd {
     pub run_id: Option<i64>,
     pub account: String,
-    pub phase: Phase,
+    pub action: Action,
     pub sent: Sent,
     pub latency: Duration,
     pub http_status: Option<u16>,
@@ -90,14 +155,14 @@ impl Store {
         &self,
         run_id: Option<i64>,
         account: Arc<str>,
-        phase: Phase,
+        action: Action,
         attempt_id: i64,
         chunk: Chunk,
     ) -> Result<(), Error> {
         let Some(run_id) = run_id else {
             return Ok(());
         };
-        self.exec(move |c| record_chunk(c, run_id, &account, phase, attempt_id, &chunk))
+        self.exec(move |c| record_chunk(c, run_id, &account, action, attempt_id, &chunk))
             .await
     }
 
@@ -125,8 +190,8 @@ fn begin(c: &Connection, start: &AttemptStart) -> rusqlite::Result<Sent> {
         start.invocation_id,
         &*start.account,
         start.attempt_no,
-        start.phase.as_str(),
-        start.endpoint,
+        start.action.phase(),
+        start.action.endpoint().path(),
         &*start.key_fingerprint,
         nonce.to_string(),
         sent_ms
@@ -147,10 +212,10 @@ fn begin(c: &Connection, start: &AttemptStart) -> rusqlite::Result<Sent> {
     let counted =
         "UPDATE run_accounts SET attempts = attempts + 1 WHERE run_id = ?1 AND account = ?2";
     let (run_id, account) = (start.run_id, &*start.account);
-    match start.phase {
+    match start.action {
         // Anything listed after an earlier cancel-all is stale from now on: this one may cancel
         // more (even if its reply never arrives).
-        phase if phase.cancels() => c
+        action if action.cancels() => c
             .prepare_cached(
                 "UPDATE run_accounts SET attempts = attempts + 1, last_cancel_attempt_id = ?3,
                     verified_at = NULL
@@ -159,13 +224,13 @@ fn begin(c: &Connection, start: &AttemptStart) -> rusqlite::Result<Sent> {
             .execute(params![run_id, account, attempt_id])?,
         // A new listing replaces the previous one, which is stale by construction: a listing
         // always follows a cancel-all.
-        phase if phase.proves() => {
+        action if action.proves() => {
             c.prepare_cached("DELETE FROM open_orders_after WHERE run_id = ?1 AND account = ?2")?
                 .execute(params![run_id, account])?;
             c.prepare_cached(counted)?
                 .execute(params![run_id, account])?
         }
-        Phase::Discover => 0,
+        Action::Discover => 0,
         _ => c
             .prepare_cached(counted)?
             .execute(params![run_id, account])?,
@@ -208,7 +273,7 @@ fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
     if end.outcome != Outcome::Ok {
         // Ids already written from a reply that turned out invalid (or was cut off) are not
         // evidence of anything.
-        return discard_rows(c, run_id, &end.account, end.phase, attempt_id);
+        return discard_rows(c, run_id, &end.account, end.action, attempt_id);
     }
     let Some(collected) = &end.collected else {
         return Ok(());
@@ -234,16 +299,16 @@ fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
             c,
             run_id,
             &end.account,
-            end.phase,
+            end.action,
             &collected.orders,
             attempt_id,
         )?;
     }
     let sent_ms = epoch_ms(end.sent.sent_at);
-    match end.phase {
+    match end.action {
         // The first listing taken is the run's "before": a resumed run keeps it, or orders placed
         // meanwhile would stop counting as late.
-        Phase::Snapshot => c
+        Action::Snapshot => c
             .prepare_cached(concat!(
                 "UPDATE run_accounts SET snapshot_attempt_id = coalesce(snapshot_attempt_id, ?3),
                     snapshot_at = coalesce(snapshot_at, ",
@@ -251,7 +316,7 @@ fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
                 ") WHERE run_id = ?1 AND account = ?2"
             ))?
             .execute(params![run_id, end.account, attempt_id, sent_ms])?,
-        phase if phase.proves() => c
+        action if action.proves() => c
             .prepare_cached(concat!(
                 "UPDATE run_accounts SET verify_attempt_id = ?3, verified_at = ",
                 utc_text!("?4"),
@@ -269,14 +334,14 @@ pub(super) fn discard_rows(
     c: &Connection,
     run_id: i64,
     account: &str,
-    phase: Phase,
+    action: Action,
     attempt_id: i64,
 ) -> rusqlite::Result<()> {
-    let tables: &[&str] = match phase {
-        Phase::Discover => &[],
-        Phase::Snapshot => &["open_orders_before"],
-        Phase::Verify | Phase::HoldList => &["open_orders_after"],
-        Phase::Cancel | Phase::HoldCancel => &["cancelled_orders", "cancel_rejects"],
+    let tables: &[&str] = match action {
+        Action::Discover => &[],
+        Action::Snapshot => &["open_orders_before"],
+        Action::Verify | Action::HoldList => &["open_orders_after"],
+        Action::Cancel | Action::HoldCancel => &["cancelled_orders", "cancel_rejects"],
     };
     for table in tables {
         c.prepare_cached(&format!(
@@ -295,12 +360,12 @@ fn record_chunk(
     c: &Connection,
     run_id: i64,
     account: &str,
-    phase: Phase,
+    action: Action,
     attempt_id: i64,
     chunk: &Chunk,
 ) -> rusqlite::Result<()> {
     match chunk {
-        Chunk::Orders(orders) => record_orders(c, run_id, account, phase, orders, attempt_id),
+        Chunk::Orders(orders) => record_orders(c, run_id, account, action, orders, attempt_id),
         Chunk::Cancelled(ids) => record_ids(c, run_id, account, true, ids, attempt_id),
         Chunk::Rejected(ids) => record_ids(c, run_id, account, false, ids, attempt_id),
     }
@@ -340,14 +405,14 @@ fn record_orders(
     c: &Connection,
     run_id: i64,
     account: &str,
-    phase: Phase,
+    action: Action,
     orders: &[OpenOrder],
     attempt_id: i64,
 ) -> rusqlite::Result<()> {
-    let table = match phase {
-        Phase::Snapshot => "open_orders_before",
-        Phase::Verify | Phase::HoldList => "open_orders_after",
-        Phase::Cancel | Phase::HoldCancel | Phase::Discover => return Ok(()),
+    let table = match action {
+        Action::Snapshot => "open_orders_before",
+        Action::Verify | Action::HoldList => "open_orders_after",
+        Action::Cancel | Action::HoldCancel | Action::Discover => return Ok(()),
     };
     let mut insert = c.prepare_cached(&format!(
         concat!(

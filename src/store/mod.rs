@@ -4,13 +4,16 @@
 //! - [`runs`]: a run's lifecycle: its invocations, its accounts' outcomes, dead runs taken over.
 //! - [`attempts`]: every request, written before it leaves and completed when its reply is read,
 //!   with the order ids and listings the reply carried.
-//! - [`reads`]: what the engine and the reports read back (resumable accounts, run totals).
+//! - [`reads`]: what the engine and the reports read back (resumable accounts, run totals, the
+//!   latest job).
+//! - [`values`]: the words the text columns store (statuses, phases, outcomes), as enums.
 //! - [`migrations`]: the schema in `migrations/`.
 
 mod attempts;
 mod migrations;
 mod reads;
 mod runs;
+mod values;
 mod writer;
 
 use std::collections::HashMap;
@@ -22,10 +25,17 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::Error;
 
-pub use attempts::{AttemptEnd, AttemptStart, Outcome as AttemptOutcome, Sent};
+pub use crate::exit::RunStatus;
+pub use attempts::{Action, AttemptEnd, AttemptStart, Outcome as AttemptOutcome, Sent};
 pub use migrations::latest_version as schema_version;
-pub use reads::{Resumable, RunTotals, resolve_run, resumable, run_group, run_totals};
+pub use reads::{
+    JobRun, Resumable, RunTotals, latest_job, resolve_run, resumable, run_group, run_totals,
+};
 pub use runs::{AccountFinish, NewRun, NewRunAccount, Resume, Settle, TakenOver};
+pub use values::{
+    AccountStatus, AttemptState, Failure, InvocationKind, Listing, OrderOutcome, Phase,
+    UnknownValue,
+};
 pub use writer::WriterThread;
 
 /// How long one statement waits for a lock held by another connection (an auditor's sqlite3).
@@ -196,93 +206,6 @@ pub fn epoch_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
-
-/// Which step an attempt belongs to, as `attempts.phase` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Listing the group's accounts.
-    Discover,
-    /// Listing open orders before the cancel-all.
-    Snapshot,
-    Cancel,
-    /// Listing open orders after the cancel-all.
-    Verify,
-    /// Listing open orders while the run holds the group flat after its sweep.
-    HoldList,
-    /// A cancel-all for orders a hold listing found.
-    HoldCancel,
-}
-
-impl Phase {
-    /// Both hold phases are stored as `hold`; the attempt's endpoint tells them apart.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Discover => "discover",
-            Phase::Snapshot => "snapshot",
-            Phase::Cancel => "cancel",
-            Phase::Verify => "verify",
-            Phase::HoldList | Phase::HoldCancel => "hold",
-        }
-    }
-
-    /// A cancel-all, in the sweep or while holding: the account's latest, once sent.
-    pub fn cancels(self) -> bool {
-        matches!(self, Phase::Cancel | Phase::HoldCancel)
-    }
-
-    /// A listing of open orders after the account's cancel-all: the proof it is flat.
-    pub fn proves(self) -> bool {
-        matches!(self, Phase::Verify | Phase::HoldList)
-    }
-}
-
-/// Final status of one account, as `run_accounts.status` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountStatus {
-    Swept,
-    RejectsLeft,
-    Failed,
-    Interrupted,
-    NotAttempted,
-}
-
-impl AccountStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountStatus::Swept => "swept",
-            AccountStatus::RejectsLeft => "rejects_left",
-            AccountStatus::Failed => "failed",
-            AccountStatus::Interrupted => "interrupted",
-            AccountStatus::NotAttempted => "not_attempted",
-        }
-    }
-}
-
-/// Why a failed account failed, as `run_accounts.failure` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The exchange refused this account (unknown, closed, custody): permanent for it.
-    AccountRefused,
-    /// Transient failures used up `--max-attempts`.
-    OutOfAttempts,
-    /// This account's request was the one the exchange refused the key on.
-    KeyRefused,
-    /// The run stopped sending while this account was under way.
-    RunHalted,
-}
-
-impl Failure {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Failure::AccountRefused => "account_refused",
-            Failure::OutOfAttempts => "out_of_attempts",
-            Failure::KeyRefused => "key_refused",
-            Failure::RunHalted => "run_halted",
-        }
-    }
-}
-
-pub use crate::exit::RunStatus;
 
 impl Store {
     pub fn path(&self) -> &Path {

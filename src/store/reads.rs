@@ -1,13 +1,15 @@
-//! What the engine and the command line read back: which accounts a resume picks up, and a
-//! run's totals for the summary line. Both go through the reconciliation views, so they say
-//! exactly what `report` and an auditor's sqlite3 say.
+//! What the engine and the command line read back: which accounts a resume picks up, a run's
+//! totals for the summary line, and which runs the latest job worked on. The totals go through
+//! the reconciliation views, so they say exactly what `report` and an auditor's sqlite3 say.
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Listing, RunStatus};
 
 /// What `--resume` needs of an earlier run.
 pub struct Resumable {
     pub run_id: i64,
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: String,
     /// Seconds since the run started, by the database's clock.
     pub age_secs: f64,
@@ -95,6 +97,38 @@ pub fn resolve_run(
     .optional()
 }
 
+/// A run the latest job worked on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRun {
+    pub run_id: i64,
+    pub group: String,
+}
+
+/// The runs the latest job worked on (started or resumed), oldest first: those of the
+/// invocations at the end of the table made by the latest invocation's process. A job of
+/// several groups (`run --config`) is one process with an invocation per group, and the
+/// database's lock keeps two processes from interleaving theirs. The schema records no job id:
+/// should two jobs in a row get the same pid, they read as one. Empty before any invocation.
+pub fn latest_job(conn: &Connection) -> rusqlite::Result<Vec<JobRun>> {
+    // One row per process and group: a table small enough to scan.
+    let mut stmt = conn.prepare(
+        "WITH last AS (SELECT pid FROM invocations ORDER BY invocation_id DESC LIMIT 1),
+              bound AS (SELECT coalesce(max(i.invocation_id), 0) AS id
+                        FROM invocations i, last WHERE i.pid <> last.pid)
+         SELECT DISTINCT i.run_id, r.group_name
+         FROM invocations i JOIN runs r ON r.run_id = i.run_id, bound
+         WHERE i.invocation_id > bound.id
+         ORDER BY i.run_id",
+    )?;
+    let runs = stmt.query_map([], |r| {
+        Ok(JobRun {
+            run_id: r.get(0)?,
+            group: r.get(1)?,
+        })
+    })?;
+    runs.collect()
+}
+
 /// The group a run (given by id) belongs to.
 pub fn run_group(conn: &Connection, run: &str) -> rusqlite::Result<Option<String>> {
     let Ok(id) = run.parse::<i64>() else {
@@ -111,7 +145,7 @@ pub fn run_group(conn: &Connection, run: &str) -> rusqlite::Result<Option<String
 pub struct RunTotals {
     pub run_id: i64,
     pub group: String,
-    pub status: String,
+    pub status: RunStatus,
     pub stop_reason: Option<String>,
     pub accounts_total: i64,
     /// Swept, nothing left rejected, and verified flat (or swept without verification when
@@ -145,7 +179,7 @@ pub struct RunTotals {
     pub time_to_proven_flat_ms: Option<i64>,
     /// A discovery run's listing: `complete` or `possibly_incomplete` (absent for a CSV run).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listing: Option<String>,
+    pub listing: Option<Listing>,
     /// Why the run cannot vouch for every account of the group, if it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listing_note: Option<String>,

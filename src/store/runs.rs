@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::discard_rows;
-use super::{AccountStatus, Failure, Phase, RunStatus, Store, epoch_ms, utc_text};
+use super::{AccountStatus, Action, Failure, Phase, RunStatus, Store, epoch_ms, utc_text};
 use crate::error::Error;
 use crate::exit::{self, StopSignal};
 
@@ -430,7 +430,7 @@ fn forget_unsent(c: &Connection, invocation_id: i64, attempt_ids: &[i64]) -> rus
                     Ok((
                         r.get::<_, Option<i64>>(0)?,
                         r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
+                        r.get::<_, Phase>(2)?,
                     ))
                 },
             )
@@ -439,7 +439,7 @@ fn forget_unsent(c: &Connection, invocation_id: i64, attempt_ids: &[i64]) -> rus
             continue;
         };
         c.execute("DELETE FROM attempts WHERE attempt_id = ?1", [attempt_id])?;
-        if phase == Phase::Discover.as_str() {
+        if phase == Phase::Discover {
             continue;
         }
         c.execute(
@@ -500,7 +500,7 @@ fn abandon_in_flight(c: &Connection, filter: &str, key: i64) -> rusqlite::Result
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
+                r.get::<_, Phase>(3)?,
                 r.get::<_, String>(4)?,
             ))
         })?
@@ -508,13 +508,12 @@ fn abandon_in_flight(c: &Connection, filter: &str, key: i64) -> rusqlite::Result
     for (attempt_id, run_id, account, phase, endpoint) in &open {
         // Ids a cancel-all reply had reported before it broke off stay: the exchange said so.
         // A listing cut short says nothing about the account and would read as complete.
-        let phase = match (phase.as_str(), endpoint.as_str()) {
-            ("snapshot", _) => Phase::Snapshot,
-            ("verify", _) => Phase::Verify,
-            ("hold", "/v1/orders") => Phase::HoldList,
-            _ => continue,
-        };
-        discard_rows(c, *run_id, account, phase, *attempt_id)?;
+        match Action::recorded(*phase, endpoint) {
+            Some(action) if action != Action::Discover && !action.cancels() => {
+                discard_rows(c, *run_id, account, action, *attempt_id)?;
+            }
+            _ => {}
+        }
     }
     c.execute(
         &format!(
@@ -533,14 +532,13 @@ mod tests {
     use crate::client::{Nonce, NonceMode};
     use crate::store::{AttemptStart, Sent};
 
-    fn start(run_id: i64, invocation_id: i64, attempt_no: u32, phase: Phase) -> AttemptStart {
+    fn start(run_id: i64, invocation_id: i64, attempt_no: u32, action: Action) -> AttemptStart {
         AttemptStart {
             run_id: Some(run_id),
             invocation_id: Some(invocation_id),
             account: "acct-1".into(),
             attempt_no,
-            phase,
-            endpoint: "/v1/order/cancel/all",
+            action,
             key_fingerprint: "master:00".into(),
             nonce: Nonce {
                 value_us: 1_700_000_000_000_000 + u64::from(attempt_no) * 1000,
@@ -586,10 +584,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
         let (store, writer, run_id, invocation_id) = one_account_run(&path, true).await;
-        let sent = begin(&store, start(run_id, invocation_id, 1, Phase::Cancel))
+        let sent = begin(&store, start(run_id, invocation_id, 1, Action::Cancel))
             .await
             .unwrap();
-        let unsent = begin(&store, start(run_id, invocation_id, 2, Phase::Cancel))
+        let unsent = begin(&store, start(run_id, invocation_id, 2, Action::Cancel))
             .await
             .unwrap();
         store.never_sent(Some(invocation_id), unsent.attempt_id);
@@ -645,7 +643,7 @@ mod tests {
                     .map(|_| ())
             })
             .unwrap();
-        let next = begin(&store, start(run_id, invocation_id, 1, Phase::Cancel));
+        let next = begin(&store, start(run_id, invocation_id, 1, Action::Cancel));
         assert!(next.await.is_err(), "the next request's row is refused");
         assert!(store.write_failure().is_some());
         assert!(store.flush().await.is_err());

@@ -25,6 +25,7 @@ mod parsers_never_panic;
 mod progress;
 mod reconcile;
 mod report_html;
+mod report_runs;
 mod run_record;
 mod scheduling;
 mod security;

@@ -279,8 +279,8 @@ async fn report_formats_agree_with_the_views() {
     let text = String::from_utf8(table.stdout).unwrap();
     assert_eq!(
         text.lines().count(),
-        recon.len() + 2,
-        "header, accounts, total"
+        recon.len() + 3,
+        "title, header, accounts, total"
     );
     assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
 

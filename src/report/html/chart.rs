@@ -1,34 +1,35 @@
-//! The requests-over-time chart: the buckets' maths from `attempts`, then the inline SVG.
+//! The requests-over-time chart: the buckets' maths from `attempts`, then its section of the
+//! page, the inline SVG with its note and legend. [`Frame`], the axes, serves both charts.
 
-use std::fmt::Write as _;
-
+use maud::{Markup, html};
 use rusqlite::Connection;
 
-use super::format::grouped;
+use super::format::{grouped, plural};
 use super::reads::Invocation;
+use crate::store::AttemptState;
 
 /// The chart has at most this many bars, whatever the run's length.
-pub(crate) const MAX_BUCKETS: usize = 240;
+pub(super) const MAX_BUCKETS: usize = 240;
 
 /// Requests over time, bucketed.
-pub(crate) struct Chart {
-    pub(crate) requests: u64,
+pub(super) struct Chart {
+    pub(super) requests: u64,
     /// Seconds per bucket.
-    pub(crate) bucket_s: f64,
+    pub(super) bucket_s: f64,
     /// Per bucket: answered ok, refused with 429, other failures, never answered.
-    pub(crate) buckets: Vec<[u64; 4]>,
+    pub(super) buckets: Vec<[u64; 4]>,
     /// Per invocation with a known rate: (start s, end s, requests per second).
-    pub(crate) rates: Vec<(f64, f64, f64)>,
+    pub(super) rates: Vec<(f64, f64, f64)>,
 }
 
-pub(crate) const OK: usize = 0;
-pub(crate) const LIMITED: usize = 1;
-pub(crate) const FAILED: usize = 2;
-pub(crate) const NO_REPLY: usize = 3;
+pub(super) const OK: usize = 0;
+pub(super) const LIMITED: usize = 1;
+pub(super) const FAILED: usize = 2;
+pub(super) const NO_REPLY: usize = 3;
 
 /// The smallest bucket that keeps the chart within [`MAX_BUCKETS`] bars over `span_s` seconds
 /// and is at least `min_s` long.
-pub(crate) fn bucket_width(span_s: f64, min_s: f64) -> f64 {
+pub(super) fn bucket_width(span_s: f64, min_s: f64) -> f64 {
     const STEPS: &[f64] = &[
         0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
         600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0, 43200.0, 86400.0,
@@ -50,7 +51,7 @@ pub(crate) fn bucket_width(span_s: f64, min_s: f64) -> f64 {
 }
 
 /// A round step (1, 2 or 5 times a power of ten) near `rough`.
-pub(crate) fn nice_step(rough: f64) -> f64 {
+pub(super) fn nice_step(rough: f64) -> f64 {
     if !(rough.is_finite() && rough > 0.0) {
         return 1.0;
     }
@@ -69,7 +70,7 @@ pub(crate) fn nice_step(rough: f64) -> f64 {
 }
 
 /// A tick label: as many decimals as the step needs, no more.
-pub(crate) fn tick_label(v: f64, step: f64) -> String {
+pub(super) fn tick_label(v: f64, step: f64) -> String {
     let decimals = if step >= 1.0 {
         0
     } else {
@@ -83,7 +84,7 @@ pub(crate) fn tick_label(v: f64, step: f64) -> String {
     }
 }
 
-pub(crate) fn chart(
+pub(super) fn chart(
     conn: &Connection,
     run_id: i64,
     duration_ms: Option<i64>,
@@ -121,14 +122,14 @@ pub(crate) fn chart(
         let mut rows = stmt.query(rusqlite::params![run_id, origin])?;
         while let Some(r) = rows.next()? {
             let s: Option<f64> = r.get(0)?;
-            let outcome: String = r.get(1)?;
+            let outcome: AttemptState = r.get(1)?;
             let http: Option<i64> = r.get(2)?;
             let i = ((s.unwrap_or(0.0) / bucket_s).floor().max(0.0) as usize).min(n - 1);
-            let kind = match (outcome.as_str(), http) {
-                ("ok", _) => OK,
+            let kind = match (outcome, http) {
+                (AttemptState::Ok, _) => OK,
                 (_, Some(429)) => LIMITED,
-                ("in_flight" | "abandoned", _) => NO_REPLY,
-                _ => FAILED,
+                (AttemptState::InFlight | AttemptState::Abandoned, _) => NO_REPLY,
+                (AttemptState::Transient | AttemptState::Permanent, _) => FAILED,
             };
             buckets[i][kind] += 1;
         }
@@ -156,163 +157,179 @@ pub(crate) fn chart(
 
 /// A chart's frame: 960 × 300 with its margins, seconds since the run started along x, a count
 /// or a rate up y; shared by the page's charts.
-pub(crate) struct Frame {
+pub(super) struct Frame {
     /// Seconds along x, and the top of y with its grid step.
-    pub(crate) span: f64,
-    pub(crate) y_max: f64,
-    pub(crate) y_step: f64,
+    pub(super) span: f64,
+    pub(super) y_max: f64,
+    pub(super) y_step: f64,
+}
+
+/// A coordinate as the SVG gets it: one decimal (a tenth of a pixel is finer than any screen).
+pub(super) fn px(v: f64) -> String {
+    format!("{v:.1}")
 }
 
 impl Frame {
-    pub(crate) const W: f64 = 960.0;
-    pub(crate) const H: f64 = 300.0;
-    pub(crate) const LEFT: f64 = 70.0;
+    pub(super) const W: f64 = 960.0;
+    pub(super) const H: f64 = 300.0;
+    pub(super) const LEFT: f64 = 70.0;
     const RIGHT: f64 = 20.0;
     const TOP: f64 = 16.0;
     const BOTTOM: f64 = 46.0;
-    pub(crate) const PLOT_W: f64 = Self::W - Self::LEFT - Self::RIGHT;
+    pub(super) const PLOT_W: f64 = Self::W - Self::LEFT - Self::RIGHT;
     const PLOT_H: f64 = Self::H - Self::TOP - Self::BOTTOM;
 
-    pub(crate) fn x(&self, s: f64) -> f64 {
+    pub(super) fn x(&self, s: f64) -> f64 {
         Self::LEFT + s.clamp(0.0, self.span) / self.span * Self::PLOT_W
     }
 
-    pub(crate) fn y(&self, v: f64) -> f64 {
+    pub(super) fn y(&self, v: f64) -> f64 {
         Self::TOP + Self::PLOT_H - v.clamp(0.0, self.y_max) / self.y_max * Self::PLOT_H
     }
 
     /// The grid, both axes with their ticks, and their labels.
-    pub(crate) fn axes(&self, out: &mut String, y_label: &str) {
-        let (left, top, plot_w, plot_h) = (Self::LEFT, Self::TOP, Self::PLOT_W, Self::PLOT_H);
-        let mut v = 0.0;
-        while v <= self.y_max + self.y_step / 2.0 {
-            let _ = write!(
-                out,
-                "<line class=\"grid\" x1=\"{left}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\"/>\
-                 <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                left + plot_w,
-                left - 6.0,
-                self.y(v) + 4.0,
-                tick_label(v, self.y_step),
-                yy = self.y(v),
-            );
-            v += self.y_step;
-        }
+    pub(super) fn axes(&self, y_label: &str) -> Markup {
+        let (left, top) = (Self::LEFT, Self::TOP);
+        let (right, bottom) = (left + Self::PLOT_W, top + Self::PLOT_H);
+        let y_ticks = (0..)
+            .map(|k| k as f64 * self.y_step)
+            .take_while(|v| *v <= self.y_max + self.y_step / 2.0);
         let x_step = nice_step(self.span / 8.0);
-        let mut t = 0.0;
-        while t <= self.span + x_step / 1000.0 {
-            let _ = write!(
-                out,
-                "<line class=\"axis\" x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\
-                 <text class=\"tick\" x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                top + plot_h,
-                top + plot_h + 5.0,
-                top + plot_h + 18.0,
-                tick_label(t, x_step),
-                xx = self.x(t),
-            );
-            t += x_step;
+        let x_ticks = (0..)
+            .map(|k| k as f64 * x_step)
+            .take_while(|t| *t <= self.span + x_step / 1000.0);
+        let mid_y = px(top + Self::PLOT_H / 2.0);
+        html! {
+            @for v in y_ticks {
+                line.grid x1=(left) x2=(px(right)) y1=(px(self.y(v))) y2=(px(self.y(v))) {}
+                text.tick x=(px(left - 6.0)) y=(px(self.y(v) + 4.0)) text-anchor="end" {
+                    (tick_label(v, self.y_step))
+                }
+            }
+            @for t in x_ticks {
+                line.axis x1=(px(self.x(t))) x2=(px(self.x(t))) y1=(px(bottom))
+                    y2=(px(bottom + 5.0)) {}
+                text.tick x=(px(self.x(t))) y=(px(bottom + 18.0)) text-anchor="middle" {
+                    (tick_label(t, x_step))
+                }
+            }
+            line.axis x1=(left) x2=(px(right)) y1=(px(bottom)) y2=(px(bottom)) {}
+            line.axis x1=(left) x2=(left) y1=(top) y2=(px(bottom)) {}
+            text.label x=(px(left + Self::PLOT_W / 2.0)) y=(px(Self::H - 8.0))
+                text-anchor="middle" { "seconds since the run started" }
+            text.label x="14" y=(mid_y) text-anchor="middle"
+                transform={ "rotate(-90 14 " (mid_y) ")" } { (y_label) }
         }
-        let _ = write!(
-            out,
-            "<line class=\"axis\" x1=\"{left}\" x2=\"{:.1}\" y1=\"{b:.1}\" y2=\"{b:.1}\"/>\
-             <line class=\"axis\" x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{b:.1}\"/>\
-             <text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds since the run started</text>\
-             <text class=\"label\" x=\"14\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {:.1})\">{}</text>",
-            left + plot_w,
-            left + plot_w / 2.0,
-            Self::H - 8.0,
-            top + plot_h / 2.0,
-            top + plot_h / 2.0,
-            super::format::Esc(y_label),
-            b = top + plot_h,
-        );
     }
 }
 
 impl Chart {
-    pub(crate) fn svg(&self, out: &mut String) {
-        let n = self.buckets.len().max(1);
-        let span = n as f64 * self.bucket_s;
-        let per_s = |c: u64| c as f64 / self.bucket_s;
+    /// The section: a note on what the bars are, the chart, its legend.
+    pub(super) fn section(&self) -> Markup {
+        let rates = if self.rates.is_empty() {
+            " (not recorded for this run)"
+        } else {
+            ""
+        };
+        html! {
+            h2 { "Requests over time" }
+            p.note #chart-note {
+                (plural(self.requests as i64, "request", "requests")) " in " (self.bucket_s)
+                " s buckets: each bar is the requests sent in its bucket divided by the \
+                bucket's length (the last bucket may be partly empty). The dashed line is the \
+                configured " code { "--rate" } " of each invocation over the time it ran"
+                (rates) ". Hover a bar for its counts."
+            }
+            (self.svg())
+            ul.legend {
+                li { span.swatch.ok {} "answered" }
+                li { span.swatch.limited {} "refused with 429 (rate limited)" }
+                li { span.swatch.failed {} "other failures" }
+                li { span.swatch.noreply {} "never answered (in flight or abandoned)" }
+                li { span.swatch.rate {} "configured --rate" }
+            }
+        }
+    }
+
+    fn frame(&self) -> Frame {
+        let span = self.buckets.len().max(1) as f64 * self.bucket_s;
         let peak = self
             .buckets
             .iter()
-            .map(|b| per_s(b.iter().sum()))
+            .map(|b| b.iter().sum::<u64>() as f64 / self.bucket_s)
             .fold(0.0, f64::max);
         let top_rate = self.rates.iter().map(|r| r.2).fold(0.0, f64::max);
-        let y_step = nice_step(peak.max(top_rate).max(1.0) * 1.1 / 5.0);
-        let y_max = ((peak.max(top_rate).max(1.0) * 1.1) / y_step).ceil() * y_step;
-        let frame = Frame {
+        let top = peak.max(top_rate).max(1.0) * 1.1;
+        let y_step = nice_step(top / 5.0);
+        Frame {
             span,
-            y_max,
+            y_max: (top / y_step).ceil() * y_step,
             y_step,
-        };
-        let (x, y) = (|s: f64| frame.x(s), |v: f64| frame.y(v));
-        let _ = write!(
-            out,
-            "<svg id=\"rate-chart\" viewBox=\"0 0 {} {}\" width=\"100%\" role=\"img\" \
-             aria-labelledby=\"rate-chart-title\" preserveAspectRatio=\"xMinYMin meet\">\
-             <title id=\"rate-chart-title\">Requests per second ({} s buckets) against the configured rate</title>",
-            Frame::W,
-            Frame::H,
-            self.bucket_s
-        );
-        frame.axes(out, "requests per second");
-        // Bars: answered, then 429s, failures and unanswered stacked on top.
-        let slot = Frame::PLOT_W / n as f64;
-        let bar_w = if slot > 3.0 { slot * 0.85 } else { slot };
-        for (i, b) in self.buckets.iter().enumerate() {
-            let total: u64 = b.iter().sum();
-            if total == 0 {
-                continue;
-            }
-            let from = i as f64 * self.bucket_s;
-            let _ = write!(
-                out,
-                "<g class=\"bucket\"><title>{} to {} s: {} requests ({} answered, {} refused with 429, {} failed, {} unanswered)</title>",
-                tick_label(from, self.bucket_s),
-                tick_label(from + self.bucket_s, self.bucket_s),
-                grouped(total as i64),
-                grouped(b[OK] as i64),
-                grouped(b[LIMITED] as i64),
-                grouped(b[FAILED] as i64),
-                grouped(b[NO_REPLY] as i64),
-            );
-            let mut base = 0.0;
-            for (kind, class) in [
-                (OK, "ok"),
-                (LIMITED, "limited"),
-                (FAILED, "failed"),
-                (NO_REPLY, "noreply"),
-            ] {
-                if b[kind] == 0 {
-                    continue;
+        }
+    }
+
+    fn svg(&self) -> Markup {
+        let frame = self.frame();
+        html! {
+            svg #rate-chart viewBox={ "0 0 " (Frame::W) " " (Frame::H) } width="100%" role="img"
+                aria-labelledby="rate-chart-title" preserveAspectRatio="xMinYMin meet" {
+                title #rate-chart-title {
+                    "Requests per second (" (self.bucket_s)
+                    " s buckets) against the configured rate"
                 }
-                let h = per_s(b[kind]);
-                let _ = write!(
-                    out,
-                    "<rect class=\"{class}\" x=\"{:.2}\" y=\"{:.2}\" width=\"{bar_w:.2}\" height=\"{:.2}\"/>",
-                    Frame::LEFT + i as f64 * slot,
-                    y(base + h),
-                    (y(base) - y(base + h)).max(0.5),
-                );
+                (frame.axes("requests per second"))
+                @for (i, b) in self.buckets.iter().enumerate() {
+                    @if b.iter().sum::<u64>() > 0 { (self.bar(&frame, i, b)) }
+                }
+                // The configured rate of each invocation, over the time it ran.
+                @for &(start, end, rate) in &self.rates {
+                    @let (x1, x2) = (frame.x(start), frame.x(end).max(frame.x(start) + 2.0));
+                    @let y = px(frame.y(rate));
+                    line.rate-limit data-rate=(rate) x1=(px(x1)) x2=(px(x2)) y1=(y) y2=(y) {}
+                    text.rate-label x=(px(x1 + 4.0)) y=(px(frame.y(rate) - 5.0)) {
+                        "--rate " (rate) "/s"
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bucket `i`'s bar: answered, then 429s, failures and unanswered stacked on top, with its
+    /// counts on hover.
+    fn bar(&self, frame: &Frame, i: usize, counts: &[u64; 4]) -> Markup {
+        let slot = Frame::PLOT_W / self.buckets.len().max(1) as f64;
+        let width = if slot > 3.0 { slot * 0.85 } else { slot };
+        let from = i as f64 * self.bucket_s;
+        let n = |kind: usize| grouped(counts[kind] as i64);
+        let mut base = 0.0;
+        let mut stack = Vec::new();
+        for (kind, class) in [
+            (OK, "ok"),
+            (LIMITED, "limited"),
+            (FAILED, "failed"),
+            (NO_REPLY, "noreply"),
+        ] {
+            if counts[kind] > 0 {
+                let h = counts[kind] as f64 / self.bucket_s;
+                stack.push((class, base, base + h));
                 base += h;
             }
-            out.push_str("</g>");
         }
-        // The configured rate of each invocation, over the time it ran.
-        for &(start, end, rate) in &self.rates {
-            let (x1, x2) = (x(start), x(end).max(x(start) + 2.0));
-            let yy = y(rate);
-            let _ = write!(
-                out,
-                "<line class=\"rate-limit\" data-rate=\"{rate}\" x1=\"{x1:.1}\" x2=\"{x2:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\"/>\
-                 <text class=\"rate-label\" x=\"{:.1}\" y=\"{:.1}\">--rate {rate}/s</text>",
-                x1 + 4.0,
-                yy - 5.0,
-            );
+        html! {
+            g.bucket {
+                title {
+                    (tick_label(from, self.bucket_s)) " to "
+                    (tick_label(from + self.bucket_s, self.bucket_s)) " s: "
+                    (grouped(counts.iter().sum::<u64>() as i64)) " requests (" (n(OK))
+                    " answered, " (n(LIMITED)) " refused with 429, " (n(FAILED)) " failed, "
+                    (n(NO_REPLY)) " unanswered)"
+                }
+                @for (class, low, high) in stack {
+                    rect class=(class) x=(format!("{:.2}", Frame::LEFT + i as f64 * slot))
+                        y=(format!("{:.2}", frame.y(high))) width=(format!("{width:.2}"))
+                        height=(format!("{:.2}", (frame.y(low) - frame.y(high)).max(0.5))) {}
+                }
+            }
         }
-        out.push_str("</svg>");
     }
 }

@@ -2,28 +2,27 @@
 //! proven flat (the listing after their last cancel-all answered, nothing open) since the run
 //! started, against the bound the first invocation's `--rate` sets.
 
-use std::fmt::Write as _;
-
+use maud::{Markup, html};
 use rusqlite::Connection;
 
-use super::chart::{Frame, nice_step};
+use super::chart::{Frame, nice_step, px};
 use super::format::grouped;
 
 /// Points drawn per curve at most; a longer run's curves are thinned evenly.
 const MAX_POINTS: usize = 600;
 
-pub(crate) struct FlatChart {
+pub(super) struct FlatChart {
     /// Accounts the run sweeps (not skipped).
-    pub(crate) accounts: usize,
+    pub(super) accounts: usize,
     /// Seconds since the run started at which each account was cancelled, sorted.
-    pub(crate) cancelled: Vec<f64>,
+    pub(super) cancelled: Vec<f64>,
     /// ... and proven flat, sorted.
-    pub(crate) proven: Vec<f64>,
+    pub(super) proven: Vec<f64>,
     /// The first invocation's `--rate`, when recorded.
-    pub(crate) rate: Option<f64>,
+    pub(super) rate: Option<f64>,
 }
 
-pub(crate) fn flat_chart(
+pub(super) fn flat_chart(
     conn: &Connection,
     run_id: i64,
     rate: Option<f64>,
@@ -87,11 +86,40 @@ fn steps(times: &[f64]) -> Vec<(f64, usize)> {
 
 impl FlatChart {
     /// Seconds to cancel every account at the configured rate, one cancel-all each.
-    pub(crate) fn bound_s(&self) -> Option<f64> {
+    pub(super) fn bound_s(&self) -> Option<f64> {
         self.rate.map(|r| self.accounts as f64 / r)
     }
 
-    pub(crate) fn svg(&self, out: &mut String) {
+    /// The section: what the curves are and the bound they are held against, the chart, its
+    /// legend.
+    pub(super) fn section(&self) -> Markup {
+        let bound = match (self.bound_s(), self.rate) {
+            (Some(bound), Some(rate)) => format!(
+                "The solid line is the bound at --rate {rate}/s: one cancel-all per account, all \
+                 done after {bound:.1} s; the dashed one, a proof per account after them, {:.1} s.",
+                2.0 * bound
+            ),
+            _ => "No --rate was recorded for this run, so no bound is drawn.".into(),
+        };
+        html! {
+            h2 { "Flat over time" }
+            p.note #flat-chart-note {
+                "Of " (grouped(self.accounts as i64)) " accounts: when each was cancelled (its \
+                first accepted cancel-all answered; " (grouped(self.cancelled.len() as i64))
+                " so far) and proven flat (the listing after its last cancel-all answered, \
+                nothing open; " (grouped(self.proven.len() as i64)) " so far). " (bound)
+            }
+            (self.svg())
+            ul.legend {
+                li { span.swatch.line.cancelled {} "accounts cancelled" }
+                li { span.swatch.line.proven {} "accounts proven flat" }
+                li { span.swatch.line.bound {} "bound: cancels at --rate" }
+                li { span.swatch.line.bound.proof {} "bound: cancels, then proofs" }
+            }
+        }
+    }
+
+    fn frame(&self) -> Frame {
         let last = self
             .cancelled
             .last()
@@ -102,62 +130,59 @@ impl FlatChart {
         // The proof's bound (twice the cancels') stays in view.
         let span = last.max(self.bound_s().map_or(0.0, |b| 2.0 * b)).max(1.0) * 1.05;
         let y_max = (self.accounts.max(1) as f64 * 1.05).max(1.0);
-        let frame = Frame {
+        Frame {
             span,
             y_max,
             y_step: nice_step(y_max / 5.0),
-        };
-        let (x, y) = (|s: f64| frame.x(s), |v: f64| frame.y(v));
-        let _ = write!(
-            out,
-            "<svg id=\"flat-chart\" viewBox=\"0 0 {} {}\" width=\"100%\" role=\"img\" \
-             aria-labelledby=\"flat-chart-title\" preserveAspectRatio=\"xMinYMin meet\">\
-             <title id=\"flat-chart-title\">Accounts cancelled and proven flat since the run started, against the bound of the configured rate</title>",
-            Frame::W,
-            Frame::H,
-        );
-        frame.axes(out, "accounts");
-        // The bound: one cancel-all per account at --rate, and the proofs after them.
-        if let Some(bound) = self.bound_s() {
-            let n = self.accounts as f64;
-            for (class, end) in [("bound", bound), ("bound proof", 2.0 * bound)] {
-                let _ = write!(
-                    out,
-                    "<line class=\"{class}\" data-seconds=\"{end:.3}\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"/>",
-                    x(0.0),
-                    y(0.0),
-                    x(end),
-                    y(n),
-                );
-            }
         }
-        for (class, times) in [("cancelled", &self.cancelled), ("proven", &self.proven)] {
-            if times.is_empty() {
-                continue;
-            }
-            let mut points = format!("{:.1},{:.1}", x(0.0), y(0.0));
-            let mut count = 0;
-            for (t, n) in steps(times) {
-                // A step: along at the old count, then up to the new one.
-                let _ = write!(
-                    points,
-                    " {:.1},{:.1} {:.1},{:.1}",
-                    x(t),
-                    y(count as f64),
-                    x(t),
-                    y(n as f64)
-                );
-                count = n;
-            }
-            let _ = write!(
-                out,
-                "<polyline class=\"{class}\" data-accounts=\"{}\" points=\"{points}\"><title>{} accounts {class}</title></polyline>",
-                times.len(),
-                grouped(times.len() as i64),
-            );
-        }
-        out.push_str("</svg>");
     }
+
+    fn svg(&self) -> Markup {
+        let frame = self.frame();
+        let n = self.accounts as f64;
+        // The bound: one cancel-all per account at --rate, and the proofs after them.
+        let bounds = self
+            .bound_s()
+            .map(|b| [("bound", b), ("bound proof", 2.0 * b)]);
+        html! {
+            svg #flat-chart viewBox={ "0 0 " (Frame::W) " " (Frame::H) } width="100%" role="img"
+                aria-labelledby="flat-chart-title" preserveAspectRatio="xMinYMin meet" {
+                title #flat-chart-title {
+                    "Accounts cancelled and proven flat since the run started, against the \
+                     bound of the configured rate"
+                }
+                (frame.axes("accounts"))
+                @for (class, end) in bounds.into_iter().flatten() {
+                    line class=(class) data-seconds=(format!("{end:.3}")) x1=(px(frame.x(0.0)))
+                        y1=(px(frame.y(0.0))) x2=(px(frame.x(end))) y2=(px(frame.y(n))) {}
+                }
+                @for (class, times) in [("cancelled", &self.cancelled), ("proven", &self.proven)] {
+                    @if !times.is_empty() {
+                        polyline class=(class) data-accounts=(times.len())
+                            points=(points(&frame, times)) {
+                            title { (grouped(times.len() as i64)) " accounts " (class) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A step curve through `times`: along at the old count, then up to the new one.
+fn points(frame: &Frame, times: &[f64]) -> String {
+    let mut points = format!("{},{}", px(frame.x(0.0)), px(frame.y(0.0)));
+    let mut count = 0;
+    for (t, n) in steps(times) {
+        let (x, from, to) = (
+            px(frame.x(t)),
+            px(frame.y(count as f64)),
+            px(frame.y(n as f64)),
+        );
+        points.push_str(&format!(" {x},{from} {x},{to}"));
+        count = n;
+    }
+    points
 }
 
 #[cfg(test)]

@@ -3,33 +3,42 @@
 
 use rusqlite::Connection;
 
+use crate::report::text::OutsideText;
+use crate::store::{InvocationKind, OrderOutcome, RunStatus};
+
 /// At most this many orders are listed; a line says how many more there are.
-pub(crate) const MAX_ORDERS: usize = 10_000;
+pub(super) const MAX_ORDERS: usize = 10_000;
 
-/// The outcomes of `order_reconciliation` that mean an order may still be open.
-pub(crate) const OPEN_OUTCOMES: &str = "('still_open', 'unverified', 'rejected')";
-
-/// One process that worked on the run.
-pub(crate) struct Invocation {
-    pub(crate) id: i64,
-    pub(crate) kind: String,
-    pub(crate) started_at: String,
-    pub(crate) ended_at: Option<String>,
-    pub(crate) pid: i64,
-    pub(crate) status: String,
-    pub(crate) exit_code: Option<i64>,
-    pub(crate) base_url: String,
-    pub(crate) tool_version: String,
-    pub(crate) accounts: i64,
-    pub(crate) stop_reason: Option<String>,
-    /// `rate` from its options JSON (requests per second), when recorded.
-    pub(crate) rate: Option<f64>,
-    /// Its start and end in seconds since the run started.
-    pub(crate) start_s: Option<f64>,
-    pub(crate) end_s: Option<f64>,
+/// The outcomes under which an order may still be open, as SQL: `('still_open', ...)`.
+pub(super) fn open_outcomes_sql() -> String {
+    let words: Vec<String> = OrderOutcome::OPEN
+        .iter()
+        .map(|o| format!("'{o}'"))
+        .collect();
+    format!("({})", words.join(", "))
 }
 
-pub(crate) fn invocations(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Invocation>> {
+/// One process that worked on the run.
+pub(super) struct Invocation {
+    pub(super) id: i64,
+    pub(super) kind: InvocationKind,
+    pub(super) started_at: OutsideText,
+    pub(super) ended_at: Option<OutsideText>,
+    pub(super) pid: i64,
+    pub(super) status: RunStatus,
+    pub(super) exit_code: Option<i64>,
+    pub(super) base_url: OutsideText,
+    pub(super) tool_version: OutsideText,
+    pub(super) accounts: i64,
+    pub(super) stop_reason: Option<OutsideText>,
+    /// `rate` from its options JSON (requests per second), when recorded.
+    pub(super) rate: Option<f64>,
+    /// Its start and end in seconds since the run started.
+    pub(super) start_s: Option<f64>,
+    pub(super) end_s: Option<f64>,
+}
+
+pub(super) fn invocations(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Invocation>> {
     let mut stmt = conn.prepare(
         "SELECT i.invocation_id, i.kind, i.started_at, i.ended_at, i.pid, i.status, i.exit_code,
                 i.base_url, i.tool_version, i.accounts, i.stop_reason, i.options,
@@ -66,22 +75,26 @@ pub(crate) fn invocations(conn: &Connection, run_id: i64) -> rusqlite::Result<Ve
 }
 
 /// An order that may still be open, with what a listing said of it.
-pub(crate) struct OpenOrder {
-    pub(crate) account: String,
-    pub(crate) order_id: i64,
-    pub(crate) outcome: String,
-    pub(crate) in_snapshot: bool,
-    pub(crate) symbol: Option<String>,
-    pub(crate) side: Option<String>,
-    pub(crate) price: Option<String>,
-    pub(crate) remaining: Option<String>,
+pub(super) struct OpenOrder {
+    pub(super) account: OutsideText,
+    pub(super) order_id: i64,
+    pub(super) outcome: OrderOutcome,
+    pub(super) in_snapshot: bool,
+    pub(super) symbol: Option<OutsideText>,
+    pub(super) side: Option<OutsideText>,
+    pub(super) price: Option<OutsideText>,
+    pub(super) remaining: Option<OutsideText>,
 }
 
-/// The first [`MAX_ORDERS`] orders still open, unverified or rejected, and how many there are.
-pub(crate) fn open_orders(
-    conn: &Connection,
-    run_id: i64,
-) -> rusqlite::Result<(Vec<OpenOrder>, u64)> {
+/// The orders that may still be open: the first [`MAX_ORDERS`], how many there are, and how
+/// many ids too large to store (kept as text elsewhere) are not among them.
+pub(super) struct OpenOrders {
+    pub(super) listed: Vec<OpenOrder>,
+    pub(super) total: u64,
+    pub(super) unstorable: i64,
+}
+
+pub(super) fn open_orders(conn: &Connection, run_id: i64) -> rusqlite::Result<OpenOrders> {
     // The latest listing (after) says more about an order than the first (before).
     let mut stmt = conn.prepare(&format!(
         "SELECT o.account, o.order_id, o.outcome, o.in_snapshot,
@@ -92,8 +105,9 @@ pub(crate) fn open_orders(
                 ON a.run_id = o.run_id AND a.account = o.account AND a.order_id = o.order_id
          LEFT JOIN open_orders_before b
                 ON b.run_id = o.run_id AND b.account = o.account AND b.order_id = o.order_id
-         WHERE o.run_id = ?1 AND o.outcome IN {OPEN_OUTCOMES}
-         ORDER BY o.account, o.order_id"
+         WHERE o.run_id = ?1 AND o.outcome IN {}
+         ORDER BY o.account, o.order_id",
+        open_outcomes_sql()
     ))?;
     let mut rows = stmt.query([run_id])?;
     let mut listed = Vec::new();
@@ -105,7 +119,7 @@ pub(crate) fn open_orders(
                 account: r.get(0)?,
                 order_id: r.get(1)?,
                 outcome: r.get(2)?,
-                in_snapshot: r.get::<_, i64>(3)? != 0,
+                in_snapshot: r.get(3)?,
                 symbol: r.get(4)?,
                 side: r.get(5)?,
                 price: r.get(6)?,
@@ -113,5 +127,14 @@ pub(crate) fn open_orders(
             });
         }
     }
-    Ok((listed, total))
+    let unstorable = conn.query_row(
+        "SELECT count(*) FROM unstorable_order_ids WHERE run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    Ok(OpenOrders {
+        listed,
+        total,
+        unstorable,
+    })
 }

@@ -1,69 +1,80 @@
 //! The run's verdict in words: what its status and counts mean for an auditor.
 
-use super::format::{grouped, int, opt_text};
-use crate::report::rows::{Row, field, text};
+use maud::{Markup, html};
 
-/// How a run's verdict reads: good, bad, or neither.
-#[derive(Clone, Copy)]
-pub(crate) enum Tone {
+use super::format::grouped;
+use crate::report::rows::RunRow;
+use crate::store::RunStatus;
+
+/// How a run's verdict reads: good, bad, or neither. The name is the CSS class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tone {
     Good,
     Bad,
     Warn,
 }
 
-pub(crate) fn verdict(run: &Row) -> (Tone, String) {
-    let status = text(field(run, "status"));
-    let reason = opt_text(field(run, "stop_reason"));
-    let n = |c: &str| int(field(run, c)).unwrap_or(0);
+/// The verdict as the page's first paragraph, coloured by its tone.
+pub(super) fn section(run: &RunRow) -> Markup {
+    let (tone, line) = verdict(run);
+    let class = match tone {
+        Tone::Good => "verdict good",
+        Tone::Bad => "verdict bad",
+        Tone::Warn => "verdict warn",
+    };
+    html! { p #verdict class=(class) { (line) } }
+}
+
+fn verdict(run: &RunRow) -> (Tone, String) {
+    // Outside text in a sentence: shown (escaped for the terminal's sake too) like everywhere.
+    let reason = run.stop_reason.as_ref().map(|r| r.shown().into_owned());
     let because = reason
         .as_deref()
         .map_or(String::new(), |r| format!(" ({r})"));
     let open_detail = format!(
-        "{} of {} accounts are not verified flat; {} orders open after the sweep, {} unverified, {} rejected",
-        grouped(n("accounts_dirty")),
-        grouped(n("accounts") - n("accounts_skipped")),
-        grouped(n("open_after")),
-        grouped(n("unverified")),
-        grouped(n("rejected")),
+        "{} of {} accounts are not verified flat; {} orders open after the sweep, {} \
+         unverified, {} rejected",
+        grouped(run.accounts_dirty),
+        grouped(run.enabled()),
+        grouped(run.open_after),
+        grouped(run.unverified),
+        grouped(run.rejected),
     );
-    match (status.as_str(), int(field(run, "clean"))) {
-        ("refused", _) => (
+    let open = "orders may still be open: see below";
+    match (run.status, run.clean) {
+        (RunStatus::Refused, _) => (
             Tone::Bad,
             format!(
-                "The exchange refused the key: {}. The run stopped sending at once; orders may still be open: see below.",
+                "The exchange refused the key: {}. The run stopped sending at once; {open}.",
                 reason.as_deref().unwrap_or("no reason recorded")
             ),
         ),
-        ("running", _) => (
+        (RunStatus::Running, _) => (
             Tone::Warn,
             "The run is still going: these numbers are a snapshot and will change.".into(),
         ),
-        ("died", _) => (
+        (RunStatus::Died, _) => (
             Tone::Bad,
-            format!(
-                "The run's process died before it finished: orders may still be open: see below. {open_detail}."
-            ),
+            format!("The run's process died before it finished: {open}. {open_detail}."),
         ),
-        (_, Some(1)) => (Tone::Good, "Every account verified flat.".into()),
-        ("interrupted", _) => (
+        (_, Some(true)) => (Tone::Good, "Every account verified flat.".into()),
+        (RunStatus::Interrupted, _) => (
             Tone::Bad,
-            format!(
-                "The run was interrupted{because}: orders may still be open: see below. {open_detail}."
-            ),
+            format!("The run was interrupted{because}: {open}. {open_detail}."),
         ),
-        ("aborted", _) => (
+        (RunStatus::Aborted, _) => (
             Tone::Bad,
-            format!(
-                "The run stopped on an error{because}: orders may still be open: see below. {open_detail}."
-            ),
+            format!("The run stopped on an error{because}: {open}. {open_detail}."),
         ),
-        (_, Some(_)) => (
+        (_, Some(false)) => (
             Tone::Bad,
             format!("Orders may still be open: see below. {open_detail}."),
         ),
         (_, None) => (
             Tone::Warn,
-            "Not verified: the accounts were swept without listing them afterwards (--no-verify), so nothing proves they are flat.".into(),
+            "Not verified: the accounts were swept without listing them afterwards \
+             (--no-verify), so nothing proves they are flat."
+                .into(),
         ),
     }
 }
