@@ -76,6 +76,7 @@ struct Families {
     nonce_races: Family,
     time_to_flat: Family,
     time_to_proven_flat: Family,
+    hold: Family,
     last_clean: Family,
 }
 
@@ -144,6 +145,10 @@ impl Families {
             time_to_proven_flat: Family::new(
                 "gemini_sweep_time_to_proven_flat_seconds",
                 "From the start of the group's latest run to the listing that proved its last account flat (absent while some account is not proven flat).",
+            ),
+            hold: Family::new(
+                "gemini_sweep_hold",
+                "With --hold, what holding the group flat after the latest run's sweep did: seconds, cycles (every account listed once), recancels (cancel-alls for orders that appeared), recancelled_accounts (absent without a hold).",
             ),
             last_clean: Family::new(
                 "gemini_sweep_last_clean_sweep_timestamp_seconds",
@@ -217,6 +222,19 @@ impl Families {
         if let Some(ms) = t.time_to_proven_flat_ms {
             self.time_to_proven_flat.add(group(), ms as f64 / 1000.0);
         }
+        if let Some(h) = &t.hold {
+            for (what, n) in [
+                ("seconds", h.hold_ms as f64 / 1000.0),
+                ("cycles", h.hold_cycles as f64),
+                ("recancels", h.hold_recancels as f64),
+                (
+                    "recancelled_accounts",
+                    h.hold_recancelled_accounts.len() as f64,
+                ),
+            ] {
+                self.hold.add(with("what", what), n);
+            }
+        }
         Ok(())
     }
 
@@ -235,6 +253,7 @@ impl Families {
             &self.nonce_races,
             &self.time_to_flat,
             &self.time_to_proven_flat,
+            &self.hold,
             &self.last_clean,
         ] {
             family.write(&mut text);

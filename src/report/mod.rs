@@ -54,7 +54,13 @@ pub fn render(
         Ok(render(&run, &AccountRow::read_all(conn, run_id, only)?))
     };
     match format {
-        Format::Table => from_rows(table::run_table),
+        Format::Table => {
+            let mut table = from_rows(table::run_table)?;
+            if let Some(hold) = crate::store::run_totals(conn, run_id)?.hold {
+                table.push_str(&table::hold_line(&hold));
+            }
+            Ok(table)
+        }
         Format::Csv => from_rows(machine::report_csv),
         Format::Json => from_rows(machine::report_json),
         // The page reads the same rows, and more.

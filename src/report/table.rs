@@ -55,6 +55,31 @@ pub(super) fn run_table(run: &RunRow, accounts: &[AccountRow]) -> String {
     out
 }
 
+/// What the hold after the sweep did, under a run's table.
+pub(super) fn hold_line(hold: &crate::store::HoldTotals) -> String {
+    let accounts = match hold.hold_recancelled_accounts.len() {
+        0 => String::new(),
+        n => format!(
+            " on {n} account{} ({})",
+            if n == 1 { "" } else { "s" },
+            clip(
+                &crate::safe_text::escape(&hold.hold_recancelled_accounts.join(", ")),
+                40
+            )
+        ),
+    };
+    let seen = hold.last_order_seen_at.as_deref().map_or_else(
+        || "no order seen".to_owned(),
+        |at| format!("last order seen {}", crate::safe_text::escape(at)),
+    );
+    format!(
+        "held {:.1} s: {} cycles, {} re-cancels{accounts}; {seen}\n",
+        hold.hold_ms as f64 / 1000.0,
+        hold.hold_cycles,
+        hold.hold_recancels,
+    )
+}
+
 /// Which run and group the table is of: after a job of several groups, one table per group
 /// follows another, and nothing else tells them apart.
 fn title(run: &RunRow) -> String {

@@ -29,7 +29,8 @@ pub use crate::exit::RunStatus;
 pub use attempts::{Action, AttemptEnd, AttemptStart, Outcome as AttemptOutcome, Sent};
 pub use migrations::latest_version as schema_version;
 pub use reads::{
-    JobRun, Resumable, RunTotals, latest_job, resolve_run, resumable, run_group, run_totals,
+    HoldTotals, JobRun, Resumable, RunTotals, latest_job, resolve_run, resumable, run_group,
+    run_totals,
 };
 pub use runs::{AccountFinish, NewRun, NewRunAccount, Resume, Settle, TakenOver};
 pub use values::{

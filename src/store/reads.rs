@@ -183,6 +183,41 @@ pub struct RunTotals {
     /// Why the run cannot vouch for every account of the group, if it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listing_note: Option<String>,
+    /// With `--hold`: what holding the group flat after the sweep did (absent without a hold).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldTotals>,
+}
+
+/// What the hold after a run's sweep did, over every invocation of the run that held.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HoldTotals {
+    pub hold_ms: i64,
+    /// Full cycles: every held account listed once in each.
+    pub hold_cycles: i64,
+    /// Cancel-alls the hold sent for orders that appeared, and went through.
+    pub hold_recancels: i64,
+    /// The accounts those cancel-alls were for.
+    pub hold_recancelled_accounts: Vec<String>,
+    /// When the hold last sent a listing that found an open order (UTC), if it did.
+    pub last_order_seen_at: Option<String>,
+}
+
+/// The hold's columns of [`run_totals`]'s row (24 on), if the run held.
+fn hold_totals(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<HoldTotals>> {
+    let Some(hold_ms) = row.get::<_, Option<i64>>(24)? else {
+        return Ok(None);
+    };
+    let accounts: String = row.get(27)?;
+    let accounts = serde_json::from_str(&accounts).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(27, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(Some(HoldTotals {
+        hold_ms,
+        hold_cycles: row.get(25)?,
+        hold_recancels: row.get(26)?,
+        hold_recancelled_accounts: accounts,
+        last_order_seen_at: row.get(28)?,
+    }))
 }
 
 pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals> {
@@ -213,9 +248,27 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
                            AND coalesce(ar.clean, 0) = 0)
                      THEN (SELECT CAST(round(max((julianday(t.sent_at) - julianday(r.started_at))
                                                  * 86400000.0 + coalesce(t.latency_ms, 0))) AS INTEGER)
-                           FROM run_accounts a JOIN attempts t ON t.attempt_id = a.verify_attempt_id
+                           FROM run_accounts a JOIN attempts t ON t.attempt_id =
+                                -- The sweep's proof: a hold's later listings are not when it
+                                -- became flat.
+                                (SELECT max(v.attempt_id) FROM attempts v
+                                 WHERE v.run_id = a.run_id AND v.account = a.account
+                                   AND v.phase = 'verify' AND v.outcome = 'ok')
                            WHERE a.run_id = r.run_id AND a.status <> 'skipped')
-                END
+                END,
+                (SELECT sum(i.hold_ms) FROM invocations i WHERE i.run_id = r.run_id),
+                (SELECT coalesce(sum(i.hold_cycles), 0) FROM invocations i WHERE i.run_id = r.run_id),
+                (SELECT count(*) FROM attempts t
+                 WHERE t.run_id = r.run_id AND t.phase = 'hold'
+                   AND t.endpoint = '/v1/order/cancel/all' AND t.outcome = 'ok'),
+                (SELECT json_group_array(account) FROM (
+                     SELECT DISTINCT t.account FROM attempts t
+                     WHERE t.run_id = r.run_id AND t.phase = 'hold'
+                       AND t.endpoint = '/v1/order/cancel/all' AND t.outcome = 'ok'
+                     ORDER BY t.account)),
+                (SELECT max(t.sent_at) FROM attempts t
+                 WHERE t.run_id = r.run_id AND t.phase = 'hold' AND t.endpoint = '/v1/orders'
+                   AND t.outcome = 'ok' AND t.items > 0)
          FROM runs r,
               -- Filtered inside, so only this run's accounts are read.
               (SELECT count(*) AS accounts,
@@ -260,6 +313,7 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
                 listing_note: row.get(21)?,
                 time_to_flat_ms: row.get(22)?,
                 time_to_proven_flat_ms: row.get(23)?,
+                hold: hold_totals(row)?,
             })
         },
     )

@@ -259,7 +259,7 @@ mod tests {
         );
         assert_eq!(
             round_trip(Phase::ALL),
-            ["discover", "snapshot", "cancel", "verify"]
+            ["discover", "snapshot", "cancel", "verify", "hold"]
         );
         assert_eq!(round_trip(InvocationKind::ALL), ["start", "resume"]);
         assert_eq!(

@@ -54,8 +54,11 @@ pub(super) fn flat_chart(
         "SELECT (julianday(t.sent_at) - julianday(r.started_at)) * 86400.0
                 + coalesce(t.latency_ms, 0) / 1000.0
          FROM account_reconciliation a
-         JOIN run_accounts ra ON ra.run_id = a.run_id AND ra.account = a.account
-         JOIN attempts t ON t.attempt_id = ra.verify_attempt_id
+         -- The sweep's proof: a hold's later listings are not when the account became flat.
+         JOIN attempts t ON t.attempt_id =
+             (SELECT max(v.attempt_id) FROM attempts v
+              WHERE v.run_id = a.run_id AND v.account = a.account
+                AND v.phase = 'verify' AND v.outcome = 'ok')
          JOIN runs r ON r.run_id = a.run_id
          WHERE a.run_id = ?1 AND a.clean = 1",
     )?;
@@ -170,7 +173,7 @@ impl FlatChart {
 }
 
 /// A step curve through `times`: along at the old count, then up to the new one.
-fn points(frame: &Frame, times: &[f64]) -> String {
+pub(super) fn points(frame: &Frame, times: &[f64]) -> String {
     let mut points = format!("{},{}", px(frame.x(0.0)), px(frame.y(0.0)));
     let mut count = 0;
     for (t, n) in steps(times) {

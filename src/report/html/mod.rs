@@ -12,6 +12,7 @@
 //! - `accounts`: the accounts table and the orders that may still be open.
 //! - `chart`: the requests-over-time chart, its buckets' maths and its SVG.
 //! - `flat_chart`: accounts cancelled and proven flat over time, against the rate's bound.
+//! - `hold_chart`: with `--hold`, the cancel-alls the hold sent over time.
 //! - `reads`: what the page reads beyond the reconciliation rows (processes, open orders).
 //! - `verdict`: the run's verdict in words.
 //! - `format`: how values read on the page (grouped numbers, durations, table cells).
@@ -28,6 +29,7 @@ mod accounts;
 mod chart;
 mod flat_chart;
 mod format;
+mod hold_chart;
 mod reads;
 mod run;
 mod style;
@@ -50,6 +52,7 @@ struct Page {
     orders: OpenOrders,
     chart: Chart,
     flat: FlatChart,
+    hold: Option<hold_chart::HoldChart>,
     totals: RunTotals,
     generated: OutsideText,
 }
@@ -65,6 +68,8 @@ impl Page {
         let invocations = reads::invocations(conn, run_id)?;
         let chart = chart::chart(conn, run_id, run.duration_ms, &invocations)?;
         let first_rate = invocations.first().and_then(|i| i.rate);
+        let totals = crate::store::run_totals(conn, run_id)?;
+        let hold = hold_chart::hold_chart(conn, run_id, totals.hold.as_ref())?;
         Ok(Page {
             tool_version: conn
                 .query_row(
@@ -76,7 +81,8 @@ impl Page {
             accounts: AccountRow::read_all(conn, run_id, only)?,
             orders: reads::open_orders(conn, run_id)?,
             flat: flat_chart::flat_chart(conn, run_id, first_rate)?,
-            totals: crate::store::run_totals(conn, run_id)?,
+            totals,
+            hold,
             generated: conn.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
                 r.get(0)
             })?,
@@ -118,6 +124,9 @@ impl Page {
                     (accounts::orders_section(run, &self.orders))
                     (self.chart.section())
                     (self.flat.section())
+                    @if let Some(hold) = &self.hold {
+                        (hold.section())
+                    }
                 }
             }
         }
