@@ -9,7 +9,8 @@
 //! details of the audit trail, and is swept start to end in one go ([`AccountSweeper::sweep`]).
 
 use super::Progress;
-use super::key::{Caller, KeyHandle, Priority, Retry, Step, StopCause};
+use super::key::{KeyHandle, Priority, StopCause};
+use super::retry::{Caller, Retry, Step};
 use crate::config::SweepConfig;
 use crate::error::Error;
 use crate::store::{AccountFinish, AccountStatus, Action, Failure, Store};

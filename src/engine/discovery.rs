@@ -22,7 +22,8 @@
 
 use std::collections::HashSet;
 
-use super::key::{Caller, KeyHandle, Priority, Retry, Step, StopCause};
+use super::key::{KeyHandle, Priority, StopCause};
+use super::retry::{Caller, Retry, Step};
 use crate::client::ListedAccount;
 use crate::error::Error;
 use crate::store::{Action, Failure};

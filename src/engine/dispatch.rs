@@ -20,7 +20,7 @@ use super::lessons::Lessons;
 use super::pace::{Controller, Throttle};
 use crate::client::{Chunk, ExchangeClient, Exchanged, NonceSource, Verdict};
 use crate::error::Error;
-use crate::store::{Action, AttemptEnd, AttemptOutcome, AttemptStart, Sent, Store};
+use crate::store::{Action, AttemptEnd, AttemptStart, Sent, Store};
 
 /// What a dispatcher needs of the run it works for.
 pub struct RunContext {
@@ -417,21 +417,8 @@ impl Dispatcher {
     }
 
     fn record(&self, f: &InFlight, exchanged: &Exchanged) -> Result<(), Error> {
-        self.run.store.finish_attempt(AttemptEnd {
-            run_id: self.run.run_id,
-            account: f.caller.to_string(),
-            action: f.action,
-            sent: f.sent,
-            latency: exchanged.latency,
-            http_status: exchanged.http_status,
-            outcome: recorded_outcome(&exchanged.verdict),
-            body: exchanged.body.clone(),
-            body_truncated: exchanged.body_truncated,
-            collected: match &exchanged.verdict {
-                Verdict::Ok(collected) => Some(collected.clone()),
-                _ => None,
-            },
-        })
+        let end = AttemptEnd::of(self.run.run_id, &f.caller, f.action, f.sent, exchanged);
+        self.run.store.finish_attempt(end)
     }
 }
 
@@ -531,20 +518,6 @@ async fn carry(
         // Dropping the request may leave it to complete at the exchange: the attempt stays in
         // flight, and a later listing finds out what it did.
         () = hard_stop.cancelled() => Carried::Abandoned,
-    }
-}
-
-fn recorded_outcome(verdict: &Verdict) -> AttemptOutcome {
-    let reason = verdict.reason().unwrap_or_default().to_owned();
-    let message = verdict.message().unwrap_or_default().to_owned();
-    match verdict {
-        Verdict::Ok(_) => AttemptOutcome::Ok,
-        Verdict::Transient { .. } | Verdict::NonceRefused { .. } => {
-            AttemptOutcome::Transient { reason, message }
-        }
-        Verdict::AccountRefused { .. } | Verdict::KeyRefused { .. } => {
-            AttemptOutcome::Permanent { reason, message }
-        }
     }
 }
 

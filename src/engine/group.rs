@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::account::AccountSweeper;
 use super::dispatch::{self, KeyConfig, KeyEnd, RunContext};
-use super::key::{KeyHalt, KeyHandle, Retry, StopCause};
+use super::key::{KeyHalt, KeyHandle, StopCause};
+use super::retry::Retry;
 use super::{GroupJob, Progress, StopSignal, StopTokens, Target, discovery, fan_out, hold};
 use crate::accounts::AccountEntry;
 use crate::client::{ClientOptions, Clock, Credentials, ExchangeClient, NonceMode, NonceSource};

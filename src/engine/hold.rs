@@ -12,7 +12,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::account::AccountSweeper;
-use super::key::{Caller, Priority, Retry, Step};
+use super::key::Priority;
+use super::retry::{Caller, Retry, Step};
 use crate::client::Collected;
 use crate::error::Error;
 use crate::store::{AccountFinish, AccountStatus, Action, Failure};

@@ -12,7 +12,8 @@
 //! - [`hold`]: `--hold`: the swept accounts listed in turn, and cancelled again, after the sweep.
 //! - [`account`]: one account's cancel-alls, then the listing that proves it flat (with
 //!   `--snapshot`, the listing before them too), with its retries.
-//! - [`key`]: what callers hold of a key: requests, retries, why it stopped.
+//! - [`key`]: what callers hold of a key: its requests, and why it stopped.
+//! - [`retry`]: how a call survives what is transient: back-off, attempts, what is final.
 //! - [`dispatch`]: the key's one send path: queue, pace, in-flight limit, nonce, write-ahead row,
 //!   hand-off, replies.
 //! - [`pace`]: the key's pace (governor) and how it follows the exchange's push-back.
@@ -32,6 +33,7 @@ mod lessons;
 mod pace;
 pub mod progress;
 mod resume;
+mod retry;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -181,7 +183,7 @@ pub async fn list_accounts(
             concurrency: 1,
         };
         let (key, dispatcher) = dispatch::start(client, nonces, limits, run);
-        let retry = key::Retry {
+        let retry = retry::Retry {
             max_attempts: config.max_attempts,
             base: config.retry_base,
         };

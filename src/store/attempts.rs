@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, params};
 
 use super::{Phase, Store, epoch_ms, utc_text};
-use crate::client::Endpoint;
 use crate::client::{Chunk, Collected, Nonce, OpenOrder};
+use crate::client::{Endpoint, Exchanged, Verdict};
 use crate::error::Error;
 
 /// What a request does: its phase and its endpoint, which the attempt records.
@@ -109,6 +109,50 @@ pub enum Outcome {
     Ok,
     Transient { reason: String, message: String },
     Permanent { reason: String, message: String },
+}
+
+impl Outcome {
+    /// How the audit trail reads a verdict: a nonce refusal is transient (the call retries it).
+    pub fn of(verdict: &Verdict) -> Outcome {
+        let reason = verdict.reason().unwrap_or_default().to_owned();
+        let message = verdict.message().unwrap_or_default().to_owned();
+        match verdict {
+            Verdict::Ok(_) => Outcome::Ok,
+            Verdict::Transient { .. } | Verdict::NonceRefused { .. } => {
+                Outcome::Transient { reason, message }
+            }
+            Verdict::AccountRefused { .. } | Verdict::KeyRefused { .. } => {
+                Outcome::Permanent { reason, message }
+            }
+        }
+    }
+}
+
+impl AttemptEnd {
+    /// The record of `exchanged`, the reply to the attempt `sent` for `account`.
+    pub fn of(
+        run_id: Option<i64>,
+        account: &str,
+        action: Action,
+        sent: Sent,
+        exchanged: &Exchanged,
+    ) -> AttemptEnd {
+        AttemptEnd {
+            run_id,
+            account: account.to_owned(),
+            action,
+            sent,
+            latency: exchanged.latency,
+            http_status: exchanged.http_status,
+            outcome: Outcome::of(&exchanged.verdict),
+            body: exchanged.body.clone(),
+            body_truncated: exchanged.body_truncated,
+            collected: match &exchanged.verdict {
+                Verdict::Ok(collected) => Some(collected.clone()),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// What an attempt's reply said, recorded when it was read.
