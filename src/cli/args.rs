@@ -56,7 +56,7 @@ pub enum Command {
     /// Sweep a built-in simulated exchange: no keys, no network, a few seconds.
     Demo(DemoArgs),
     /// Serve a simulated Gemini exchange on 127.0.0.1, for rehearsals and tests.
-    Sim(crate::sim::cli::SimArgs),
+    Sim(gemini_sim::cli::SimArgs),
     /// Print a run's reconciliation, per account and in total, from the database.
     Report(ReportArgs),
     /// List the runs in the database, newest first.

@@ -79,7 +79,7 @@ pub fn main() -> i32 {
         match cli.command {
             Command::Run(args) => run(args, display).await,
             Command::Demo(args) => run_demo(args).await,
-            Command::Sim(args) => crate::sim::cli::run(args)
+            Command::Sim(args) => gemini_sim::cli::run(args)
                 .await
                 .map(|()| exit::OK)
                 .map_err(|e| Error::Config(e.to_string())),

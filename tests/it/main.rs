@@ -17,6 +17,7 @@ mod flat_first;
 mod groups;
 mod hostile_exchange;
 mod input_files;
+mod layering;
 mod metrics;
 mod outside_text;
 mod parsers_never_panic;
