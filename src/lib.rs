@@ -21,6 +21,8 @@
 //! - [`exit`]: how a process ends: outcomes and their exit codes.
 //! - [`atomic_file`]: files other programs read (reports, metrics, the CSV): whole or not at all.
 //! - [`input_file`]: files the user names (CSV, config, secret, excludes): regular, bounded.
+//! - [`output_file`]: every path the tool writes: absent or a regular file, never a device, a
+//!   FIFO, a socket or a symlink.
 //! - [`safe_text`]: outside text made safe for a terminal, a log line, JSON or a spreadsheet.
 //! - [`signing`]: Gemini's request signature, shared by the client and the simulator.
 
@@ -36,6 +38,7 @@ pub mod error;
 pub mod exit;
 pub mod input_file;
 pub mod lock;
+pub mod output_file;
 pub mod report;
 pub mod safe_text;
 pub mod signing;

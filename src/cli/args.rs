@@ -86,7 +86,9 @@ pub struct AccountsArgs {
     pub exchange: ExchangeArgs,
 
     /// Also write the accounts as a CSV that `run --accounts` reads: custody and closed accounts
-    /// (and --exclude ones) are written enabled=false, with the reason as their note.
+    /// (and --exclude ones) are written enabled=false, with the reason as their note. `-` prints
+    /// the CSV on stdout instead of the table. FILE must be absent or a regular file (not a
+    /// symlink, device or FIFO).
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
 
@@ -324,7 +326,8 @@ pub struct ReportArgs {
     pub only: crate::report::Only,
 
     /// Write the report to FILE (atomically, mode 0600) instead of stdout; required with
-    /// `--format html`.
+    /// `--format html`. `-` is stdout. FILE must be absent or a regular file (not a symlink,
+    /// device or FIFO).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }

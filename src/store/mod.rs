@@ -65,13 +65,14 @@ pub fn store_error(path: &Path, reason: impl std::fmt::Display) -> Error {
 /// Opens (creating it readable by its owner only) and migrates the database, then starts its
 /// writer.
 pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
-    if path.is_dir() {
-        return Err(store_error(path, "is a directory; --db takes a file path"));
-    }
+    check_outputs(path)?;
     create_private(path).map_err(|e| store_error(path, format!("cannot create: {e}")))?;
+    // NOFOLLOW: a link put at the path since the check is refused, not written through.
     let mut conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )
     .map_err(|e| store_error(path, format!("cannot open: {e}")))?;
     let patience = writer::busy_patience();
@@ -96,6 +97,24 @@ pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
         },
         thread,
     ))
+}
+
+/// Refuses a `--db` SQLite could not safely write: the database and the files SQLite puts beside
+/// it (`-wal`, `-shm`, and `-journal` while it switches to WAL) must each be absent or a regular
+/// file, never a device, a FIFO, a socket or a link (SQLite would write through a link, or into
+/// /dev for `--db /dev/null`). Bad input: exit 2, before anything is sent.
+pub fn check_outputs(path: &Path) -> Result<(), Error> {
+    crate::output_file::file("--db", path)?;
+    for (suffix, what) in [
+        ("-wal", "WAL file"),
+        ("-shm", "shared-memory file"),
+        ("-journal", "journal"),
+    ] {
+        let mut beside = path.as_os_str().to_owned();
+        beside.push(suffix);
+        crate::output_file::derived("--db", path, what, Path::new(&beside))?;
+    }
+    Ok(())
 }
 
 /// Creates the database file with mode 0600 whatever the umask, so the audit trail (and the WAL

@@ -19,6 +19,7 @@ mod hostile_exchange;
 mod input_files;
 mod layering;
 mod metrics;
+mod outputs;
 mod outside_text;
 mod parsers_never_panic;
 mod progress;
