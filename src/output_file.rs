@@ -81,6 +81,18 @@ pub struct OutputError {
     pub remedy: Remedy,
 }
 
+impl OutputError {
+    /// What is wrong and what to do, without the subject (for a caller that names the path).
+    pub fn problem(&self) -> String {
+        format!("{}{}", self.refusal, self.remedy.after(&self.refusal))
+    }
+
+    /// A device, a FIFO, a socket or a link: something that must never be replaced.
+    pub fn is_special(&self) -> bool {
+        matches!(self.refusal, Refusal::Symlink | Refusal::Special(_))
+    }
+}
+
 /// A bad output is bad input: one line, exit 2, nothing sent.
 impl From<OutputError> for crate::error::Error {
     fn from(e: OutputError) -> Self {

@@ -101,10 +101,23 @@ pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
 
 /// Refuses a `--db` SQLite could not safely write: the database and the files SQLite puts beside
 /// it (`-wal`, `-shm`, and `-journal` while it switches to WAL) must each be absent or a regular
-/// file, never a device, a FIFO, a socket or a link (SQLite would write through a link, or into
-/// /dev for `--db /dev/null`). Bad input: exit 2, before anything is sent.
+/// file. A device, a FIFO, a socket or a link is bad input (exit 2): SQLite would write through
+/// a link, or into /dev for `--db /dev/null`. A directory, or a missing one, stays what it was, a
+/// database the environment cannot hold (exit 3). Either way before anything is sent.
 pub fn check_outputs(path: &Path) -> Result<(), Error> {
-    crate::output_file::file("--db", path)?;
+    use crate::output_file::{OutputError, derived, file};
+    // `beside`: the file SQLite puts beside the database, and what it is.
+    let refused = |e: OutputError, beside: Option<(&str, &Path)>| -> Error {
+        match beside {
+            _ if e.is_special() => e.into(),
+            None => store_error(path, e.problem()),
+            Some((what, at)) => store_error(
+                path,
+                format!("its {what} {}: {}", at.display(), e.problem()),
+            ),
+        }
+    };
+    file("--db", path).map_err(|e| refused(e, None))?;
     for (suffix, what) in [
         ("-wal", "WAL file"),
         ("-shm", "shared-memory file"),
@@ -112,7 +125,8 @@ pub fn check_outputs(path: &Path) -> Result<(), Error> {
     ] {
         let mut beside = path.as_os_str().to_owned();
         beside.push(suffix);
-        crate::output_file::derived("--db", path, what, Path::new(&beside))?;
+        let beside = Path::new(&beside);
+        derived("--db", path, what, beside).map_err(|e| refused(e, Some((what, beside))))?;
     }
     Ok(())
 }
