@@ -4,8 +4,8 @@
 //!
 //! A path that is absent or a regular file is written. Anything else is refused before the work
 //! that would write it, and again just before the write: a device, a FIFO or a socket, because
-//! renaming over it replaces it (run as root, `--out /dev/null` would replace the machine's
-//! /dev/null); a symbolic link, because the rename replaces the link instead of writing through
+//! renaming over it replaces it (as root, `--out /dev/null` turned the machine's /dev/null into
+//! a regular file); a symbolic link, because the rename replaces the link instead of writing through
 //! it, and following links in a directory others can write to is the classic symlink attack; a
 //! directory, because it cannot be a file.
 
