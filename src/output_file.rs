@@ -5,9 +5,9 @@
 //! A path that is absent or a regular file is written. Anything else is refused before the work
 //! that would write it, and again just before the write: a device, a FIFO or a socket, because
 //! renaming over it replaces it (as root, `--out /dev/null` turned the machine's /dev/null into
-//! a regular file); a symbolic link, because the rename replaces the link instead of writing through
-//! it, and following links in a directory others can write to is the classic symlink attack; a
-//! directory, because it cannot be a file.
+//! a regular file); a symbolic link, because the rename replaces the link instead of writing
+//! through it, and following links in a directory others can write to is the classic symlink
+//! attack; a directory, because it cannot be a file.
 
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
