@@ -507,12 +507,20 @@ pub fn excludes(names: &[String], file: Option<&Path>) -> Result<BTreeSet<String
 /// nickname breaks the rule left out. Every cell that holds what the exchange wrote is made safe
 /// for a spreadsheet ([`crate::report`]'s CSV rule: control characters shown, a leading `=`, `+`,
 /// `-` or `@` behind an apostrophe, which [`parse`] drops again). Written like the reports: whole
-/// or not at all, mode 0600.
+/// or not at all, mode 0600 ([`crate::atomic_file`]).
 pub fn write_csv(
     path: &Path,
     listed: &[ListedAccount],
     excluded: &BTreeSet<String>,
 ) -> std::io::Result<()> {
+    atomic_file::write(path, &csv_bytes(listed, excluded)?, 0o600)
+}
+
+/// The accounts CSV [`write_csv`] writes, as bytes (`accounts --csv -` prints them).
+pub fn csv_bytes(
+    listed: &[ListedAccount],
+    excluded: &BTreeSet<String>,
+) -> std::io::Result<Vec<u8>> {
     use crate::safe_text::csv_cell;
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(["account", "enabled", "note", "name", "type", "status"])?;
@@ -528,10 +536,9 @@ pub fn write_csv(
             csv_cell(&a.status),
         ])?;
     }
-    let bytes = writer
+    writer
         .into_inner()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    atomic_file::write(path, &bytes, 0o600)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// A cell as a spreadsheet (or [`write_csv`]) wrote it to keep it from being read as a

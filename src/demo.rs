@@ -12,8 +12,8 @@ use crate::client::{Credentials, NonceMode, SystemClock};
 use crate::config::SweepConfig;
 use crate::engine::{self, SweepSummary, Target};
 use crate::error::Error;
-use crate::sim::{
-    self, FaultConfig, KeySpec, NonceMode as SimNonceMode, RateLimitConfig, Role, SimConfig,
+use gemini_sim::{
+    self as sim, FaultConfig, KeySpec, NonceMode as SimNonceMode, RateLimitConfig, Role, SimConfig,
 };
 
 const DEMO_KEY: &str = "master-demo";

@@ -7,7 +7,8 @@
 //! listed below it, so the imports form no loop.
 //!
 //! - [`cli`]: the edge: the command line's grammar, logging, signals, stdout, the exit code.
-//! - [`demo`]: `gemini-sweep demo`, the real sweep against an in-process simulator.
+//! - [`demo`]: `gemini-sweep demo`, the real sweep against an in-process simulator (the
+//!   `gemini-sim` crate, which only the edge, `cli` and `demo`, may name).
 //! - [`display`]: what the operator sees while a job runs: logs and progress.
 //! - [`report`]: runs read back from the database: table, CSV, JSON, HTML, metrics.
 //! - [`engine`]: the sweep itself: plan, sessions, pacing, retries, resume, settling the run.
@@ -17,10 +18,11 @@
 //! - [`store`]: the SQLite audit trail: every run, attempt and order id.
 //! - [`error`]: the library's error type.
 //! - [`client`]: one signed request to the exchange, and what its reply means.
-//! - [`sim`]: the exchange simulator used by `demo` and the tests, never by the engine.
 //! - [`exit`]: how a process ends: outcomes and their exit codes.
 //! - [`atomic_file`]: files other programs read (reports, metrics, the CSV): whole or not at all.
 //! - [`input_file`]: files the user names (CSV, config, secret, excludes): regular, bounded.
+//! - [`output_file`]: every path the tool writes: absent or a regular file, never a device, a
+//!   FIFO, a socket or a symlink.
 //! - [`safe_text`]: outside text made safe for a terminal, a log line, JSON or a spreadsheet.
 //! - [`signing`]: Gemini's request signature, shared by the client and the simulator.
 
@@ -36,8 +38,8 @@ pub mod error;
 pub mod exit;
 pub mod input_file;
 pub mod lock;
+pub mod output_file;
 pub mod report;
 pub mod safe_text;
 pub mod signing;
-pub mod sim;
 pub mod store;

@@ -16,6 +16,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::output_file::Refusal;
 
 pub struct RunLock {
     /// The database's lock first, then one per key, each with the key's fingerprint.
@@ -24,34 +25,28 @@ pub struct RunLock {
 
 impl RunLock {
     /// Takes the database's lock (`<db>.lock`) and each key's lock (see [`key_lock_path`]), or
-    /// says who holds one. Several keys are one job sweeping several groups.
+    /// says who holds one. Several keys are one job sweeping several groups. Each lock file must
+    /// be absent or a regular file ([`check_outputs`]); a refusal is bad input.
     pub fn acquire(
         db: &Path,
         lock_dir: Option<&Path>,
         key_fingerprints: &[String],
     ) -> Result<RunLock, Error> {
-        let mut db_lock = db.as_os_str().to_owned();
-        db_lock.push(".lock");
-        let db_lock = PathBuf::from(db_lock);
-        let db_file = take(&db_lock, "this database").map_err(|e| {
-            e.into_error(|reason| Error::Store {
-                path: db.to_path_buf(),
-                reason,
-            })
-        })?;
-        let mut files = vec![(None, db_lock, db_file)];
-        for fingerprint in key_fingerprints {
-            let key_lock = key_lock_path(db, lock_dir, fingerprint);
-            let key_file = take(&key_lock, "this API key").map_err(|e| {
-                e.into_error(|reason| match lock_dir {
-                    Some(dir) => Error::Config(format!("--lock-dir {}: {reason}", dir.display())),
-                    None => Error::Store {
+        check_outputs(db, lock_dir, key_fingerprints)?;
+        let mut files = Vec::new();
+        for lock in lock_files(db, lock_dir, key_fingerprints) {
+            let file = take(&lock).map_err(|e| {
+                e.into_error(|reason| match (lock.fingerprint.is_some(), lock_dir) {
+                    (true, Some(dir)) => {
+                        Error::Config(format!("--lock-dir {}: {reason}", dir.display()))
+                    }
+                    _ => Error::Store {
                         path: db.to_path_buf(),
                         reason,
                     },
                 })
             })?;
-            files.push((Some(fingerprint.clone()), key_lock, key_file));
+            files.push((lock.fingerprint, lock.path, file));
         }
         let lock = RunLock { files };
         lock.set_run(None, None);
@@ -95,39 +90,136 @@ pub fn key_lock_path(db: &Path, lock_dir: Option<&Path>, key_fingerprint: &str) 
     let name = format!("gemini-sweep-{}.lock", key_fingerprint.replace(':', "-"));
     match lock_dir {
         Some(dir) => dir.join(name),
-        None => match db.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.join(name),
-            _ => PathBuf::from(name),
-        },
+        None => crate::output_file::directory_of(db).join(name),
     }
 }
 
-/// Why a lock was not taken: someone holds it (a refusal), or the file cannot be used.
+/// One lock file a job takes, and how a refusal names it: `--db a.db: its lock file a.db.lock`.
+struct LockFile {
+    flag: &'static str,
+    given: PathBuf,
+    what: &'static str,
+    path: PathBuf,
+    /// The key's fingerprint; `None` for the database's lock.
+    fingerprint: Option<String>,
+}
+
+impl LockFile {
+    fn refused(&self, refusal: Refusal) -> Error {
+        crate::output_file::derived_error(self.flag, &self.given, self.what, &self.path, refusal)
+            .into()
+    }
+}
+
+fn lock_files(db: &Path, lock_dir: Option<&Path>, key_fingerprints: &[String]) -> Vec<LockFile> {
+    let mut db_lock = db.as_os_str().to_owned();
+    db_lock.push(".lock");
+    let mut files = vec![LockFile {
+        flag: "--db",
+        given: db.to_path_buf(),
+        what: "lock file",
+        path: PathBuf::from(db_lock),
+        fingerprint: None,
+    }];
+    for fingerprint in key_fingerprints {
+        let (flag, given) = match lock_dir {
+            Some(dir) => ("--lock-dir", dir),
+            None => ("--db", db),
+        };
+        files.push(LockFile {
+            flag,
+            given: given.to_path_buf(),
+            what: "key's lock file",
+            path: key_lock_path(db, lock_dir, fingerprint),
+            fingerprint: Some(fingerprint.clone()),
+        });
+    }
+    files
+}
+
+/// Refuses, before anything is sent, the lock files a job could not take: `--lock-dir` must be
+/// a directory (a link to one is followed: Debian's /var/lock is one), and each lock file absent
+/// or a regular file, never a device, a FIFO, a socket or a link.
+pub fn check_outputs(
+    db: &Path,
+    lock_dir: Option<&Path>,
+    key_fingerprints: &[String],
+) -> Result<(), Error> {
+    if let Some(dir) = lock_dir {
+        let problem = match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => None,
+            Ok(_) => Some("is not a directory".to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some("does not exist".to_string())
+            }
+            Err(e) => Some(format!("cannot be looked at ({e})")),
+        };
+        if let Some(problem) = problem {
+            return Err(Error::Config(format!(
+                "--lock-dir {}: {problem}; name the directory every job using the key shares",
+                dir.display()
+            )));
+        }
+    }
+    for lock in lock_files(db, lock_dir, key_fingerprints) {
+        crate::output_file::check(&lock.path).map_err(|r| lock.refused(r))?;
+    }
+    Ok(())
+}
+
+/// Why a lock was not taken: a refusal as it stands (someone holds the lock, or what stands at
+/// the path is no lock file), or the file cannot be used.
 enum TakeError {
-    Held(Error),
+    Refused(Error),
     Unusable(String),
 }
 
 impl TakeError {
     fn into_error(self, unusable: impl FnOnce(String) -> Error) -> Error {
         match self {
-            TakeError::Held(e) => e,
+            TakeError::Refused(e) => e,
             TakeError::Unusable(reason) => unusable(reason),
         }
     }
 }
 
-fn take(path: &Path, what: &str) -> Result<File, TakeError> {
+fn take(lock: &LockFile) -> Result<File, TakeError> {
+    let path = lock.path.as_path();
+    let what = match lock.fingerprint {
+        Some(_) => "this API key",
+        None => "this database",
+    };
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
+    // A link put there since the check is not followed, and a FIFO does not block the open; what
+    // was opened is looked at before anything is written to it.
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| {
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(TakeError::Refused(lock.refused(Refusal::Symlink)));
+        }
+        Err(e) => {
+            return Err(TakeError::Unusable(format!(
+                "cannot create the lock file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let opened = file.metadata().map_err(|e| {
         TakeError::Unusable(format!(
-            "cannot create the lock file {}: {e}",
+            "cannot look at the lock file {}: {e}",
             path.display()
         ))
     })?;
+    crate::output_file::acceptable(&opened).map_err(|r| TakeError::Refused(lock.refused(r)))?;
     let mut previous = String::new();
     let _ = file.read_to_string(&mut previous);
     let previous = previous.trim().to_string();
@@ -141,7 +233,7 @@ fn take(path: &Path, what: &str) -> Result<File, TakeError> {
             }
             Ok(file)
         }
-        Err(TryLockError::WouldBlock) => Err(TakeError::Held(Error::Config(format!(
+        Err(TryLockError::WouldBlock) => Err(TakeError::Refused(Error::Config(format!(
             "another gemini-sweep is already running with {what} ({}; lock {}); wait for it to finish or stop it",
             if previous.is_empty() {
                 "holder unknown"
@@ -246,5 +338,39 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("--lock-dir "), "{msg}");
         assert!(!msg.contains("database"), "{msg}");
+    }
+
+    /// Past the up-front check (something put there since), the open itself neither follows a
+    /// link nor blocks on a FIFO, and refuses both as bad input.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_or_a_fifo_put_at_a_lock_path_after_the_check_is_refused_by_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let files = lock_files(&db, None, &[]);
+        let lock = &files[0];
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &lock.path).unwrap();
+        let refusal = |lock: &LockFile| match take(lock) {
+            Err(TakeError::Refused(e)) => {
+                assert_eq!(e.exit_code(), crate::exit::BAD_INPUT, "{e}");
+                e.to_string()
+            }
+            Err(TakeError::Unusable(reason)) => panic!("unusable, not refused: {reason}"),
+            Ok(_) => panic!("taken"),
+        };
+        let msg = refusal(lock);
+        assert!(msg.contains("symbolic link"), "{msg}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+
+        std::fs::remove_file(&lock.path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&lock.path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let msg = refusal(lock);
+        assert!(msg.contains("FIFO"), "{msg}");
     }
 }

@@ -233,7 +233,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve a simulated Gemini exchange on 127.0.0.1, for rehearsals and tests.
     #[command(after_help = SIM_EXIT_CODES)]
-    Sim(crate::sim::cli::SimArgs),
+    Sim(gemini_sim::cli::SimArgs),
     /// Print a run's reconciliation, per account and in total, from the database.
     #[command(after_help = REPORT_EXIT_CODES)]
     Report(ReportArgs),
@@ -267,7 +267,9 @@ pub struct AccountsArgs {
     pub exchange: ExchangeArgs,
 
     /// Also write the accounts as a CSV that `run --accounts` reads: custody and closed accounts
-    /// (and --exclude ones) are written enabled=false, with the reason as their note.
+    /// (and --exclude ones) are written enabled=false, with the reason as their note. `-` prints
+    /// the CSV on stdout instead of the table. FILE must be absent or a regular file (not a
+    /// symlink, device or FIFO).
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
 
@@ -513,7 +515,8 @@ pub struct ReportArgs {
     pub only: crate::report::Only,
 
     /// Write the report to FILE (atomically, mode 0600) instead of stdout; required with
-    /// `--format html`.
+    /// `--format html`. `-` is stdout. FILE must be absent or a regular file (not a symlink,
+    /// device or FIFO).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }

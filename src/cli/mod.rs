@@ -18,8 +18,9 @@ use crate::engine::{
 };
 use crate::error::Error;
 use crate::exit;
+use crate::output_file::{self, Output};
 use crate::store::store_error;
-use crate::{accounts, atomic_file, client, demo, report, store};
+use crate::{accounts, atomic_file, client, demo, lock, report, store};
 use dry_run::print_plan;
 use signals::{signal_seen, watch_signals};
 
@@ -77,7 +78,7 @@ pub fn main() -> i32 {
         match cli.command {
             Command::Run(args) => run(args, display).await,
             Command::Demo(args) => run_demo(args).await,
-            Command::Sim(args) => crate::sim::cli::run(args)
+            Command::Sim(args) => gemini_sim::cli::run(args)
                 .await
                 .map(|()| exit::OK)
                 .map_err(|e| Error::Config(e.to_string())),
@@ -202,7 +203,7 @@ fn print_bytes(bytes: &[u8]) -> Result<i32, Error> {
 async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
     args.check_flag_mix()?;
     if let Some(path) = &args.metrics_file {
-        report::metrics::check_target(path).map_err(Error::Config)?;
+        check_metrics_file(path)?;
     }
     if let Some(file) = &args.config {
         return run_config(&args, file, display).await;
@@ -230,6 +231,7 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
             }
         },
     };
+    check_sweep_outputs(&config, &credentials)?;
     engine::plan(&credentials, &target, &config)?;
     if args.dry_run {
         let plan = print_plan(&config, &target, &credentials).to_string();
@@ -266,6 +268,31 @@ fn outcome_of(summary: &SweepSummary) -> report::metrics::GroupOutcome<'_> {
         exit_code: summary.exit_code,
         summary: Some(summary),
     }
+}
+
+/// `--metrics-file` refused before anything is sent when it could not be written: `-` too,
+/// since standard output carries the JSON summary.
+fn check_metrics_file(path: &std::path::Path) -> Result<(), Error> {
+    if path == std::path::Path::new("-") {
+        return Err(Error::Config(
+            "--metrics-file -: standard output carries the JSON summary; name a file in node_exporter's textfile directory".into(),
+        ));
+    }
+    Ok(output_file::file("--metrics-file", path)?)
+}
+
+/// What a sweep writes besides its metrics, refused up front (exit 2, nothing sent) when it is
+/// not absent or a regular file: the database with SQLite's files beside it, and the locks.
+fn check_sweep_outputs(
+    config: &SweepConfig,
+    credentials: &client::Credentials,
+) -> Result<(), Error> {
+    store::check_outputs(&config.db)?;
+    lock::check_outputs(
+        &config.db,
+        config.lock_dir.as_deref(),
+        &[credentials.fingerprint()],
+    )
 }
 
 /// `--metrics-file`, after the summary is out. A failure is logged, not fatal: the sweep
@@ -380,6 +407,7 @@ async fn run_config(
                 }
             }
         };
+        check_sweep_outputs(&job.config, &job.credentials)?;
         engine::plan(&job.credentials, &job.target, &job.config)
             .map_err(|e| Error::Config(format!("group {:?}: {e}", job.config.group)))?;
         jobs.push(job);
@@ -486,10 +514,11 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
     let (config, credentials) = args.resolve(&env)?;
     let excluded = accounts::excludes(&args.exclude, args.exclude_file.as_deref())?;
     // Refused before the listing is sent, so that exit 2 keeps its promise.
-    if let Some(path) = &args.csv {
-        atomic_file::check_target(path)
-            .map_err(|reason| Error::Config(format!("--csv {}: {reason}", path.display())))?;
-    }
+    let csv = match &args.csv {
+        Some(path) => Some(output_file::output("--csv", path)?),
+        None => None,
+    };
+    check_sweep_outputs(&config, &credentials)?;
     let stopping = StopTokens::default();
     let _signal = watch_signals(stopping.clone());
     let engine::GroupListing {
@@ -499,9 +528,9 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
     // A partial list printed or written would pass for the group: a later `run --accounts` over
     // it would end clean with accounts never swept.
     if let Some(doubt) = doubt {
-        let not_written = match &args.csv {
-            Some(path) => format!("; {} not written", path.display()),
-            None => String::new(),
+        let not_written = match &csv {
+            Some(Output::File(path)) => format!("; {} not written", path.display()),
+            Some(Output::Stdout) | None => String::new(),
         };
         return Err(Error::Unavailable(format!(
             "the group's listing may be incomplete ({} accounts listed, none printed{not_written}): {doubt}",
@@ -519,19 +548,27 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
             }
         );
     }
-    if let Some(path) = &args.csv {
+    let to_sweep = listed
+        .iter()
+        .filter(|a| accounts::skip_reason(a, &excluded).is_none())
+        .count();
+    let written = listed.len() - invalid;
+    // Standard output is the CSV with `--csv -`, and only the CSV: the table would corrupt it.
+    if let Some(Output::Stdout) = &csv {
+        let bytes = accounts::csv_bytes(&listed, &excluded)
+            .map_err(|e| Error::Internal(format!("cannot format the accounts CSV: {e}")))?;
+        print_bytes(&bytes)?;
+        eprintln!("wrote {written} accounts to standard output ({to_sweep} to sweep)");
+        return Ok(exit::OK);
+    }
+    if let Some(Output::File(path)) = &csv {
         accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::Unwritable {
             path: path.clone(),
             reason: format!("cannot write the accounts CSV: {e}"),
         })?;
         eprintln!(
-            "wrote {} accounts to {} ({} to sweep)",
-            listed.len() - invalid,
-            path.display(),
-            listed
-                .iter()
-                .filter(|a| accounts::skip_reason(a, &excluded).is_none())
-                .count()
+            "wrote {written} accounts to {} ({to_sweep} to sweep)",
+            path.display()
         );
     }
     print!("{}", report::accounts(&listed, &excluded, args.format));
@@ -552,6 +589,7 @@ fn print_summary(summary: &SweepSummary) {
 }
 
 async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
+    store::check_outputs(&args.db)?;
     let summary = demo::run(&args.db, args.accounts).await?;
     let conn = store::open_read_only(&args.db)?;
     let table = report::render(
@@ -586,9 +624,13 @@ async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
 fn run_report(args: ReportArgs) -> Result<i32, Error> {
     if args.format == report::Format::Html && args.out.is_none() {
         return Err(Error::Config(
-            "--format html writes a file: give --out FILE".into(),
+            "--format html writes a file: give --out FILE (or --out - for standard output)".into(),
         ));
     }
+    let out = match &args.out {
+        Some(path) => output_file::output("--out", path)?,
+        None => Output::Stdout,
+    };
     let conn = store::open_read_only(&args.db)?;
     let db_error = |e: rusqlite::Error| store_error(&args.db, e);
     let runs = report_runs(&conn, &args).map_err(db_error)?;
@@ -624,9 +666,11 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
         report::render(&conn, shown.run_id, args.format, args.only)
     }
     .map_err(db_error)?;
-    match &args.out {
-        None => print!("{text}"),
-        Some(out) => {
+    match &out {
+        Output::Stdout => {
+            print_bytes(text.as_bytes())?;
+        }
+        Output::File(out) => {
             atomic_file::write(out, text.as_bytes(), 0o600).map_err(|e| {
                 use std::io::ErrorKind::*;
                 let message = format!("cannot write the report to {}: {e}", out.display());

@@ -76,13 +76,14 @@ pub fn store_error(path: &Path, reason: impl std::fmt::Display) -> Error {
 /// Opens (creating it readable by its owner only) and migrates the database, then starts its
 /// writer.
 pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
-    if path.is_dir() {
-        return Err(store_error(path, "is a directory; --db takes a file path"));
-    }
+    check_outputs(path)?;
     create_private(path).map_err(|e| store_error(path, format!("cannot create: {e}")))?;
+    // NOFOLLOW: a link put at the path since the check is refused, not written through.
     let mut conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )
     .map_err(|e| store_error(path, format!("cannot open: {e}")))?;
     let patience = writer::busy_patience();
@@ -107,6 +108,38 @@ pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
         },
         thread,
     ))
+}
+
+/// Refuses a `--db` SQLite could not safely write: the database and the files SQLite puts beside
+/// it (`-wal`, `-shm`, and `-journal` while it switches to WAL) must each be absent or a regular
+/// file. A device, a FIFO, a socket or a link is bad input (exit 2): SQLite would write through
+/// a link, or into /dev for `--db /dev/null`. A directory, or a missing one, stays what it was, a
+/// database the environment cannot hold (exit 3). Either way before anything is sent.
+pub fn check_outputs(path: &Path) -> Result<(), Error> {
+    use crate::output_file::{OutputError, derived, file};
+    // `beside`: the file SQLite puts beside the database, and what it is.
+    let refused = |e: OutputError, beside: Option<(&str, &Path)>| -> Error {
+        match beside {
+            _ if e.is_special() => e.into(),
+            None => store_error(path, e.problem()),
+            Some((what, at)) => store_error(
+                path,
+                format!("its {what} {}: {}", at.display(), e.problem()),
+            ),
+        }
+    };
+    file("--db", path).map_err(|e| refused(e, None))?;
+    for (suffix, what) in [
+        ("-wal", "WAL file"),
+        ("-shm", "shared-memory file"),
+        ("-journal", "journal"),
+    ] {
+        let mut beside = path.as_os_str().to_owned();
+        beside.push(suffix);
+        let beside = Path::new(&beside);
+        derived("--db", path, what, beside).map_err(|e| refused(e, Some((what, beside))))?;
+    }
+    Ok(())
 }
 
 /// Creates the database file with mode 0600 whatever the umask, so the audit trail (and the WAL

@@ -62,7 +62,7 @@ const CASES: &[Case] = &[
         csv: Csv::Bytes(GOOD_CSV),
         extra_args: &["--lock-dir", "/nonexistent/locks"],
         env: &[],
-        expect: &["--lock-dir /nonexistent/locks: cannot create the lock file"],
+        expect: &["--lock-dir /nonexistent/locks: does not exist"],
     },
     Case {
         name: "duplicate account",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gemini_sweep::sim::{self, KeySpec, NonceMode, Role, SimConfig, SimServer};
+use gemini_sim::{self as sim, KeySpec, NonceMode, Role, SimConfig, SimServer};
 
 pub const KEY: &str = "master-testkey";
 pub const SECRET: &str = "test-secret-Zq8Kx1";

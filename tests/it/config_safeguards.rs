@@ -44,7 +44,7 @@ async fn run_config(
 /// Exit 2 with one line naming what to fix, nothing sent, no database written.
 fn assert_refused(
     output: &std::process::Output,
-    server: &gemini_sweep::sim::SimServer,
+    server: &gemini_sim::SimServer,
     ws: &Workspace,
     expected: &[&str],
 ) {

@@ -2,7 +2,7 @@
 //! `run --all-accounts`, against the simulator's `/v1/account/list` (500 per page).
 
 use crate::common::*;
-use gemini_sweep::sim::{AccountKind, AccountStatus, SimConfig};
+use gemini_sim::{AccountKind, AccountStatus, SimConfig};
 
 /// 1,200 accounts, every 100th a custody account and every 150th closed.
 fn big_group() -> SimConfig {

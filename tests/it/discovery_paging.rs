@@ -6,7 +6,7 @@ use std::process::Output;
 
 use crate::common::*;
 use crate::raw_exchange::{RawExchange, Reply};
-use gemini_sweep::sim::{AccountListPaging, AccountSpec, SimConfig, SimServer};
+use gemini_sim::{AccountListPaging, AccountSpec, SimConfig, SimServer};
 
 const READINGS: [AccountListPaging; 2] =
     [AccountListPaging::OnOrBefore, AccountListPaging::OnOrAfter];

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use crate::common::*;
-use gemini_sweep::sim::{KeySpec, Role, SimConfig, SimServer};
+use gemini_sim::{KeySpec, Role, SimConfig, SimServer};
 
 const DESK_A_KEY: &str = "master-desk-a";
 const DESK_B_KEY: &str = "master-desk-b";

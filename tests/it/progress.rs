@@ -2,7 +2,7 @@
 //! records (and no escape code) when stderr is a pipe, JSON logs that parse line by line.
 
 use crate::common::*;
-use gemini_sweep::sim::SimConfig;
+use gemini_sim::SimConfig;
 
 /// Twelve accounts, swept at 24 requests/s (`with_rate`): the pace holds the run open for at
 /// least 1.5 s, however fast the machine, long enough for the display to tick.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
-use gemini_sweep::sim::{FaultConfig, SimConfig};
+use gemini_sim::{FaultConfig, SimConfig};
 
 /// (open_before, cancelled, rejected, open_after, unexplained, late, clean) per account.
 type Recon = BTreeMap<String, (i64, i64, i64, i64, i64, i64, Option<bool>)>;
@@ -39,11 +39,7 @@ fn reconciliation(conn: &rusqlite::Connection, run_id: i64) -> Recon {
 async fn sweep(
     config: SimConfig,
     extra: &[&str],
-) -> (
-    gemini_sweep::sim::SimServer,
-    Workspace,
-    std::process::Output,
-) {
+) -> (gemini_sim::SimServer, Workspace, std::process::Output) {
     let server = start(config).await;
     let (ws, mut args) = sweep_setup(&server);
     // These tests reconcile against the listing before the cancel-all: --snapshot takes it.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::common::*;
-use gemini_sweep::sim::RateLimitConfig;
+use gemini_sim::RateLimitConfig;
 use scraper::{ElementRef, Html, Selector};
 
 /// Runs `report --format html` under umask 000, so the file's mode is the program's doing.

@@ -3,7 +3,7 @@
 //! stored word the program does not know is an error that names it, not a panic or a guess.
 
 use crate::common::*;
-use gemini_sweep::sim::{Role, SimConfig, SimServer};
+use gemini_sim::{Role, SimConfig, SimServer};
 
 const GROUPS: [(&str, &str, &str); 2] = [
     ("desk-a", "master-desk-a", "desk-a-secret-Hq2"),

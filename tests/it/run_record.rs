@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gemini_sweep::sim::{NonceMode, SimServer};
+use gemini_sim::{NonceMode, SimServer};
 
 use crate::common::*;
 

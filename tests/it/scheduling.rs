@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use gemini_sweep::sim::{RateLimitConfig, SimConfig, SimServer};
+use gemini_sim::{RateLimitConfig, SimConfig, SimServer};
 
 fn rate_limited(accounts: usize, per_second: f64) -> SimConfig {
     let mut config = sim_config(accounts);
@@ -240,7 +240,7 @@ async fn the_secret_and_the_key_never_appear_in_output_or_database_even_at_trace
     let mut config = sim_config(6);
     // An Auditor-only key: listing works, cancel-all earns MissingRole, whose message quotes
     // the key.
-    config.keys[0].roles = vec![gemini_sweep::sim::Role::Auditor];
+    config.keys[0].roles = vec![gemini_sim::Role::Auditor];
     config.faults.p_500 = 0.2;
     config.faults.failing_accounts.insert("acct-0002".into());
     let server = start(config).await;
@@ -416,7 +416,7 @@ async fn requests_still_in_flight_after_the_grace_period_are_abandoned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_are_resumed_only_when_asked() {
     let mut config = sim_config(5);
-    config.accounts[2].status = gemini_sweep::sim::AccountStatus::Closed;
+    config.accounts[2].status = gemini_sim::AccountStatus::Closed;
     let server = start(config).await;
     let (ws, mut args) = sweep_setup(&server);
     args.extend(["--rate".into(), "1000".into()]);

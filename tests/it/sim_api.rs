@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 
 use crate::sim_support::{Client, bounded, http, key, now_secs, post_raw, post_signed};
-use gemini_sweep::signing;
-use gemini_sweep::sim::{
-    self, AccountKind, AccountListPaging, AccountSpec, AccountStatus, Ledger, NonceMode, Role,
-    SimConfig,
+use gemini_sim::{
+    self as sim, AccountKind, AccountListPaging, AccountSpec, AccountStatus, Ledger, NonceMode,
+    Role, SimConfig,
 };
+use gemini_sweep::signing;
 use serde_json::{Value, json};
 
 fn config() -> SimConfig {
@@ -25,6 +25,54 @@ fn config() -> SimConfig {
 }
 
 const HB: &str = "/v1/heartbeat";
+
+/// The simulator's signature check (its own code: gemini-sim does not depend on this crate)
+/// agrees with the client's signer and verifier, on the spec's vector and on anything altered.
+#[test]
+fn the_simulators_verifier_agrees_with_the_signing_module() {
+    let signed = signing::sign(b"1234abcd", br#"{"request":"/v1/heartbeat","nonce":5}"#);
+    let vector = (
+        "eyJyZXF1ZXN0IjoiL3YxL29yZGVyL2NhbmNlbC9hbGwiLCJub25jZSI6MTcwMDAwMDAwMDAwMCwiYWNjb3VudCI6InN1YjEifQ==".to_owned(),
+        "f8063edb9471ea7eb9bad611914e8f2d8045b012e9f3367b2affec7c4897060efa8ad02b3645925c7243382c8ca314a6".to_owned(),
+    );
+    let cases = [
+        vector.clone(),
+        (vector.0.clone(), vector.1.to_uppercase()),
+        (signed.payload_b64.clone(), signed.signature_hex.clone()),
+        (
+            signed.payload_b64.clone(),
+            signed.signature_hex[..94].to_owned(),
+        ),
+        (
+            signed.payload_b64.clone(),
+            format!("{}00", signed.signature_hex),
+        ),
+        (signed.payload_b64.clone(), "zz".repeat(48)),
+        (
+            format!("{} ", signed.payload_b64),
+            signed.signature_hex.clone(),
+        ),
+        (String::new(), signing::signature_of(b"1234abcd", b"")),
+    ];
+    let mut accepted = 0;
+    for (payload, sig) in &cases {
+        let verdict = sim::signature_matches("1234abcd", payload, sig);
+        assert_eq!(
+            verdict,
+            signing::verify(b"1234abcd", payload.as_bytes(), sig),
+            "{payload} {sig}"
+        );
+        accepted += usize::from(verdict);
+    }
+    // The vector (both cases of hex), the fresh signature and the empty payload's: the cases
+    // that must pass do, so the agreement above is not two verifiers refusing everything.
+    assert_eq!(accepted, 4);
+    assert!(!sim::signature_matches(
+        "1234abce",
+        &signed.payload_b64,
+        &signed.signature_hex
+    ));
+}
 
 #[tokio::test]
 async fn signed_request_is_accepted_and_any_changed_byte_is_refused() {

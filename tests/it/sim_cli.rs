@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::sim_support::{bounded, http, post_signed};
 use clap::Parser;
-use gemini_sweep::sim::cli::{self, SimArgs};
-use gemini_sweep::sim::{AccountKind, AccountStatus, Ledger, NonceMode, RateLimitConfig, Role};
+use gemini_sim::cli::{self, SimArgs};
+use gemini_sim::{AccountKind, AccountStatus, Ledger, NonceMode, RateLimitConfig, Role};
 use serde_json::json;
 
 #[derive(Parser)]

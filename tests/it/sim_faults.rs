@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::sim_support::{Client, bounded, key, now_secs};
-use gemini_sweep::sim::{
-    self, FaultConfig, NonceMode, RateLimitConfig, Role, SimConfig, SimServer,
+use gemini_sim::{
+    self as sim, FaultConfig, NonceMode, RateLimitConfig, Role, SimConfig, SimServer,
 };
 use serde_json::json;
 

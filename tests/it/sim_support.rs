@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use gemini_sim::SimServer;
 use gemini_sweep::signing;
-use gemini_sweep::sim::SimServer;
 use serde_json::{Value, json};
 
 pub use crate::common::{TEST_TIMEOUT, key};

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::*;
+use gemini_sim::{FaultConfig, RateLimitConfig};
 use gemini_sweep::accounts::AccountEntry;
 use gemini_sweep::client::{Clock, Credentials, NonceMode, SystemClock};
 use gemini_sweep::config::SweepConfig;
 use gemini_sweep::engine::{self, Target};
-use gemini_sweep::sim::{FaultConfig, RateLimitConfig};
 use secrecy::SecretString;
 
 /// Runs the binary with the `run` arguments `base`, then `extra`.
@@ -236,7 +236,7 @@ async fn transient_faults_are_retried_until_every_account_is_swept() {
 struct Refusal {
     name: &'static str,
     /// Changes the simulator's key.
-    key: fn(&mut gemini_sweep::sim::KeySpec),
+    key: fn(&mut gemini_sim::KeySpec),
     extra: &'static [&'static str],
     envs: &'static [(&'static str, &'static str)],
     /// Said by the stop reason.
@@ -245,7 +245,7 @@ struct Refusal {
     other_process_first: bool,
 }
 
-async fn another_process_ran_ahead(server: &gemini_sweep::sim::SimServer) {
+async fn another_process_ran_ahead(server: &gemini_sim::SimServer) {
     let payload = r#"{"request":"/v1/heartbeat","nonce":9000000000000000}"#;
     let signed = gemini_sweep::signing::sign(SECRET.as_bytes(), payload.as_bytes());
     let reply = crate::http_client_builder()
@@ -273,7 +273,7 @@ const REFUSALS: &[Refusal] = &[
     },
     Refusal {
         name: "no Trader role",
-        key: |k| k.roles = vec![gemini_sweep::sim::Role::Auditor],
+        key: |k| k.roles = vec![gemini_sim::Role::Auditor],
         extra: &[],
         envs: &[],
         says: &["MissingRole"],
@@ -281,7 +281,7 @@ const REFUSALS: &[Refusal] = &[
     },
     Refusal {
         name: "a time-based key swept with increasing nonces",
-        key: |k| k.nonce_mode = gemini_sweep::sim::NonceMode::Time,
+        key: |k| k.nonce_mode = gemini_sim::NonceMode::Time,
         extra: &[],
         envs: &[],
         says: &["InvalidNonce", "--nonce-mode time"],
@@ -610,9 +610,9 @@ async fn without_verification_orders_are_cancelled_not_late_and_the_sweep_decide
     assert_eq!(runs_clean, None);
 }
 
-async fn time_mode_server(accounts: usize) -> gemini_sweep::sim::SimServer {
+async fn time_mode_server(accounts: usize) -> gemini_sim::SimServer {
     let mut config = sim_config(accounts);
-    config.keys[0].nonce_mode = gemini_sweep::sim::NonceMode::Time;
+    config.keys[0].nonce_mode = gemini_sim::NonceMode::Time;
     start(config).await
 }
 

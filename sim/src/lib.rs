@@ -1,7 +1,11 @@
-//! An in-process simulator of Gemini's private REST API (docs/gemini-api.md), served over real
+//! An in-process simulator of Gemini's private REST API (../docs/gemini-api.md), served over real
 //! HTTP on loopback so the sweeper can be exercised end to end: signing, nonces, roles, the
 //! per-key rate limit, seeded order books and reproducible faults, with a ledger of what really
 //! happened to compare the client's story against.
+//!
+//! A crate of its own, which gemini-sweep's `demo`, `sim` and tests use, so that the sweeper's
+//! engine cannot use it; it depends on nothing of gemini-sweep (the signature algorithm is
+//! written here again, and the root's tests hold the two against each other).
 //!
 //! - this file: the simulator's configuration, its handle, and serving it.
 //! - [`cli`]: `gemini-sweep sim`, the simulator as a standalone process.
@@ -19,6 +23,8 @@ mod faults;
 mod ratelimit;
 mod routes;
 mod world;
+
+pub use auth::signature_matches;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};

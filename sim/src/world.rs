@@ -582,7 +582,7 @@ fn display_name(nickname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::body::{OrderList, to_vec};
+    use crate::body::{OrderList, to_vec};
 
     fn world(orders: u32, reject_fraction: f64) -> World {
         World::new(&SimConfig {
