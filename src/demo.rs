@@ -13,14 +13,22 @@ use crate::config::SweepConfig;
 use crate::engine::{self, SweepSummary, Target};
 use crate::error::Error;
 use gemini_sim::{
-    self as sim, FaultConfig, KeySpec, NonceMode as SimNonceMode, RateLimitConfig, Role, SimConfig,
+    self as sim, FaultConfig, KeySpec, NonceMode as SimNonceMode, RateLimitConfig, Requote,
+    RequoteWhen, Role, SimConfig,
 };
 
 const DEMO_KEY: &str = "master-demo";
 /// The demo's exchange and sweep both run at this rate, so it finishes in seconds.
 const DEMO_RATE: f64 = 20.0;
 
-pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
+/// With a hold, this many of the demo's first accounts run a strategy that quotes again, two
+/// orders this long after each cancel-all, for the hold to catch.
+const DEMO_STRATEGIES: usize = 2;
+const DEMO_REQUOTE_AFTER: Duration = Duration::from_millis(1500);
+
+/// Sweeps a simulated group of `accounts`; with a `hold`, some of its accounts keep quoting
+/// after their cancel-all and the run holds the group flat that long.
+pub async fn run(db: &Path, accounts: u32, hold: Duration) -> Result<SweepSummary, Error> {
     // Throwaway: the simulator and this process are the only ones who ever see it.
     let secret = format!("demo-{:016x}", rand::random::<u64>());
     let sim_config = SimConfig {
@@ -48,6 +56,16 @@ pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
             p_garbage: 0.01,
             ..FaultConfig::default()
         },
+        requote: (!hold.is_zero()).then(|| Requote {
+            accounts: SimConfig::numbered_accounts(accounts)
+                .into_iter()
+                .take(DEMO_STRATEGIES)
+                .map(|a| a.name)
+                .collect(),
+            orders: 2,
+            when: RequoteWhen::After(DEMO_REQUOTE_AFTER),
+            rounds: None,
+        }),
         ..SimConfig::default()
     };
     let entries: Vec<AccountEntry> = sim_config
@@ -84,7 +102,7 @@ pub async fn run(db: &Path, accounts: u32) -> Result<SweepSummary, Error> {
         group: crate::config::DEFAULT_GROUP.to_string(),
         retry_base: Duration::from_millis(100),
         grace: Duration::from_secs(5),
-        hold: Duration::ZERO,
+        hold,
     };
     let credentials = Credentials {
         key: DEMO_KEY.into(),

@@ -13,7 +13,7 @@ use rand::distr::Alphanumeric;
 
 use super::{
     AccountKind, AccountListPaging, AccountSpec, AccountStatus, FaultConfig, KeySpec, NonceMode,
-    RateLimitConfig, Role, Shared, SimConfig,
+    RateLimitConfig, Requote, RequoteWhen, Role, Shared, SimConfig,
 };
 
 /// Ledger rewrites are at least this far apart; the final one at shutdown always happens.
@@ -102,6 +102,20 @@ pub struct SimArgs {
     /// on-or-after (oldest first) or ignores-timestamp (always the first page).
     #[arg(long, value_enum, default_value_t = AccountListPaging::OnOrBefore)]
     pub account_list_paging: AccountListPaging,
+    /// Accounts whose trading strategy keeps running (comma-separated, repeatable): after
+    /// each cancel-all they place new orders (--requote-orders, --requote-after-secs), which a
+    /// sweep with --hold catches.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub requote: Vec<String>,
+    /// Seconds after a cancel-all before a --requote account's strategy quotes again.
+    #[arg(long, value_name = "SECS", default_value_t = 6.0)]
+    pub requote_after_secs: f64,
+    /// Orders a --requote account's strategy places each time it quotes again.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub requote_orders: u32,
+    /// Cancel-alls a --requote account's strategy answers by quoting again (default: every one).
+    #[arg(long, value_name = "N")]
+    pub requote_rounds: Option<u32>,
     /// Keep this file holding the ledger JSON, rewritten atomically as it changes.
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
@@ -128,6 +142,8 @@ pub enum SimCliError {
     },
     #[error("writing to stdout: {0}")]
     Stdout(std::io::Error),
+    #[error("{flag}: {problem}")]
+    BadFlag { flag: &'static str, problem: String },
 }
 
 /// Runs until SIGINT or SIGTERM, then writes the ledger one last time.
@@ -225,7 +241,27 @@ pub fn config_from(args: &SimArgs) -> Result<SimConfig, SimCliError> {
         fill_after_snapshot_fraction: args.fill_after_snapshot,
         late_orders_after_snapshot: args.late_orders,
         account_list_paging: args.account_list_paging,
+        requote: requote_from(args)?,
     })
+}
+
+fn requote_from(args: &SimArgs) -> Result<Option<Requote>, SimCliError> {
+    if args.requote.is_empty() {
+        return Ok(None);
+    }
+    let after = Duration::try_from_secs_f64(args.requote_after_secs)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(3600))
+        .ok_or_else(|| SimCliError::BadFlag {
+            flag: "--requote-after-secs",
+            problem: "must be from 0 to 3600 seconds".into(),
+        })?;
+    Ok(Some(Requote {
+        accounts: args.requote.iter().cloned().collect(),
+        orders: args.requote_orders,
+        when: RequoteWhen::After(after),
+        rounds: args.requote_rounds,
+    }))
 }
 
 /// `KEY:SECRET[@ACCOUNT][#OPTION]...`; a secret cannot contain `@` or `#`.

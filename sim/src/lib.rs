@@ -61,6 +61,33 @@ pub struct SimConfig {
     /// How `/v1/account/list` reads `timestamp`.
     #[serde(default)]
     pub account_list_paging: AccountListPaging,
+    /// Accounts whose trading strategy has not stopped: it quotes again after a cancel-all.
+    #[serde(default)]
+    pub requote: Option<Requote>,
+}
+
+/// A strategy that keeps running on some accounts: after a cancel-all it places new orders,
+/// as a desk's strategy that was never switched off would.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Requote {
+    pub accounts: BTreeSet<String>,
+    /// New orders each time it quotes again.
+    pub orders: u32,
+    pub when: RequoteWhen,
+    /// The cancel-alls it answers by quoting again; `None`: every one.
+    #[serde(default)]
+    pub rounds: Option<u32>,
+}
+
+/// When a strategy quotes again after a cancel-all.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequoteWhen {
+    /// This long after it.
+    After(Duration),
+    /// Right after the account's n-th `/v1/orders` reply since it: tied to the client's own
+    /// requests rather than the clock, so a test can know the orders exist.
+    AfterListings(u32),
 }
 
 /// How `/v1/account/list` reads `timestamp`: the exchange's documentation is silent, so the
@@ -100,6 +127,7 @@ impl Default for SimConfig {
             fill_after_snapshot_fraction: 0.0,
             late_orders_after_snapshot: 0,
             account_list_paging: AccountListPaging::default(),
+            requote: None,
         }
     }
 }
@@ -146,6 +174,11 @@ impl SimConfig {
                 }
                 _ => {}
             }
+        }
+        if let Some(r) = &self.requote
+            && let Some(unknown) = r.accounts.iter().find(|a| !names.contains_key(a.as_str()))
+        {
+            return Err(format!("requote: no account {unknown:?} is configured"));
         }
         if self.orders_per_account.is_empty() {
             return Err("orders_per_account is an empty range".into());

@@ -18,7 +18,7 @@ use super::body::{JsonItem, push_fixed, push_hex8, push_micros, push_u64};
 use super::faults::{ENDPOINTS, stable_hash};
 use super::{
     AccountKind, AccountLedger, AccountListPaging, AccountSpec, AccountStatus, AccountSummary,
-    CancelRecord, Counters, SimConfig,
+    CancelRecord, Counters, RequoteWhen, SimConfig,
 };
 
 /// Ids start past u32::MAX so a client that squeezes them into 32 bits breaks visibly.
@@ -156,6 +156,16 @@ struct CancelBatch {
     ids: Arc<Vec<u64>>,
 }
 
+/// Where an account's running strategy stands.
+struct Strategy {
+    /// Cancel-alls it will still answer by quoting again (`None`: every one).
+    rounds_left: Option<u32>,
+    /// Quotes due at these times, placed once the clock has passed them.
+    due: Vec<tokio::time::Instant>,
+    /// Listings since the last cancel-all, while a quote waits for the n-th.
+    listings: Option<u32>,
+}
+
 /// What changes over an account's life; behind the account's lock.
 struct Book {
     /// Open orders in id order. Shared with replies still being written, so a change replaces
@@ -172,6 +182,8 @@ struct Book {
     filled: Vec<u64>,
     late: Vec<u64>,
     listed_once: bool,
+    /// The account's strategy, if it keeps quoting after a cancel-all.
+    strategy: Option<Strategy>,
     /// Drives everything that happens to this account, so it depends on the seed and the
     /// account name only.
     rng: ChaCha8Rng,
@@ -201,6 +213,8 @@ pub(crate) struct World {
     fill_fraction: f64,
     late_orders: u32,
     account_list_paging: AccountListPaging,
+    /// How many orders a running strategy places, and when.
+    requote: Option<(u32, RequoteWhen)>,
     /// Config order, which is also creation order.
     accounts: Vec<Account>,
     index: HashMap<String, usize>,
@@ -241,6 +255,15 @@ impl World {
                     filled: Vec::new(),
                     late: Vec::new(),
                     listed_once: false,
+                    strategy: config
+                        .requote
+                        .as_ref()
+                        .filter(|r| r.accounts.contains(&spec.name))
+                        .map(|r| Strategy {
+                            rounds_left: r.rounds,
+                            due: Vec::new(),
+                            listings: None,
+                        }),
                     rng,
                 }),
             });
@@ -279,6 +302,7 @@ impl World {
             fill_fraction: config.fill_after_snapshot_fraction,
             late_orders: config.late_orders_after_snapshot,
             account_list_paging: config.account_list_paging,
+            requote: config.requote.as_ref().map(|r| (r.orders, r.when)),
             accounts,
             index,
             by_name,
@@ -306,14 +330,69 @@ impl World {
 
     pub(crate) fn place_order(&self, name: &str) -> Option<u64> {
         let acct = self.account(self.find(name)?);
-        let mut book = acct.book();
+        let mut book = self.book(acct);
         Some(self.new_order(&mut book))
+    }
+
+    /// The account's book, with the quotes its strategy had due by now placed.
+    fn book<'a>(&self, acct: &'a Account) -> MutexGuard<'a, Book> {
+        let mut book = acct.book();
+        let now = tokio::time::Instant::now();
+        let due = book.strategy.as_mut().map_or(0, |s| {
+            let before = s.due.len();
+            s.due.retain(|&at| at > now);
+            before - s.due.len()
+        });
+        for _ in 0..due {
+            self.quote(&mut book);
+        }
+        book
+    }
+
+    /// The strategy quotes again: its new orders go on the book.
+    fn quote(&self, book: &mut Book) {
+        for _ in 0..self.requote.map_or(0, |(orders, _)| orders) {
+            self.new_order(book);
+        }
+    }
+
+    /// A cancel-all reached an account whose strategy is running: it will quote again.
+    fn strategy_after_cancel(&self, book: &mut Book) {
+        let (Some((_, when)), Some(strategy)) = (self.requote, book.strategy.as_mut()) else {
+            return;
+        };
+        match &mut strategy.rounds_left {
+            Some(0) => return,
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        match when {
+            RequoteWhen::After(after) => strategy.due.push(tokio::time::Instant::now() + after),
+            RequoteWhen::AfterListings(_) => strategy.listings = Some(0),
+        }
+    }
+
+    /// A listing of an account whose strategy waits for its n-th listing to quote again.
+    fn strategy_after_listing(&self, book: &mut Book) {
+        let (Some((_, RequoteWhen::AfterListings(n))), Some(strategy)) =
+            (self.requote, book.strategy.as_mut())
+        else {
+            return;
+        };
+        let Some(seen) = strategy.listings.as_mut() else {
+            return;
+        };
+        *seen += 1;
+        if *seen >= n {
+            strategy.listings = None;
+            self.quote(book);
+        }
     }
 
     /// Cancels what can be cancelled; the rest is rejected and stays open.
     /// Returns (cancelled, rejected) ids in id order.
     pub(crate) fn cancel_all(&self, i: usize, nonce: &str) -> (Arc<Vec<u64>>, Arc<Vec<u64>>) {
-        let mut book = self.account(i).book();
+        let mut book = self.book(self.account(i));
         let kept = book.open.iter().filter(|o| !o.cancellable()).count();
         let mut cancelled = Vec::with_capacity(book.open.len() - kept);
         let mut remaining = Vec::with_capacity(kept);
@@ -343,13 +422,15 @@ impl World {
             book.reject_count += rejected.len() as u64;
             book.rejects.push(rejected.clone());
         }
+        self.strategy_after_cancel(&mut book);
         (cancelled, rejected)
     }
 
     /// The `/v1/orders` reply; the first one per account is followed by the market moving on.
     pub(crate) fn list_orders(&self, i: usize) -> Arc<Vec<Order>> {
-        let mut book = self.account(i).book();
+        let mut book = self.book(self.account(i));
         let reply = book.open.clone();
+        self.strategy_after_listing(&mut book);
         if !book.listed_once {
             book.listed_once = true;
             let len = book.open.len();
@@ -421,7 +502,7 @@ impl World {
             .iter()
             .map(|&i| {
                 let acct = &self.accounts[i];
-                let book = acct.book();
+                let book = self.book(acct);
                 let ledger = AccountLedger {
                     initial_orders: book.initial.clone(),
                     cancelled: book
@@ -454,7 +535,7 @@ impl World {
             .iter()
             .map(|&i| {
                 let acct = &self.accounts[i];
-                let book = acct.book();
+                let book = self.book(acct);
                 let summary = AccountSummary {
                     initial: book.initial.len() as u64,
                     cancelled: book.cancelled_count,
@@ -495,7 +576,7 @@ impl Serialize for AccountsView<'_> {
         let mut map = s.serialize_map(Some(world.by_name.len()))?;
         for &i in &world.by_name {
             let acct = &world.accounts[i];
-            let book = acct.book();
+            let book = world.book(acct);
             map.serialize_entry(
                 &acct.spec.name,
                 &AccountView {

@@ -485,6 +485,11 @@ pub struct DemoArgs {
     /// Subaccounts in the simulated group.
     #[arg(long, value_name = "N", default_value_t = 36, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub accounts: u32,
+
+    /// Hold the group flat this long after the sweep (20s, 1m): the first two accounts then
+    /// run a strategy that quotes again 1.5 s after each cancel-all, which the hold catches.
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_hold)]
+    pub hold: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -590,7 +590,8 @@ fn print_summary(summary: &SweepSummary) {
 
 async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
     store::check_outputs(&args.db)?;
-    let summary = demo::run(&args.db, args.accounts).await?;
+    let hold = args.hold.unwrap_or_default();
+    let summary = demo::run(&args.db, args.accounts, hold).await?;
     let conn = store::open_read_only(&args.db)?;
     let table = report::render(
         &conn,

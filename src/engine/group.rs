@@ -369,11 +369,19 @@ impl GroupRun {
         if let Some(e) = &failure {
             tracing::error!(run_id, error = %e, "sweep aborted");
         }
+        // A signal during the hold ends the hold, not the sweep, which was over by then.
+        let interrupted = |name: &str| match self.held {
+            Some(held) => format!(
+                "the hold was ended early by {name} after {:.1} s",
+                held.took.as_secs_f64()
+            ),
+            None => format!("interrupted by {name}"),
+        };
         let stop_reason = match (&halt, signal) {
             (Some(h), _) => Some(h.message.clone()),
             (None, _) if self.discovery_failed.is_some() => self.discovery_failed.clone(),
-            (None, Some(StopSignal::Interrupt)) => Some("interrupted by SIGINT".to_owned()),
-            (None, Some(StopSignal::Terminate)) => Some("interrupted by SIGTERM".to_owned()),
+            (None, Some(StopSignal::Interrupt)) => Some(interrupted("SIGINT")),
+            (None, Some(StopSignal::Terminate)) => Some(interrupted("SIGTERM")),
             (None, None) => None,
         };
         if let Some(end) = &end

@@ -136,7 +136,7 @@ pub async fn hold(
             .accounts
             .len(),
         "holding the group flat for {}",
-        humantime::format_duration(until - started)
+        humantime::format_duration(sweeper.config.hold)
     );
     let workers = (0..sweeper.config.concurrency.max(1)).map(|_| worker(sweeper, &state, until));
     let ended = futures::future::join_all(workers).await;

@@ -16,6 +16,7 @@ mod dispatcher;
 mod files;
 mod flat_first;
 mod groups;
+mod hold;
 mod hostile_exchange;
 mod input_files;
 mod layering;

@@ -1,0 +1,149 @@
+//! `--hold` (issue 26) through the real binary: a strategy that quotes again after its account's
+//! cancel-all is caught by the hold, the hold ends on its own when its time is up, a signal ends
+//! it early, and without `--hold` nothing changes.
+
+use std::collections::BTreeSet;
+
+use crate::common::*;
+use gemini_sim::{Requote, RequoteWhen, SimConfig, SimServer};
+
+/// Accounts acct-0001..=4; on `strategies`, a strategy places two new orders right after the
+/// first listing that follows a cancel-all (the sweep's proof), once. Tied to the sweeper's own
+/// requests, not to the clock: the orders exist before the hold begins.
+async fn quoting_again(strategies: &[&str]) -> SimServer {
+    let mut config: SimConfig = sim_config(4);
+    config.orders_per_account = 2..=4;
+    config.requote = Some(Requote {
+        accounts: strategies.iter().map(|s| s.to_string()).collect(),
+        orders: 2,
+        when: RequoteWhen::AfterListings(1),
+        rounds: Some(1),
+    });
+    start(config).await
+}
+
+fn read_only(path: &std::path::Path) -> Option<rusqlite::Connection> {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()
+}
+
+/// Accounts the hold cancelled again and then listed flat.
+fn recancelled_and_flat(path: &std::path::Path) -> BTreeSet<String> {
+    let Some(conn) = read_only(path) else {
+        return BTreeSet::new();
+    };
+    let sql = "SELECT DISTINCT c.account FROM attempts c JOIN attempts l
+               ON l.account = c.account AND l.attempt_id > c.attempt_id
+               WHERE c.phase = 'hold' AND c.endpoint = '/v1/order/cancel/all' AND c.outcome = 'ok'
+                 AND l.phase = 'hold' AND l.endpoint = '/v1/orders' AND l.outcome = 'ok'
+                 AND l.items = 0";
+    conn.prepare(sql)
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .unwrap_or_default()
+}
+
+/// The orders a strategy placed after the sweep's proof are cancelled by the hold, ahead of its
+/// listings, and SIGTERM ends the hold: the run is flat, and says what the hold did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_that_quotes_again_is_caught_by_the_hold_and_sigterm_ends_it() {
+    let server = quoting_again(&["acct-0002", "acct-0003"]).await;
+    let (ws, mut args) = sweep_setup(&server);
+    args.extend(["--rate", "20", "--hold", "10m", "--grace", "5"].map(String::from));
+    let child = Bin::new().args(&args).spawn();
+    let both: BTreeSet<String> = ["acct-0002", "acct-0003"].map(String::from).into();
+    wait_until(
+        "the hold to cancel both strategies' orders and list them flat",
+        || recancelled_and_flat(&ws.db()) == both,
+    )
+    .await;
+    child.signal("-TERM");
+    let output = child.finish().await;
+    let err = stderr(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "flat when the hold ended: {err}"
+    );
+    let summary = stdout_json(&output);
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(summary["hold_recancels"], 2, "{summary}");
+    assert_eq!(
+        summary["hold_recancelled_accounts"],
+        serde_json::json!(["acct-0002", "acct-0003"])
+    );
+    assert!(summary["last_order_seen_at"].is_string(), "{summary}");
+    let reason = summary["stop_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("SIGTERM"), "{summary}");
+    // Nothing is open on the exchange, and the database holds exactly what it cancelled.
+    let ledger = server.ledger();
+    assert!(
+        ledger.accounts.values().all(|a| a.open.is_empty()),
+        "{ledger:?}"
+    );
+    let (cancelled, _) = ledger_truth(&server);
+    let run_id = summary["run_id"].as_i64().unwrap();
+    let recorded: BTreeSet<_> = order_rows(&db(&ws.db()), "cancelled_orders", run_id)
+        .into_iter()
+        .collect();
+    assert_eq!(recorded, cancelled);
+    assert_eq!(ledger.accounts["acct-0002"].late.len(), 2);
+}
+
+/// A hold ends by itself when its time is up, and exits 0 with the group flat; a run without
+/// --hold reports nothing of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_ends_on_its_own_and_without_one_nothing_changes() {
+    let server = start(sim_config(3)).await;
+    let (ws, args) = sweep_setup(&server);
+    let plain = run_binary(&args, &[]).await;
+    assert_eq!(plain.status.code(), Some(0), "{}", stderr(&plain));
+    let summary = stdout_json(&plain);
+    for field in [
+        "hold_ms",
+        "hold_cycles",
+        "hold_recancels",
+        "last_order_seen_at",
+    ] {
+        assert!(
+            summary.get(field).is_none(),
+            "{field} without --hold: {summary}"
+        );
+    }
+    let mut held = args.clone();
+    held.extend(["--hold", "1s", "--rate", "50"].map(String::from));
+    let output = run_binary(&held, &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary = stdout_json(&output);
+    assert!(summary["hold_ms"].as_i64().unwrap() >= 1000, "{summary}");
+    assert_eq!(summary["hold_recancels"], 0, "{summary}");
+    assert!(summary["last_order_seen_at"].is_null(), "{summary}");
+    assert!(summary["stop_reason"].is_null(), "{summary}");
+    drop(ws);
+}
+
+/// A hold needs the listings --no-verify turns off; the dry run says how long an order can stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_without_listings_is_refused_and_the_plan_gives_its_worst_case() {
+    let server = start(sim_config(20)).await;
+    let (_ws, args) = sweep_setup(&server);
+    let mut refused = args.clone();
+    refused.extend(["--hold", "5m", "--no-verify"].map(String::from));
+    let output = run_binary(&refused, &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--hold"), "{}", stderr(&output));
+    let mut plan = args.clone();
+    plan.extend(["--hold", "15m", "--rate", "10", "--dry-run"].map(String::from));
+    let output = run_binary(&plan, &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json = stdout_json(&output);
+    assert_eq!(json["hold_s"], 900.0);
+    assert_eq!(json["hold_cycle_s"], 2.0, "20 accounts at 10/s");
+    assert!(
+        stderr(&output).contains("at most about 2.0 s"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(server.ledger().counters.requests, 0, "nothing sent");
+}
