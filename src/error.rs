@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::exit::{self, Failure};
+use crate::exit::Exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,22 +43,15 @@ pub enum Error {
 }
 
 impl Error {
-    /// What kind of failure this is, for the exit code.
-    pub fn failure(&self) -> Failure {
+    /// How the process ends when this error ends it.
+    pub fn exit(&self) -> Exit {
         match self {
-            Error::Accounts(_) | Error::Config(_) | Error::UnreadableInput { .. } => {
-                Failure::BadInput
-            }
-            Error::Store { .. } | Error::Unwritable { .. } | Error::Internal(_) => {
-                Failure::Internal
-            }
-            Error::Refused(_) => Failure::Refused,
-            Error::Unavailable(_) => Failure::Unavailable,
+            Error::Accounts(_) | Error::Config(_) | Error::UnreadableInput { .. } => Exit::BadInput,
+            Error::Store { .. } | Error::Unwritable { .. } | Error::Internal(_) => Exit::Internal,
+            Error::Refused(_) => Exit::Refused,
+            // What the exchange should have done may not be done.
+            Error::Unavailable(_) => Exit::Incomplete,
         }
-    }
-
-    pub fn exit_code(&self) -> i32 {
-        exit::for_failure(self.failure())
     }
 }
 

@@ -275,7 +275,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("this database"), "{msg}");
-        assert_eq!(err.exit_code(), crate::exit::BAD_INPUT);
+        assert_eq!(err.exit(), crate::exit::Exit::BadInput);
 
         // Same key, other database: refused because of the key.
         let other = dir.path().join("b.db");
@@ -334,7 +334,7 @@ mod tests {
         let err = RunLock::acquire(&db, Some(&missing), &["master:33".into()])
             .err()
             .expect("refused");
-        assert_eq!(err.exit_code(), crate::exit::BAD_INPUT);
+        assert_eq!(err.exit(), crate::exit::Exit::BadInput);
         let msg = err.to_string();
         assert!(msg.starts_with("--lock-dir "), "{msg}");
         assert!(!msg.contains("database"), "{msg}");
@@ -354,7 +354,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &lock.path).unwrap();
         let refusal = |lock: &LockFile| match take(lock) {
             Err(TakeError::Refused(e)) => {
-                assert_eq!(e.exit_code(), crate::exit::BAD_INPUT, "{e}");
+                assert_eq!(e.exit(), crate::exit::Exit::BadInput, "{e}");
                 e.to_string()
             }
             Err(TakeError::Unusable(reason)) => panic!("unusable, not refused: {reason}"),

@@ -17,7 +17,7 @@ use crate::engine::{
     self, GroupJob, ResumePlan, ResumeRequest, StopTokens, SweepSummary, Target, resume_target,
 };
 use crate::error::Error;
-use crate::exit;
+use crate::exit::Exit;
 use crate::output_file::{self, Output};
 use crate::store::store_error;
 use crate::{accounts, atomic_file, client, demo, lock, report, store};
@@ -25,7 +25,7 @@ use dry_run::print_plan;
 use signals::{signal_seen, watch_signals};
 
 /// Runs the program and returns its exit code.
-pub fn main() -> i32 {
+pub fn main() -> Exit {
     let cli = match Cli::parse_with_origins() {
         Ok(cli) => cli,
         Err(e) => {
@@ -33,11 +33,11 @@ pub fn main() -> i32 {
             match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     let _ = e.print();
-                    return exit::OK;
+                    return Exit::Ok;
                 }
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     let _ = e.print();
-                    return exit::BAD_INPUT;
+                    return Exit::BadInput;
                 }
                 _ => {}
             }
@@ -45,7 +45,7 @@ pub fn main() -> i32 {
             let command = <Cli as clap::CommandFactory>::command();
             let origins = args::Origins::guess(&command, &argv);
             eprintln!("{}", clap_error_line(&e.render().to_string(), &origins));
-            return exit::BAD_INPUT;
+            return Exit::BadInput;
         }
     };
     let origins = cli.origins.clone();
@@ -71,7 +71,7 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return exit::INTERNAL;
+            return Exit::Internal;
         }
     };
     let result = runtime.block_on(async {
@@ -80,7 +80,7 @@ pub fn main() -> i32 {
             Command::Demo(args) => run_demo(args).await,
             Command::Sim(args) => gemini_sim::cli::run(args)
                 .await
-                .map(|()| exit::OK)
+                .map(|()| Exit::Ok)
                 .map_err(|e| Error::Config(e.to_string())),
             Command::Report(args) => run_report(args),
             Command::Runs(args) => list_runs(args),
@@ -114,7 +114,7 @@ pub fn main() -> i32 {
                 _ => e.to_string(),
             };
             eprintln!("error: {}", display::escape(&message));
-            e.exit_code()
+            e.exit()
         }
     }
 }
@@ -160,7 +160,7 @@ fn clap_error_line(rendered: &str, origins: &args::Origins) -> String {
 }
 
 /// A man page generated from the same definitions as `--help`.
-fn man_page(subcommand: Option<&str>) -> Result<i32, Error> {
+fn man_page(subcommand: Option<&str>) -> Result<Exit, Error> {
     let mut command = <Cli as clap::CommandFactory>::command();
     command.build();
     let (page, name) = match subcommand {
@@ -191,16 +191,16 @@ fn man_page(subcommand: Option<&str>) -> Result<i32, Error> {
 }
 
 /// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
-fn print_bytes(bytes: &[u8]) -> Result<i32, Error> {
+fn print_bytes(bytes: &[u8]) -> Result<Exit, Error> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => Ok(exit::OK),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Ok(()) => Ok(Exit::Ok),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
         Err(e) => Err(Error::Internal(format!("cannot write to stdout: {e}"))),
     }
 }
 
-async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
+async fn run(args: RunArgs, display: Display) -> Result<Exit, Error> {
     args.check_flag_mix()?;
     if let Some(path) = &args.metrics_file {
         check_metrics_file(path)?;
@@ -236,7 +236,7 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
     if args.dry_run {
         let plan = print_plan(&config, &target, &credentials).to_string();
         println!("{}", display::json_safe(&plan));
-        return Ok(exit::OK);
+        return Ok(Exit::Ok);
     }
     let stopping = StopTokens::default();
     let signal = watch_signals(stopping.clone());
@@ -327,7 +327,7 @@ async fn run_config(
     args: &RunArgs,
     file: &std::path::Path,
     display: Display,
-) -> Result<i32, Error> {
+) -> Result<Exit, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let plans = args.resolve_groups(file, &env)?;
     if args.resume.is_some() {
@@ -424,7 +424,7 @@ async fn run_config(
             "{}",
             serde_json::json!({ "dry_run": true, "groups": plans })
         );
-        return Ok(exit::OK);
+        return Ok(Exit::Ok);
     }
     let started = std::time::Instant::now();
     let names: Vec<String> = jobs.iter().map(|j| j.config.group.clone()).collect();
@@ -460,17 +460,17 @@ async fn run_config(
             Err(e) => {
                 let group = names.get(i).cloned().unwrap_or_default();
                 eprintln!("error: group {group}: {}", display::escape(&e.to_string()));
-                codes.push(e.exit_code());
+                codes.push(e.exit());
                 entries.push(serde_json::json!({
                     "group": group,
                     "error": e.to_string(),
-                    "exit_code": e.exit_code(),
+                    "exit_code": e.exit(),
                 }));
                 summaries.push(None);
             }
         }
     }
-    let exit_code = exit::combine(codes.iter().copied());
+    let exit_code = Exit::combine(codes.iter().copied());
     let outcomes: Vec<report::metrics::GroupOutcome> = entries
         .iter()
         .zip(&codes)
@@ -509,7 +509,7 @@ fn resume_request<'a>(
 }
 
 /// `gemini-sweep accounts`: the group's accounts, printed and optionally written as a CSV.
-async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
+async fn list_accounts(args: AccountsArgs) -> Result<Exit, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let (config, credentials) = args.resolve(&env)?;
     let excluded = accounts::excludes(&args.exclude, args.exclude_file.as_deref())?;
@@ -559,7 +559,7 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
             .map_err(|e| Error::Internal(format!("cannot format the accounts CSV: {e}")))?;
         print_bytes(&bytes)?;
         eprintln!("wrote {written} accounts to standard output ({to_sweep} to sweep)");
-        return Ok(exit::OK);
+        return Ok(Exit::Ok);
     }
     if let Some(Output::File(path)) = &csv {
         accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::Unwritable {
@@ -572,7 +572,7 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
         );
     }
     print!("{}", report::accounts(&listed, &excluded, args.format));
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
 /// The last stdout line, one JSON object: what schedulers (Airflow's XCom among them) pick up.
@@ -588,7 +588,7 @@ fn print_summary(summary: &SweepSummary) {
     let _ = out.flush();
 }
 
-async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
+async fn run_demo(args: DemoArgs) -> Result<Exit, Error> {
     store::check_outputs(&args.db)?;
     let hold = args.hold.unwrap_or_default();
     let summary = demo::run(&args.db, args.accounts, hold).await?;
@@ -619,10 +619,10 @@ async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
     );
     print_summary(&summary);
     // The demo did its job whatever the simulated exchange refused; only our own errors fail it.
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
-fn run_report(args: ReportArgs) -> Result<i32, Error> {
+fn run_report(args: ReportArgs) -> Result<Exit, Error> {
     if args.format == report::Format::Html && args.out.is_none() {
         return Err(Error::Config(
             "--format html writes a file: give --out FILE (or --out - for standard output)".into(),
@@ -685,7 +685,7 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
             tracing::info!(run_id = shown.run_id, out = %out.display(), bytes, "report written");
         }
     }
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
 /// The runs `report` covers, oldest first: the one `--run ID` or `--group` names, or every run
@@ -707,10 +707,10 @@ fn report_runs(
     Ok(vec![store::JobRun { run_id, group }])
 }
 
-fn list_runs(args: RunsArgs) -> Result<i32, Error> {
+fn list_runs(args: RunsArgs) -> Result<Exit, Error> {
     let conn = store::open_read_only(&args.db)?;
     let text = report::runs(&conn, args.format, args.limit, args.group.as_deref())
         .map_err(|e| store_error(&args.db, e))?;
     print!("{text}");
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }

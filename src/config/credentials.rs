@@ -148,7 +148,7 @@ mod tests {
         let env = |name: &str| (name == ENV_API_KEY).then(|| "master-abc".to_string());
         let refused = |path: &Path| {
             let err = load(Some(path), &env).unwrap_err();
-            assert_eq!(err.exit_code(), crate::exit::BAD_INPUT, "{err}");
+            assert_eq!(err.exit(), crate::exit::Exit::BadInput, "{err}");
             err.to_string()
         };
         let msg = refused(dir.path());

@@ -104,7 +104,7 @@ mod tests {
             "http://ops:hunter2@127.0.0.1:8080",
         ] {
             let err = validate_base_url(bad).unwrap_err();
-            assert_eq!(err.exit_code(), crate::exit::BAD_INPUT, "{bad}");
+            assert_eq!(err.exit(), crate::exit::Exit::BadInput, "{bad}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
     }

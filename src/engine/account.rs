@@ -13,7 +13,7 @@ use super::key::{KeyHandle, Priority, StopCause};
 use super::retry::{Caller, Retry, Step};
 use crate::config::SweepConfig;
 use crate::error::Error;
-use crate::store::{AccountFinish, AccountStatus, Action, Failure, Store};
+use crate::store::{AccountFailure, AccountFinish, AccountStatus, Action, Store};
 
 pub struct AccountSweeper<'a> {
     pub config: &'a SweepConfig,
@@ -79,7 +79,8 @@ impl AccountSweeper<'_> {
                 .call(&mut acct, Action::Snapshot, Priority::Cancel)
                 .await?
             {
-                Step::Done(_) | Step::Failed(Failure::AccountRefused | Failure::OutOfAttempts) => {}
+                Step::Done(_)
+                | Step::Failed(AccountFailure::AccountRefused | AccountFailure::OutOfAttempts) => {}
                 Step::Failed(failure) => {
                     return done(
                         self.finish(acct, AccountStatus::Failed, Some(failure))
@@ -264,7 +265,7 @@ impl AccountSweeper<'_> {
                     }
                     None => {
                         acct.last_error = Some(why);
-                        self.finish(acct, AccountStatus::Failed, Some(Failure::RunHalted))
+                        self.finish(acct, AccountStatus::Failed, Some(AccountFailure::RunHalted))
                             .await
                     }
                 }
@@ -276,7 +277,7 @@ impl AccountSweeper<'_> {
         &self,
         acct: Caller,
         status: AccountStatus,
-        failure: Option<Failure>,
+        failure: Option<AccountFailure>,
     ) -> Result<AccountStatus, Error> {
         self.store.finish_account(AccountFinish {
             run_id: self.run_id,

@@ -18,7 +18,7 @@ use crate::accounts::AccountEntry;
 use crate::client::{ClientOptions, Clock, Credentials, ExchangeClient, NonceMode, NonceSource};
 use crate::config::SweepConfig;
 use crate::error::Error;
-use crate::exit;
+use crate::exit::Exit;
 use crate::lock::RunLock;
 use crate::store::{AccountStatus, NewRun, NewRunAccount, Resume, RunStatus, Settle, Store};
 
@@ -36,7 +36,7 @@ pub(super) struct Shared {
 pub(super) struct Swept {
     pub run_id: i64,
     pub invocation_id: i64,
-    pub exit_code: i32,
+    pub exit_code: Exit,
     pub wall: Duration,
     /// Set when the run's end could not be written: why, for the summary (the database still
     /// reads `running` until the next run on it marks the run died).
@@ -438,7 +438,7 @@ impl GroupRun {
                 Swept {
                     run_id,
                     invocation_id,
-                    exit_code: exit::INTERNAL,
+                    exit_code: Exit::Internal,
                     wall,
                     unrecorded: Some(reason),
                 }

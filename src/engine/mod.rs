@@ -71,7 +71,7 @@ pub struct SweepSummary {
     /// next run on it marks it died): status and stop reason here are this process's.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub record_unwritten: bool,
-    pub exit_code: i32,
+    pub exit_code: crate::exit::Exit,
 }
 
 /// Which accounts a sweep works on.

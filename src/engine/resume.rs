@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::client::Credentials;
 use crate::config::SweepConfig;
 use crate::error::Error;
-use crate::exit::{self, RunStatus};
+use crate::exit::{Exit, RunStatus};
 use crate::store::{self, store_error};
 
 use super::{GroupJob, SweepSummary, Target};
@@ -112,7 +112,7 @@ pub fn resume_target(
             RunStatus::Completed
         };
         return Ok(ResumePlan::NothingToDo(SweepSummary {
-            exit_code: exit::for_run(status, None, None),
+            exit_code: Exit::of_run(status, None, None),
             totals,
             invocation_id: None,
             wall_ms: 0,
@@ -241,7 +241,7 @@ mod tests {
         let err = resume_target(&request(&db, "latest"), with_key(KEY))
             .err()
             .expect("an old latest run is not today's job");
-        assert_eq!(err.exit_code(), exit::BAD_INPUT, "{err}");
+        assert_eq!(err.exit(), Exit::BadInput, "{err}");
         let msg = err.to_string();
         assert!(msg.contains("older than --resume-within 20 h"), "{msg}");
         assert!(msg.contains(&format!("--resume {run_id}")), "{msg}");
@@ -259,7 +259,7 @@ mod tests {
         let err = resume_target(&request(&db, "latest"), with_key("master-another"))
             .err()
             .expect("another key is refused");
-        assert_eq!(err.exit_code(), exit::BAD_INPUT, "{err}");
+        assert_eq!(err.exit(), Exit::BadInput, "{err}");
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("run {run_id} was made with key")),
@@ -280,7 +280,7 @@ mod tests {
             let err = resume_target(&request, with_key(KEY))
                 .err()
                 .expect("nothing to resume");
-            assert_eq!(err.exit_code(), exit::BAD_INPUT, "{err}");
+            assert_eq!(err.exit(), Exit::BadInput, "{err}");
             assert!(err.to_string().contains("to resume"), "{err}");
         }
     }
@@ -295,7 +295,7 @@ mod tests {
         };
         assert!(summary.nothing_to_resume);
         assert_eq!(summary.totals.run_id, run_id);
-        assert_eq!(summary.exit_code, exit::OK);
+        assert_eq!(summary.exit_code, Exit::Ok);
 
         rusqlite::Connection::open(&db)
             .unwrap()
@@ -310,7 +310,7 @@ mod tests {
         };
         assert_eq!(
             summary.exit_code,
-            exit::INCOMPLETE,
+            Exit::Incomplete,
             "a listing that cannot vouch for the group is never clean"
         );
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::key::{AttemptResult, Call, KeyHandle, Priority, StopCause};
 use crate::client::{Collected, Verdict};
 use crate::error::Error;
-use crate::store::{Action, Failure};
+use crate::store::{AccountFailure, Action};
 
 /// The longest back-off between two attempts of one call.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -46,7 +46,7 @@ impl Caller {
 /// How one call (with its retries) ended.
 pub enum Step {
     Done(Collected),
-    Failed(Failure),
+    Failed(AccountFailure),
     Stopped(StopCause),
 }
 
@@ -119,7 +119,7 @@ impl KeyHandle {
             Verdict::Ok(collected) => Ok(Step::Done(collected)),
             Verdict::KeyRefused { reason, message } => {
                 acct.last_error = Some(format!("{reason}: {message}"));
-                Ok(Step::Failed(Failure::KeyRefused))
+                Ok(Step::Failed(AccountFailure::KeyRefused))
             }
             Verdict::AccountRefused { reason, message } => {
                 tracing::warn!(
@@ -130,7 +130,7 @@ impl KeyHandle {
                     "the exchange refused this account; not retrying"
                 );
                 acct.last_error = Some(format!("{reason}: {message}"));
-                Ok(Step::Failed(Failure::AccountRefused))
+                Ok(Step::Failed(AccountFailure::AccountRefused))
             }
             // A lost race says nothing of the exchange's health; the dispatcher stops the key if
             // the refusals are not races.
@@ -157,7 +157,7 @@ impl KeyHandle {
                         reason,
                         "giving up after {failures} failed attempts"
                     );
-                    return Ok(Step::Failed(Failure::OutOfAttempts));
+                    return Ok(Step::Failed(AccountFailure::OutOfAttempts));
                 }
                 let wait = backoff(retry.base, *failures, pause.and_then(|p| p.retry_after()));
                 tracing::info!(

@@ -34,7 +34,7 @@ pub use reads::{
 };
 pub use runs::{AccountFinish, NewRun, NewRunAccount, Resume, Settle, TakenOver};
 pub use values::{
-    AccountStatus, AttemptState, Failure, InvocationKind, Listing, OrderOutcome, Phase,
+    AccountFailure, AccountStatus, AttemptState, InvocationKind, Listing, OrderOutcome, Phase,
     UnknownValue,
 };
 pub use writer::WriterThread;

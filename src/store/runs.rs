@@ -10,9 +10,9 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::discard_rows;
-use super::{AccountStatus, Action, Failure, Phase, RunStatus, Store, epoch_ms, utc_text};
+use super::{AccountFailure, AccountStatus, Action, Phase, RunStatus, Store, epoch_ms, utc_text};
 use crate::error::Error;
-use crate::exit::{self, StopSignal};
+use crate::exit::{self, Exit, StopSignal};
 
 /// What a new run records before anything is sent.
 pub struct NewRun {
@@ -46,7 +46,7 @@ pub struct AccountFinish {
     pub run_id: i64,
     pub account: String,
     pub status: AccountStatus,
-    pub failure: Option<Failure>,
+    pub failure: Option<AccountFailure>,
     pub last_error: Option<String>,
 }
 
@@ -64,7 +64,7 @@ pub struct Settle {
     /// Why the sweep stopped before finishing its accounts, if it did.
     pub stop_reason: Option<String>,
     /// The signal that stopped the run, if any: with the status, it decides the exit code
-    /// recorded for the invocation ([`exit::for_run`]).
+    /// recorded for the invocation ([`Exit::of_run`]).
     pub signal: Option<StopSignal>,
     /// How long the invocation held the group after its sweep, and the cycles it completed.
     pub hold: Option<(std::time::Duration, u64)>,
@@ -316,7 +316,7 @@ impl Store {
                 finish.run_id,
                 finish.account,
                 finish.status.as_str(),
-                finish.failure.map(Failure::as_str),
+                finish.failure.map(AccountFailure::as_str),
                 finish.last_error,
                 now
             ])
@@ -327,7 +327,7 @@ impl Store {
     /// Ends an invocation: what it sent and never heard back about reads `abandoned`; the run's
     /// status is decided from all its accounts through the same reconciliation view the reports
     /// read; the run and the invocation record it. Returns the status and the exit code.
-    pub async fn settle(&self, settle: Settle) -> Result<(RunStatus, i32), Error> {
+    pub async fn settle(&self, settle: Settle) -> Result<(RunStatus, Exit), Error> {
         let now = now_ms();
         let unsent = self.unsent.clone();
         let writer = self.writer.clone();
@@ -375,7 +375,7 @@ impl Store {
                 _ => settle.stop_reason.clone(),
             }
             .or_else(|| lost_record.clone());
-            let exit_code = exit::for_run(status, settle.signal, settle.halt);
+            let exit_code = Exit::of_run(status, settle.signal, settle.halt);
             c.execute(
                 concat!(
                     "UPDATE runs SET status = ?2, stop_reason = ?3, ended_at = ",
@@ -667,7 +667,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(status, RunStatus::Aborted);
-        assert_ne!(exit_code, crate::exit::OK);
+        assert_ne!(exit_code, crate::exit::Exit::Ok);
         drop(store);
         writer.join();
 
