@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::atomic_file;
-use crate::client::ListedAccount;
+use crate::client::{AccountState, AccountType, ListedAccount};
 pub use crate::error::AccountsError;
 use crate::input_file::InputFile;
 
@@ -432,19 +432,17 @@ pub fn skip_reason(listed: &ListedAccount, excluded: &BTreeSet<String>) -> Optio
     if excluded.contains(&listed.account) {
         return Some("excluded (--exclude)".into());
     }
-    if listed.kind != "exchange" {
-        let kind = if listed.kind.is_empty() {
-            "unknown type"
-        } else {
-            &listed.kind
+    if listed.kind != AccountType::Exchange {
+        let kind = match &listed.kind {
+            AccountType::Unknown => "unknown type",
+            kind => kind.as_str(),
         };
         return Some(format!("{kind} account: holds no orders"));
     }
-    if listed.status != "open" {
-        let status = if listed.status.is_empty() {
-            "unknown status"
-        } else {
-            &listed.status
+    if listed.status != AccountState::Open {
+        let status = match &listed.status {
+            AccountState::Unknown => "unknown status",
+            status => status.as_str(),
         };
         return Some(format!("{status} account: holds no orders"));
     }
@@ -532,8 +530,8 @@ pub fn csv_bytes(
             if reason.is_none() { "true" } else { "false" }.to_owned(),
             csv_cell(reason.as_deref().unwrap_or("")),
             csv_cell(&a.name),
-            csv_cell(&a.kind),
-            csv_cell(&a.status),
+            csv_cell(a.kind.as_str()),
+            csv_cell(a.status.as_str()),
         ])?;
     }
     writer

@@ -20,7 +20,10 @@ use tokio::sync::mpsc;
 
 use crate::signing;
 pub use nonce::{Clock, Nonce, NonceMode, NonceSource, SystemClock};
-pub use reply::{Chunk, Collected, Expect, ListedAccount, NonceRefusal, OpenOrder, Pause, Verdict};
+pub use reply::{
+    AccountState, AccountType, Chunk, Collected, Expect, ListedAccount, NonceRefusal, OpenOrder,
+    Pause, Reason, Verdict,
+};
 
 /// The private endpoints gemini-sweep calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,7 +234,7 @@ impl ExchangeClient {
                 message,
                 pause,
             } => Verdict::Transient {
-                reason: self.redact(&reason),
+                reason: reason.map_text(|text| self.redact(text)),
                 message: self.redact(&message),
                 pause,
             },
@@ -240,11 +243,11 @@ impl ExchangeClient {
                 message: self.redact(&message),
             },
             Verdict::AccountRefused { reason, message } => Verdict::AccountRefused {
-                reason: self.redact(&reason),
+                reason: reason.map_text(|text| self.redact(text)),
                 message: self.redact(&message),
             },
             Verdict::KeyRefused { reason, message } => Verdict::KeyRefused {
-                reason: self.redact(&reason),
+                reason: reason.map_text(|text| self.redact(text)),
                 message: self.redact(&message),
             },
             ok => ok,
@@ -290,13 +293,13 @@ impl ExchangeClient {
             .header("Content-Length", "0")
             .header("Cache-Control", "no-cache")
             .send();
-        let no_reply = |reason: &str, message: String, unreached| Exchanged {
+        let no_reply = |reason: Reason, message: String, unreached| Exchanged {
             latency: started.elapsed(),
             http_status: None,
             body: None,
             body_truncated: false,
             verdict: Verdict::Transient {
-                reason: reason.into(),
+                reason,
                 message,
                 pause: None,
             },
@@ -305,7 +308,7 @@ impl ExchangeClient {
         let response = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
                 return no_reply(
-                    reply::REASON_TIMEOUT,
+                    Reason::Timeout,
                     format!("no reply within {:?}", self.timeout),
                     None,
                 );
@@ -415,7 +418,7 @@ struct Read {
 
 fn timed_out(received: u64) -> Verdict {
     Verdict::Transient {
-        reason: reply::REASON_TIMEOUT.into(),
+        reason: Reason::Timeout,
         message: format!("the reply did not finish in time ({received} bytes received)"),
         pause: None,
     }
@@ -423,7 +426,7 @@ fn timed_out(received: u64) -> Verdict {
 
 fn broken(e: &reqwest::Error) -> Verdict {
     Verdict::Transient {
-        reason: transport_reason(e).into(),
+        reason: transport_reason(e),
         message: error_chain(e),
         pause: None,
     }
@@ -431,7 +434,7 @@ fn broken(e: &reqwest::Error) -> Verdict {
 
 fn unparseable(detail: &str) -> Verdict {
     Verdict::Transient {
-        reason: reply::REASON_UNPARSEABLE.into(),
+        reason: Reason::UnparseableBody,
         message: format!("HTTP 200 whose body is not the expected JSON ({detail})"),
         pause: None,
     }
@@ -607,11 +610,11 @@ impl std::io::Read for ChannelReader {
     }
 }
 
-fn transport_reason(e: &reqwest::Error) -> &'static str {
+fn transport_reason(e: &reqwest::Error) -> Reason {
     if e.is_timeout() {
-        reply::REASON_TIMEOUT
+        Reason::Timeout
     } else {
-        reply::REASON_CONNECTION
+        Reason::ConnectionError
     }
 }
 

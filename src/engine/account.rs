@@ -33,8 +33,8 @@ pub struct Cancelled {
 }
 
 impl Cancelled {
-    pub fn account(&self) -> &str {
-        &self.acct.name
+    pub fn account(&self) -> std::sync::Arc<str> {
+        self.acct.whom.recorded()
     }
 }
 
@@ -141,7 +141,7 @@ impl AccountSweeper<'_> {
                 }
                 Step::Done(collected) => {
                     tracing::debug!(
-                        account = &*acct.name,
+                        account = %acct.whom,
                         cancelled = collected.cancelled_count,
                         "cancel-all done"
                     );
@@ -176,7 +176,7 @@ impl AccountSweeper<'_> {
             mut standing,
             mut reject_retries_left,
         } = cancelled;
-        let account = acct.name.clone();
+        let account = acct.whom.recorded();
         loop {
             let error_before_verify = acct.last_error.take();
             match self
@@ -281,7 +281,7 @@ impl AccountSweeper<'_> {
     ) -> Result<AccountStatus, Error> {
         self.store.finish_account(AccountFinish {
             run_id: self.run_id,
-            account: acct.name.to_string(),
+            account: acct.whom.recorded().to_string(),
             status,
             failure: (status == AccountStatus::Failed)
                 .then_some(failure)

@@ -248,7 +248,7 @@ impl GroupRun {
         // the group is clean.
         let unaddressable = listed
             .iter()
-            .filter(|a| a.unusable.is_some() && a.kind == "exchange" && a.status == "open")
+            .filter(|a| a.unusable.is_some() && a.may_hold_orders())
             .count();
         let invalid = listed.iter().filter(|a| a.unusable.is_some()).count();
         drop(listed);

@@ -14,7 +14,7 @@ use rusqlite::{Connection, params};
 
 use super::{Phase, Store, epoch_ms, utc_text};
 use crate::client::{Chunk, Collected, Nonce, OpenOrder};
-use crate::client::{Endpoint, Exchanged, Verdict};
+use crate::client::{Endpoint, Exchanged, Reason, Verdict};
 use crate::error::Error;
 
 /// What a request does: its phase and its endpoint, which the attempt records.
@@ -107,15 +107,17 @@ pub struct Sent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
-    Transient { reason: String, message: String },
-    Permanent { reason: String, message: String },
+    Transient { reason: Reason, message: String },
+    Permanent { reason: Reason, message: String },
 }
 
 impl Outcome {
     /// How the audit trail reads a verdict: a nonce refusal is transient (the call retries it).
     pub fn of(verdict: &Verdict) -> Outcome {
-        let reason = verdict.reason().unwrap_or_default().to_owned();
-        let message = verdict.message().unwrap_or_default().to_owned();
+        let (Some(reason), Some(message)) = (verdict.reason(), verdict.message()) else {
+            return Outcome::Ok;
+        };
+        let (reason, message) = (reason.clone(), message.to_owned());
         match verdict {
             Verdict::Ok(_) => Outcome::Ok,
             Verdict::Transient { .. } | Verdict::NonceRefused { .. } => {
@@ -289,8 +291,12 @@ fn begin(c: &Connection, start: &AttemptStart) -> rusqlite::Result<Sent> {
 fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
     let (outcome, reason, message) = match &end.outcome {
         Outcome::Ok => ("ok", None, None),
-        Outcome::Transient { reason, message } => ("transient", Some(reason), Some(message)),
-        Outcome::Permanent { reason, message } => ("permanent", Some(reason), Some(message)),
+        Outcome::Transient { reason, message } => {
+            ("transient", Some(reason.as_str()), Some(message))
+        }
+        Outcome::Permanent { reason, message } => {
+            ("permanent", Some(reason.as_str()), Some(message))
+        }
     };
     let attempt_id = end.sent.attempt_id;
     c.prepare_cached(
