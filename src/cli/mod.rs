@@ -10,8 +10,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::cli::args::{AccountsArgs, Cli, Command, DemoArgs, ReportArgs, RunArgs, RunsArgs};
-use crate::config::SweepConfig;
-use crate::config::groups::GroupAccounts;
+use crate::config::groups::{GroupAccounts, GroupPlan};
+use crate::config::{ConfigError, ConfigFileError, SweepConfig};
 use crate::display::{self, Display};
 use crate::engine::{
     self, GroupJob, ResumePlan, ResumeRequest, StopTokens, SweepSummary, Target, resume_target,
@@ -81,7 +81,7 @@ pub fn main() -> Exit {
             Command::Sim(args) => gemini_sim::cli::run(args)
                 .await
                 .map(|()| Exit::Ok)
-                .map_err(|e| Error::Config(e.to_string())),
+                .map_err(|e| Error::Simulator(Box::new(e))),
             Command::Report(args) => run_report(args),
             Command::Runs(args) => list_runs(args),
             Command::Accounts(args) => list_accounts(args).await,
@@ -107,10 +107,8 @@ pub fn main() -> Exit {
         Err(e) => {
             // One line, whatever the log format (the README promises it), whatever the exchange
             // wrote into the message; a value from the environment is said to be from there.
-            let message = match e {
-                Error::Config(_) | Error::Accounts(_) | Error::UnreadableInput { .. } => {
-                    origins.explain(&e.to_string())
-                }
+            let message = match e.exit() {
+                Exit::BadInput => origins.explain(&e.to_string()),
                 _ => e.to_string(),
             };
             eprintln!("error: {}", display::escape(&message));
@@ -171,7 +169,7 @@ fn man_page(subcommand: Option<&str>) -> Result<Exit, Error> {
                     .get_subcommands()
                     .map(|c| c.get_name().to_string())
                     .collect();
-                return Err(Error::Config(format!(
+                return Err(Error::Usage(format!(
                     "man {wanted}: no such command; give one of {}",
                     names.join(", ")
                 )));
@@ -186,7 +184,7 @@ fn man_page(subcommand: Option<&str>) -> Result<Exit, Error> {
         .source(format!("gemini-sweep {}", env!("CARGO_PKG_VERSION")))
         .manual("gemini-sweep manual")
         .render(&mut text)
-        .map_err(|e| Error::Internal(format!("cannot render the man page: {e}")))?;
+        .map_err(|e| Error::internal("render the man page", e))?;
     print_bytes(&text)
 }
 
@@ -196,7 +194,7 @@ fn print_bytes(bytes: &[u8]) -> Result<Exit, Error> {
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(Exit::Ok),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
-        Err(e) => Err(Error::Internal(format!("cannot write to stdout: {e}"))),
+        Err(e) => Err(Error::internal("write to stdout", e)),
     }
 }
 
@@ -221,7 +219,7 @@ async fn run(args: RunArgs, display: Display) -> Result<Exit, Error> {
             (config, credentials, Target::New(entries))
         }
         Some(run) => match resume_target(&resume_request(&args, run, None), |base| {
-            args.resolve_over(base, &env)
+            Ok(args.resolve_over(base, &env)?)
         })? {
             ResumePlan::Sweep(job) => (job.config, job.credentials, job.target),
             ResumePlan::NothingToDo(summary) => {
@@ -238,24 +236,12 @@ async fn run(args: RunArgs, display: Display) -> Result<Exit, Error> {
         println!("{}", display::json_safe(&plan));
         return Ok(Exit::Ok);
     }
-    let stopping = StopTokens::default();
-    let signal = watch_signals(stopping.clone());
-    let progress = Arc::new(engine::Progress::default());
-    let shown = display::show(progress.clone(), display);
     let job = GroupJob {
         config,
         credentials,
         target,
     };
-    let mut results = engine::run_groups(
-        vec![job],
-        Arc::new(client::SystemClock),
-        stopping,
-        progress,
-        move || signal_seen(&signal),
-    )
-    .await?;
-    shown.finish().await;
+    let mut results = sweep(vec![job], display).await?;
     let summary = results.pop().expect("one job, one result")?;
     print_summary(&summary);
     write_metrics(&args, &[outcome_of(&summary)]);
@@ -274,7 +260,7 @@ fn outcome_of(summary: &SweepSummary) -> report::metrics::GroupOutcome<'_> {
 /// since standard output carries the JSON summary.
 fn check_metrics_file(path: &std::path::Path) -> Result<(), Error> {
     if path == std::path::Path::new("-") {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "--metrics-file -: standard output carries the JSON summary; name a file in node_exporter's textfile directory".into(),
         ));
     }
@@ -288,11 +274,12 @@ fn check_sweep_outputs(
     credentials: &client::Credentials,
 ) -> Result<(), Error> {
     store::check_outputs(&config.db)?;
-    lock::check_outputs(
+    let fingerprints = [credentials.fingerprint()];
+    Ok(lock::check_outputs(
         &config.db,
         config.lock_dir.as_deref(),
-        &[credentials.fingerprint()],
-    )
+        &fingerprints,
+    )?)
 }
 
 /// `--metrics-file`, after the summary is out. A failure is logged, not fatal: the sweep
@@ -305,15 +292,18 @@ fn write_metrics(args: &RunArgs, outcomes: &[report::metrics::GroupOutcome]) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    let text = store::open_read_only(&args.exchange.db)
-        .map_err(|e| e.to_string())
-        .and_then(|conn| {
-            report::metrics::render(&conn, outcomes, (now * 1000.0).round() / 1000.0)
-                .map_err(|e| e.to_string())
-        });
-    let written =
-        text.and_then(|text| report::metrics::write_atomic(path, &text).map_err(|e| e.to_string()));
-    match written {
+    let db = &args.exchange.db;
+    let written = || -> Result<(), Error> {
+        let conn = store::open_read_only(db)?;
+        let text = report::metrics::render(&conn, outcomes, (now * 1000.0).round() / 1000.0)
+            .map_err(|e| store_error(db, e))?;
+        report::metrics::write_atomic(path, &text).map_err(|source| Error::Unwritable {
+            path: path.clone(),
+            what: "the metrics",
+            source,
+        })
+    };
+    match written() {
         Ok(()) => tracing::debug!(file = %path.display(), "metrics written"),
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "cannot write the metrics file")
@@ -330,88 +320,7 @@ async fn run_config(
 ) -> Result<Exit, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let plans = args.resolve_groups(file, &env)?;
-    if args.resume.is_some() {
-        // The file still gives each group its key and settings; which accounts to finish is
-        // the recorded run's to say, not what the file names today.
-        tracing::info!(
-            config = %file.display(),
-            "--resume: the groups' `accounts`, `exclude` and `exclude_file` are not read; each group finishes its recorded run's own accounts"
-        );
-    }
-    // `--resume ID` finishes that one run, whichever group of the file it belongs to.
-    let resume_group = match args.resume.as_deref() {
-        Some(run) if run != "latest" => {
-            let conn = store::open_read_only(&args.exchange.db)?;
-            let group =
-                store::run_group(&conn, run).map_err(|e| store_error(&args.exchange.db, e))?;
-            let Some(group) = group else {
-                return Err(Error::Config(format!(
-                    "{}: no run {run:?} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
-                    args.exchange.db.display()
-                )));
-            };
-            if !plans.iter().any(|p| p.config.group == group) {
-                return Err(Error::Config(format!(
-                    "run {run} belongs to group {group:?}, which {} does not name (or --group leaves out)",
-                    file.display()
-                )));
-            }
-            Some(group)
-        }
-        _ => None,
-    };
-    let mut jobs = Vec::new();
-    let mut settled = Vec::new();
-    for plan in plans {
-        if resume_group
-            .as_ref()
-            .is_some_and(|g| *g != plan.config.group)
-        {
-            continue;
-        }
-        let job = match &args.resume {
-            None => {
-                let target = match &plan.accounts {
-                    GroupAccounts::All { excluded } => Target::Discover {
-                        excluded: excluded.clone(),
-                    },
-                    // The CSV's own message names the CSV; the job's file and group say
-                    // which of possibly many groups it is.
-                    GroupAccounts::Csv(path) => Target::New(accounts::load(path).map_err(|e| {
-                        Error::Config(format!(
-                            "{}: [[group]] {:?}: accounts: {e}",
-                            file.display(),
-                            plan.config.group
-                        ))
-                    })?),
-                };
-                GroupJob {
-                    config: plan.config,
-                    credentials: plan.credentials,
-                    target,
-                }
-            }
-            Some(run) => {
-                let group = plan.config.group.clone();
-                let credentials = plan.credentials;
-                let over = |base: SweepConfig| {
-                    let config = args.flags_over(base)?;
-                    Ok((config, credentials))
-                };
-                match resume_target(&resume_request(args, run, Some(&group)), over)? {
-                    ResumePlan::Sweep(job) => job,
-                    ResumePlan::NothingToDo(summary) => {
-                        settled.push(Ok(summary));
-                        continue;
-                    }
-                }
-            }
-        };
-        check_sweep_outputs(&job.config, &job.credentials)?;
-        engine::plan(&job.credentials, &job.target, &job.config)
-            .map_err(|e| Error::Config(format!("group {:?}: {e}", job.config.group)))?;
-        jobs.push(job);
-    }
+    let ConfigJobs { jobs, settled } = config_jobs(args, file, plans)?;
     if args.dry_run {
         let plans: Vec<_> = jobs
             .iter()
@@ -431,22 +340,150 @@ async fn run_config(
     let mut results = if jobs.is_empty() {
         Vec::new()
     } else {
-        let stopping = StopTokens::default();
-        let signal = watch_signals(stopping.clone());
-        let progress = Arc::new(engine::Progress::default());
-        let shown = display::show(progress.clone(), display);
-        let results = engine::run_groups(
-            jobs,
-            Arc::new(client::SystemClock),
-            stopping,
-            progress,
-            move || signal_seen(&signal),
-        )
-        .await?;
-        shown.finish().await;
-        results
+        sweep(jobs, display).await?
     };
-    results.extend(settled);
+    results.extend(settled.into_iter().map(Ok));
+    Ok(print_job(args, &names, results, started))
+}
+
+/// The groups of a `--config` job.
+struct ConfigJobs {
+    /// To sweep, each checked before anything is sent.
+    jobs: Vec<GroupJob>,
+    /// The summaries of resumed groups that had nothing left to do.
+    settled: Vec<SweepSummary>,
+}
+
+fn config_jobs(
+    args: &RunArgs,
+    file: &std::path::Path,
+    plans: Vec<GroupPlan>,
+) -> Result<ConfigJobs, Error> {
+    if args.resume.is_some() {
+        // The file still gives each group its key and settings; which accounts to finish is
+        // the recorded run's to say, not what the file names today.
+        tracing::info!(
+            config = %file.display(),
+            "--resume: the groups' `accounts`, `exclude` and `exclude_file` are not read; each group finishes its recorded run's own accounts"
+        );
+    }
+    let resume_group = resume_group(args, file, &plans)?;
+    let mut jobs = Vec::new();
+    let mut settled = Vec::new();
+    for plan in plans {
+        if resume_group
+            .as_ref()
+            .is_some_and(|g| *g != plan.config.group)
+        {
+            continue;
+        }
+        let job = match config_job(args, file, plan)? {
+            ResumePlan::Sweep(job) => job,
+            ResumePlan::NothingToDo(summary) => {
+                settled.push(summary);
+                continue;
+            }
+        };
+        check_sweep_outputs(&job.config, &job.credentials)?;
+        engine::plan(&job.credentials, &job.target, &job.config).map_err(|e| Error::InGroup {
+            group: job.config.group.clone(),
+            source: Box::new(e),
+        })?;
+        jobs.push(job);
+    }
+    Ok(ConfigJobs { jobs, settled })
+}
+
+/// With `--resume ID`, the group of the file that run belongs to: the job finishes that one run.
+fn resume_group(
+    args: &RunArgs,
+    file: &std::path::Path,
+    plans: &[GroupPlan],
+) -> Result<Option<String>, Error> {
+    let run = match args.resume.as_deref() {
+        Some(run) if run != "latest" => run,
+        _ => return Ok(None),
+    };
+    let db = &args.exchange.db;
+    let conn = store::open_read_only(db)?;
+    let group = store::run_group(&conn, run).map_err(|e| store_error(db, e))?;
+    let Some(group) = group else {
+        return Err(Error::NoSuchRun {
+            db: db.clone(),
+            run: run.to_owned(),
+            group: None,
+            to_resume: true,
+        });
+    };
+    if !plans.iter().any(|p| p.config.group == group) {
+        return Err(Error::Usage(format!(
+            "run {run} belongs to group {group:?}, which {} does not name (or --group leaves out)",
+            file.display()
+        )));
+    }
+    Ok(Some(group))
+}
+
+/// One group's job in a `--config` job: a new run over its accounts (always a `Sweep`), or
+/// with `--resume`, its recorded run's unfinished accounts.
+fn config_job(
+    args: &RunArgs,
+    file: &std::path::Path,
+    plan: GroupPlan,
+) -> Result<ResumePlan, Error> {
+    let Some(run) = &args.resume else {
+        let target = match &plan.accounts {
+            GroupAccounts::All { excluded } => Target::Discover {
+                excluded: excluded.clone(),
+            },
+            GroupAccounts::Csv(path) => Target::New(accounts::load(path).map_err(|e| {
+                ConfigError::from(ConfigFileError::group_accounts(file, &plan.config.group, e))
+            })?),
+        };
+        return Ok(ResumePlan::Sweep(GroupJob {
+            config: plan.config,
+            credentials: plan.credentials,
+            target,
+        }));
+    };
+    let group = plan.config.group.clone();
+    let credentials = plan.credentials;
+    let over = |base: SweepConfig| {
+        let config = args.flags_over(base)?;
+        Ok((config, credentials))
+    };
+    resume_target(&resume_request(args, run, Some(&group)), over)
+}
+
+/// Sweeps the jobs, with signals watched and progress shown.
+async fn sweep(
+    jobs: Vec<GroupJob>,
+    display: Display,
+) -> Result<Vec<Result<SweepSummary, Error>>, Error> {
+    let stopping = StopTokens::default();
+    let signal = watch_signals(stopping.clone());
+    let progress = Arc::new(engine::Progress::default());
+    let shown = display::show(progress.clone(), display);
+    let results = engine::run_groups(
+        jobs,
+        Arc::new(client::SystemClock),
+        stopping,
+        progress,
+        move || signal_seen(&signal),
+    )
+    .await?;
+    shown.finish().await;
+    Ok(results)
+}
+
+/// The job's line of JSON, one entry per group (`names` in the order of `results`), and its
+/// metrics; returns the job's exit, the most urgent of its groups'.
+fn print_job(
+    args: &RunArgs,
+    names: &[String],
+    results: Vec<Result<SweepSummary, Error>>,
+    started: std::time::Instant,
+) -> Exit {
     let mut entries = Vec::new();
     let mut codes = Vec::new();
     let mut summaries = Vec::new();
@@ -490,7 +527,7 @@ async fn run_config(
     println!("{}", display::json_safe(&line.to_string()));
     let _ = std::io::stdout().flush();
     write_metrics(args, &outcomes);
-    Ok(exit_code)
+    exit_code
 }
 
 /// What `run --resume RUN` asks of the engine, `group` restricting it to that group's runs.
@@ -556,15 +593,16 @@ async fn list_accounts(args: AccountsArgs) -> Result<Exit, Error> {
     // Standard output is the CSV with `--csv -`, and only the CSV: the table would corrupt it.
     if let Some(Output::Stdout) = &csv {
         let bytes = accounts::csv_bytes(&listed, &excluded)
-            .map_err(|e| Error::Internal(format!("cannot format the accounts CSV: {e}")))?;
+            .map_err(|e| Error::internal("format the accounts CSV", e))?;
         print_bytes(&bytes)?;
         eprintln!("wrote {written} accounts to standard output ({to_sweep} to sweep)");
         return Ok(Exit::Ok);
     }
     if let Some(Output::File(path)) = &csv {
-        accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::Unwritable {
+        accounts::write_csv(path, &listed, &excluded).map_err(|source| Error::Unwritable {
             path: path.clone(),
-            reason: format!("cannot write the accounts CSV: {e}"),
+            what: "the accounts CSV",
+            source,
         })?;
         eprintln!(
             "wrote {written} accounts to {} ({to_sweep} to sweep)",
@@ -624,7 +662,7 @@ async fn run_demo(args: DemoArgs) -> Result<Exit, Error> {
 
 fn run_report(args: ReportArgs) -> Result<Exit, Error> {
     if args.format == report::Format::Html && args.out.is_none() {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "--format html writes a file: give --out FILE (or --out - for standard output)".into(),
         ));
     }
@@ -636,15 +674,12 @@ fn run_report(args: ReportArgs) -> Result<Exit, Error> {
     let db_error = |e: rusqlite::Error| store_error(&args.db, e);
     let runs = report_runs(&conn, &args).map_err(db_error)?;
     let Some(shown) = runs.last() else {
-        let in_group = match &args.group {
-            Some(g) => format!(" in group {g:?}"),
-            None => String::new(),
-        };
-        return Err(Error::Config(format!(
-            "{}: no run {:?}{in_group}; give `latest` or a run id listed by `gemini-sweep runs`",
-            args.db.display(),
-            args.run
-        )));
+        return Err(Error::NoSuchRun {
+            db: args.db.clone(),
+            run: args.run.clone(),
+            group: args.group.clone(),
+            to_resume: false,
+        });
     };
     let text = if args.format == report::Format::Table {
         let ids: Vec<i64> = runs.iter().map(|r| r.run_id).collect();
@@ -672,14 +707,9 @@ fn run_report(args: ReportArgs) -> Result<Exit, Error> {
             print_bytes(text.as_bytes())?;
         }
         Output::File(out) => {
-            atomic_file::write(out, text.as_bytes(), 0o600).map_err(|e| {
-                use std::io::ErrorKind::*;
-                let message = format!("cannot write the report to {}: {e}", out.display());
-                match e.kind() {
-                    NotFound | PermissionDenied | IsADirectory | NotADirectory | InvalidInput
-                    | ReadOnlyFilesystem => Error::Config(message),
-                    _ => Error::Internal(message),
-                }
+            atomic_file::write(out, text.as_bytes(), 0o600).map_err(|source| Error::Report {
+                path: out.clone(),
+                source,
             })?;
             let bytes = text.len();
             tracing::info!(run_id = shown.run_id, out = %out.display(), bytes, "report written");

@@ -22,7 +22,7 @@ use crate::signing;
 pub use nonce::{Clock, Nonce, NonceMode, NonceSource, SystemClock};
 pub use reply::{
     AccountState, AccountType, Chunk, Collected, Expect, ListedAccount, NonceRefusal, OpenOrder,
-    Pause, Reason, Verdict,
+    Pause, Reason, RecorderGone, Verdict,
 };
 
 /// The private endpoints gemini-sweep calls.
@@ -112,8 +112,8 @@ pub struct ClientOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client: {0}")]
-pub struct ClientError(String);
+#[error("{0}")]
+pub struct ClientError(#[source] reqwest::Error);
 
 /// One HTTP exchange, as it is recorded.
 #[derive(Debug, Clone)]
@@ -199,11 +199,10 @@ impl ExchangeClient {
             // A redirect would carry the signed headers to wherever it points.
             .redirect(reqwest::redirect::Policy::none());
         let builder = match &options.proxy {
-            Some(url) => builder
-                .proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| ClientError(e.to_string()))?),
+            Some(url) => builder.proxy(reqwest::Proxy::all(url.as_str()).map_err(ClientError)?),
             None => builder.no_proxy(),
         };
-        let http = builder.build().map_err(|e| ClientError(e.to_string()))?;
+        let http = builder.build().map_err(ClientError)?;
         Ok(ExchangeClient {
             http,
             base_url: options.base_url.clone(),
@@ -532,11 +531,7 @@ async fn stream_ok(
 ) -> Read {
     let (bytes_tx, bytes_rx) = mpsc::channel::<bytes::Bytes>(16);
     let parser = tokio::task::spawn_blocking(move || {
-        let mut spill = |chunk: Chunk| {
-            spill
-                .blocking_send(chunk)
-                .map_err(|_| "the recorder stopped".to_string())
-        };
+        let mut spill = |chunk: Chunk| spill.blocking_send(chunk).map_err(|_| RecorderGone);
         reply::parse_streaming(expect, ChannelReader::new(bytes_rx), &mut spill)
     });
     let mut received = first.len() as u64;
@@ -566,13 +561,11 @@ async fn stream_ok(
     }
     // End of input: the parser finishes (or fails on a truncated document).
     drop(bytes_tx);
-    let parsed = parser
-        .await
-        .unwrap_or_else(|e| Err(format!("the parser failed: {e}")));
-    let verdict = match (failure, parsed) {
+    let verdict = match (failure, parser.await) {
         (Some(failure), _) => failure,
-        (None, Ok(collected)) => Verdict::Ok(collected),
-        (None, Err(detail)) => unparseable(&detail),
+        (None, Ok(Ok(collected))) => Verdict::Ok(collected),
+        (None, Ok(Err(e))) => unparseable(&e.to_string()),
+        (None, Err(e)) => unparseable(&format!("the parser failed: {e}")),
     };
     Read {
         head,

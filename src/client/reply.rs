@@ -448,20 +448,23 @@ pub fn parse_ok(expect: Expect, body: &[u8]) -> Option<Collected> {
 pub fn parse_streaming(
     expect: Expect,
     reader: impl std::io::Read,
-    spill: &mut dyn FnMut(Chunk) -> Result<(), String>,
-) -> Result<Collected, String> {
+    spill: &mut dyn FnMut(Chunk) -> Result<(), RecorderGone>,
+) -> Result<Collected, serde_json::Error> {
     let mut sink = Sink::streaming(spill);
     let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
         256 * 1024,
         reader,
     ));
-    Seed::new(expect, &mut sink)
-        .deserialize(&mut de)
-        .map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    sink.flush().map_err(|e| e.to_string())?;
+    Seed::new(expect, &mut sink).deserialize(&mut de)?;
+    de.end()?;
+    sink.flush().map_err(de::Error::custom)?;
     Ok(sink.finish())
 }
+
+/// The ids of a streamed reply could not be handed on: whoever records them has stopped.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the recorder stopped")]
+pub struct RecorderGone;
 
 /// Ids per chunk of a streamed reply: big enough that a 5,000,000-id reply is ~80 commits.
 const IDS_PER_CHUNK: usize = 65_536;
@@ -470,7 +473,7 @@ const ORDERS_PER_CHUNK: usize = 8_192;
 /// Where the visitor puts what it reads: kept in memory, or spilled in chunks.
 pub(crate) struct Sink<'a> {
     collected: Collected,
-    spill: Option<&'a mut dyn FnMut(Chunk) -> Result<(), String>>,
+    spill: Option<&'a mut dyn FnMut(Chunk) -> Result<(), RecorderGone>>,
 }
 
 impl<'a> Sink<'a> {
@@ -481,7 +484,7 @@ impl<'a> Sink<'a> {
         }
     }
 
-    fn streaming(spill: &'a mut dyn FnMut(Chunk) -> Result<(), String>) -> Self {
+    fn streaming(spill: &'a mut dyn FnMut(Chunk) -> Result<(), RecorderGone>) -> Self {
         Sink {
             collected: Collected {
                 streamed: true,
@@ -491,7 +494,7 @@ impl<'a> Sink<'a> {
         }
     }
 
-    fn id(&mut self, list: IdList, id: u64) -> Result<(), String> {
+    fn id(&mut self, list: IdList, id: u64) -> Result<(), RecorderGone> {
         let c = &mut self.collected;
         let (vec, count) = match list {
             IdList::Cancelled => (&mut c.cancelled, &mut c.cancelled_count),
@@ -505,7 +508,7 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    fn order(&mut self, order: OpenOrder) -> Result<(), String> {
+    fn order(&mut self, order: OpenOrder) -> Result<(), RecorderGone> {
         self.collected.orders.push(order);
         self.collected.orders_count += 1;
         if self.spill.is_some() && self.collected.orders.len() >= ORDERS_PER_CHUNK {
@@ -514,7 +517,7 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), RecorderGone> {
         let Some(spill) = self.spill.as_mut() else {
             return Ok(());
         };

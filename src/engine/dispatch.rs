@@ -282,7 +282,7 @@ impl Dispatcher {
                 let mut error = Some(e);
                 for request in batch {
                     let answer = match error.take() {
-                        Some(e) => Err(e),
+                        Some(e) => Err(e.into()),
                         None => Ok(AttemptResult::NotSent(StopCause::Key)),
                     };
                     let _ = request.answer.send(answer);
@@ -424,7 +424,7 @@ impl Dispatcher {
     fn record(&self, f: &InFlight, exchanged: &Exchanged) -> Result<(), Error> {
         let account = f.whom.recorded();
         let end = AttemptEnd::of(self.run.run_id, &account, f.action, f.sent, exchanged);
-        self.run.store.finish_attempt(end)
+        Ok(self.run.store.finish_attempt(end)?)
     }
 }
 

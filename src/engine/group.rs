@@ -185,7 +185,7 @@ impl GroupRun {
     fn abort(&self, e: &Error) {
         if !self.aborting.is_cancelled() {
             let why = match e {
-                Error::Store { .. } => {
+                Error::Store(_) => {
                     format!("aborted: the audit trail could not be written ({e})")
                 }
                 _ => format!("aborted: {e}"),
@@ -364,7 +364,7 @@ impl GroupRun {
         let end = dispatcher.await.ok();
         // A reply record queued without waiting may have failed since; settling reads it too.
         if failure.is_none() {
-            failure = store.write_failure();
+            failure = store.write_failure().map(Error::from);
         }
         if let Some(e) = &failure {
             tracing::error!(run_id, error = %e, "sweep aborted");
@@ -470,8 +470,8 @@ pub(super) async fn open_key(
         timeout: config.timeout,
         proxy: config.proxy_url(),
     };
-    let client =
-        ExchangeClient::new(&options, credentials).map_err(|e| Error::Internal(e.to_string()))?;
+    let client = ExchangeClient::new(&options, credentials)
+        .map_err(|e| Error::internal("build the HTTP client", e))?;
     Ok((client, nonces))
 }
 
@@ -483,7 +483,8 @@ async fn begin_record(
     fingerprint: &str,
     target: Target,
 ) -> Result<(i64, i64, Accounts, bool), Error> {
-    let options_json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
+    let options_json = serde_json::to_string(config)
+        .map_err(|e| Error::internal("write the run's options as JSON", e))?;
     let new_run = |accounts: Vec<AccountEntry>| NewRun {
         base_url: config.base_url.clone(),
         key_fingerprint: fingerprint.to_owned(),

@@ -331,13 +331,13 @@ fn record(sweeper: &AccountSweeper<'_>, account: Account) -> Result<(), Error> {
             account.rejected.len()
         )
     });
-    sweeper.store.finish_account(AccountFinish {
+    Ok(sweeper.store.finish_account(AccountFinish {
         run_id: sweeper.run_id,
         account: account.name.to_string(),
         status,
         failure: None,
         last_error,
-    })
+    })?)
 }
 
 /// Seconds one cycle of the hold takes at `rate`: the longest an order can stand unseen.

@@ -148,7 +148,7 @@ impl KeyHandle {
     /// One request, sent when the dispatcher's queue, pace and in-flight limit let it.
     pub async fn attempt(&self, call: Call) -> Result<AttemptResult, Error> {
         let (answer, heard) = oneshot::channel();
-        let gone = || Error::Internal("the key's dispatcher stopped without answering".into());
+        let gone = || Error::Bug("the key's dispatcher stopped without answering");
         self.requests
             .send(Request { call, answer })
             .map_err(|_| gone())?;

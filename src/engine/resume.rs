@@ -11,7 +11,7 @@ use crate::client::Credentials;
 use crate::config::SweepConfig;
 use crate::error::Error;
 use crate::exit::{Exit, RunStatus};
-use crate::store::{self, store_error};
+use crate::store::{self, Cause, store_error};
 
 use super::{GroupJob, SweepSummary, Target};
 
@@ -50,14 +50,11 @@ pub fn resume_target(
     } = *request;
     let conn = store::open_read_only(db)?;
     let db_error = |e: rusqlite::Error| store_error(db, e);
-    let no_run = || {
-        let in_group = group
-            .map(|g| format!(" of group {g:?}"))
-            .unwrap_or_default();
-        Error::Config(format!(
-            "{}: no run {run:?}{in_group} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
-            db.display()
-        ))
+    let no_run = || Error::NoSuchRun {
+        db: db.to_path_buf(),
+        run: run.to_owned(),
+        group: group.map(str::to_owned),
+        to_resume: true,
     };
     let run_id = store::resolve_run(&conn, run, group)
         .map_err(db_error)?
@@ -67,23 +64,19 @@ pub fn resume_target(
         .ok_or_else(no_run)?;
     if run == "latest" && stored.age_secs > within_hours * 3600.0 {
         let whose = group.map(|g| format!("group {g:?}'s ")).unwrap_or_default();
-        return Err(Error::Config(format!(
+        return Err(Error::Usage(format!(
             "{}: {whose}latest run (#{run_id}, started {}, {:.1} h ago) is older than --resume-within {within_hours} h, so today's job did not start it; nothing was resumed. Give its id (--resume {run_id}) to resume it anyway",
             db.display(),
             stored.started_at,
             stored.age_secs / 3600.0,
         )));
     }
-    let mut base: SweepConfig = serde_json::from_str(&stored.options_json).map_err(|e| {
-        store_error(
-            db,
-            format!("run {run_id}'s stored options cannot be read ({e})"),
-        )
-    })?;
+    let mut base: SweepConfig = serde_json::from_str(&stored.options_json)
+        .map_err(|source| store_error(db, Cause::Options { run_id, source }))?;
     base.base_url = stored.base_url.clone();
     let (config, credentials) = over(base)?;
     if credentials.fingerprint() != stored.key_fingerprint {
-        return Err(Error::Config(format!(
+        return Err(Error::Usage(format!(
             "run {run_id} was made with key {}, but the key given now is {}; resume with the same key",
             stored.key_fingerprint,
             credentials.fingerprint()
