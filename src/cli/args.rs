@@ -244,7 +244,8 @@ pub enum Command {
     /// accounts CSV for `run --accounts`.
     #[command(after_help = ACCOUNTS_EXIT_CODES)]
     Accounts(AccountsArgs),
-    /// Print a shell completion script: `gemini-sweep completions bash > /etc/bash_completion.d/gemini-sweep`.
+    /// Print a shell completion script:
+    /// `gemini-sweep completions bash > /etc/bash_completion.d/gemini-sweep`.
     #[command(after_help = PRINT_EXIT_CODES)]
     Completions {
         #[arg(value_enum)]
