@@ -2,21 +2,12 @@
 //! function of src/ or sim/src/ is over 120 lines, and no line that carries a comment is over
 //! 100 characters (rustfmt wraps code, but not comments).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::common::rust_files;
 
 const MAX_FUNCTION_LINES: usize = 120;
 const MAX_COMMENT_CHARS: usize = 100;
-
-fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, found);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            found.push(path);
-        }
-    }
-}
 
 /// Where the code of one line lies: `code` with every comment and literal blanked to spaces,
 /// and whether the line holds a comment.
@@ -173,33 +164,31 @@ fn body_end(lines: &[Line], start: usize) -> Option<usize> {
     None
 }
 
-fn source_files() -> Vec<PathBuf> {
+/// Each source file of src/ and sim/src/, as its path from the root and its text.
+fn sources() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     rust_files(&root.join("src"), &mut files);
     rust_files(&root.join("sim/src"), &mut files);
     files.sort();
     files
-}
-
-fn relative(path: &Path) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+        .iter()
+        .map(|file| {
+            let relative = file.strip_prefix(root).unwrap().display().to_string();
+            (relative, std::fs::read_to_string(file).unwrap())
+        })
+        .collect()
 }
 
 #[test]
 fn no_function_is_over_120_lines() {
     let mut measured = 0;
     let mut long = Vec::new();
-    for file in source_files() {
-        let text = std::fs::read_to_string(&file).unwrap();
+    for (file, text) in sources() {
         for (name, line, length) in functions(&lex(&text)) {
             measured += 1;
             if length > MAX_FUNCTION_LINES {
-                long.push(format!("{}:{line} {name}: {length} lines", relative(&file)));
+                long.push(format!("{file}:{line} {name}: {length} lines"));
             }
         }
     }
@@ -218,16 +207,16 @@ fn no_function_is_over_120_lines() {
 fn no_comment_line_is_over_100_characters() {
     let mut comments = 0;
     let mut long = Vec::new();
-    for file in source_files() {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for (n, (raw, line)) in text.lines().zip(lex(&text)).enumerate() {
-            if !line.comment {
-                continue;
-            }
+    for (file, text) in sources() {
+        let commented = text.lines().zip(lex(&text)).enumerate();
+        for (n, raw) in commented
+            .filter(|(_, (_, line))| line.comment)
+            .map(|(n, (raw, _))| (n, raw))
+        {
             comments += 1;
             let chars = raw.chars().count();
             if chars > MAX_COMMENT_CHARS {
-                long.push(format!("{}:{}: {chars} characters", relative(&file), n + 1));
+                long.push(format!("{file}:{}: {chars} characters", n + 1));
             }
         }
     }

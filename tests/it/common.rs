@@ -515,3 +515,15 @@ pub fn assert_paced(times: &[f64], started: SystemTime, rate: f64, burst: u32, w
         );
     }
 }
+
+/// Every `.rs` file under `dir`, for the tests that read the sources.
+pub fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
