@@ -3,10 +3,11 @@
 //!
 //! Only a 429 lowers the pace: to 95 % of the rate the exchange was admitting just before, or by
 //! a quarter without enough replies to measure. Slow answers are not push-back: an exchange
-//! that is merely slow says nothing about the key's limit. After `PROBE_AFTER` admitted replies
-//! at one pace the pace climbs: halfway to the last refused pace while that is remembered, else
-//! by a quarter, never above `--rate`. 429s and 503s also pause the key (`Retry-After`, or a
-//! back-off that grows while they follow each other).
+//! that is merely slow says nothing about the key's limit. Once the exchange has answered as
+//! fast as it was asked for a few replies, the pace climbs: halfway toward the pace it last
+//! refused (until within a tenth of it), or by a tenth once that refusal is 30 s old; never
+//! above `--rate`. 429s and 503s also pause the key
+//! (`Retry-After`, or a back-off that grows while they follow each other).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -24,13 +25,18 @@ const MIN_SAMPLES: usize = 4;
 /// of the pace in force (each 429 of a new pace cuts again, so a few steps reach any limit).
 const SETTLE_SHARE: f64 = 0.95;
 const BLIND_CUT: f64 = 0.75;
-/// Admitted replies (and intervals of time) at one pace before it climbs.
+/// Admitted replies, and time, at one pace before it climbs.
 const PROBE_AFTER: u32 = 4;
-/// A refused pace this close above the pace in force ends the search.
-const SETTLED_RATIO: f64 = 1.10;
-/// How long a refused pace is remembered, and the step the pace climbs by once it is forgotten.
+const PROBE_TIME: Duration = Duration::from_millis(500);
+/// The pace climbs only while the exchange answers at least this share of it: a pace the key
+/// does not reach (too little work, too few in flight, an exchange that queues) proves nothing.
+const KEPT_UP: f64 = 0.97;
+/// A refused pace this close above the pace in force ends the climb toward it; once the refusal
+/// is forgotten, the pace climbs by as much a step, so a probe past a limit overshoots it little.
+const SETTLED: f64 = 1.10;
+const CLIMB: f64 = SETTLED;
+/// How long a refused pace is remembered.
 const REFUSED_MEMORY: Duration = Duration::from_secs(30);
-const CLIMB: f64 = 1.25;
 /// The slowest pace: one request every 10 s.
 const MIN_RATE: f64 = 0.1;
 /// A 503 without `Retry-After` pauses the key 2 s, doubling while they follow each other, to 60 s.
@@ -114,19 +120,20 @@ impl Controller {
         self.rate_limited_streak = 0;
         self.maintenance_streak = 0;
         self.admitted.push_back(now);
-        while self.admitted.len() > 4096
-            || self
-                .admitted
-                .front()
-                .is_some_and(|&t| t + MEASURE_WINDOW < now)
+        let interval = Duration::from_secs_f64(1.0 / self.rate);
+        let window = self.window();
+        while self.admitted.len() > 4096 || self.admitted.front().is_some_and(|&t| t + window < now)
         {
             self.admitted.pop_front();
         }
         self.since_change = self.since_change.saturating_add(1);
-        let interval = Duration::from_secs_f64(1.0 / self.rate);
         let long_enough = self.since_change >= PROBE_AFTER
-            && now.duration_since(self.changed_at) >= interval * PROBE_AFTER;
+            && now.duration_since(self.changed_at) >= PROBE_TIME.max(interval * PROBE_AFTER);
         if !long_enough || self.rate >= self.configured {
+            return None;
+        }
+        let answered = rate_since(&self.admitted, self.changed_at);
+        if answered.is_none_or(|answered| answered < KEPT_UP * self.rate) {
             return None;
         }
         if self
@@ -136,11 +143,12 @@ impl Controller {
             self.refused = None;
         }
         let next = match self.refused {
-            Some((too_fast, _)) if too_fast / self.rate <= SETTLED_RATIO => {
+            Some((too_fast, _)) if too_fast / self.rate <= SETTLED => {
                 self.since_change = 0;
                 self.changed_at = now;
                 return None;
             }
+            // Halfway (in rate) toward the refused pace.
             Some((too_fast, _)) => (self.rate + too_fast) / 2.0,
             None => self.rate * CLIMB,
         };
@@ -172,18 +180,20 @@ impl Controller {
         Some(self.pace(Some(until)))
     }
 
-    /// Admitted replies per second over the last [`MEASURE_WINDOW`], whatever the pace then.
+    /// Admitted replies per second over the last [`MEASURE_WINDOW`] (longer at a slow pace, so
+    /// that it holds enough of them), whatever the pace then.
     fn measured_rate(&self, now: Instant) -> Option<f64> {
-        let since = now.checked_sub(MEASURE_WINDOW).unwrap_or(self.changed_at);
-        let recent: Vec<Instant> = self
-            .admitted
-            .iter()
-            .copied()
-            .filter(|&t| t >= since)
-            .collect();
-        let span = recent.last()?.duration_since(*recent.first()?);
-        (recent.len() >= MIN_SAMPLES && !span.is_zero())
-            .then(|| (recent.len() - 1) as f64 / span.as_secs_f64())
+        let window = self.window();
+        let since = now.checked_sub(window).unwrap_or(self.changed_at);
+        rate_since(&self.admitted, since)
+    }
+
+    /// How far back admitted replies are kept and measured.
+    fn window(&self) -> Duration {
+        let interval = Duration::from_secs_f64(1.0 / self.rate);
+        MEASURE_WINDOW
+            .max(PROBE_TIME)
+            .max(interval * (PROBE_AFTER + 2))
     }
 
     fn set_rate(&mut self, rate: f64, now: Instant) {
@@ -208,6 +218,25 @@ impl Controller {
             not_before,
         }
     }
+}
+
+/// Replies per second among `admitted` since `since`, once there are enough to tell: one over
+/// the median gap between them, so a pause of the key's own does not read as a slow exchange
+/// (replies arriving together, as from an exchange serving in parallel, fall back to their span).
+fn rate_since(admitted: &VecDeque<Instant>, since: Instant) -> Option<f64> {
+    let recent: Vec<Instant> = admitted.iter().copied().filter(|&t| t >= since).collect();
+    let span = recent.last()?.duration_since(*recent.first()?);
+    if recent.len() < MIN_SAMPLES || span.is_zero() {
+        return None;
+    }
+    let mut gaps: Vec<Duration> = recent.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2];
+    Some(if median >= Duration::from_millis(1) {
+        1.0 / median.as_secs_f64()
+    } else {
+        (recent.len() - 1) as f64 / span.as_secs_f64()
+    })
 }
 
 /// tokio's clock for governor, so a paused test clock paces too.
@@ -393,8 +422,8 @@ mod tests {
                 rates.push((t, pace.per_second));
             }
         }
-        // Halfway to the refused 7.5/s until within 10 % of it...
-        assert_eq!(rates[0].1, 6.5625);
+        // Halfway to the refused 7.5/s, until within 10 % of it...
+        assert!((rates[0].1 - 6.5625).abs() < 1e-9, "{rates:?}");
         assert!(
             rates.iter().all(|&(t, r)| t >= 30_000 || r < 10.0),
             "{rates:?}"
@@ -438,6 +467,8 @@ mod tests {
         refused: u32,
         /// When each request left.
         departures: Vec<Instant>,
+        /// The pace in force when each request left.
+        paces: Vec<f64>,
         rate: f64,
     }
 
@@ -449,7 +480,7 @@ mod tests {
             (Controller::new(rate, start), Throttle::new(rate, burst));
         let (mut paused_until, mut left, mut refused) = (None, total, 0);
         let mut replies: Vec<(Instant, u64, Heard)> = Vec::new();
-        let mut departures = Vec::new();
+        let (mut departures, mut paces) = (Vec::new(), Vec::new());
         let latency = Duration::from_millis(20);
         while left > 0 || !replies.is_empty() {
             let now = Instant::now();
@@ -475,6 +506,7 @@ mod tests {
                     Ok(()) => {
                         left -= 1;
                         departures.push(now);
+                        paces.push(controller.rate());
                         let heard = match exchange.arrive(now + latency) {
                             Some(served) => (served + latency, Heard::Admitted),
                             None => (now + latency * 2, Heard::RateLimited(None)),
@@ -493,6 +525,7 @@ mod tests {
             took: Instant::now() - start,
             refused,
             departures,
+            paces,
             rate: controller.rate(),
         }
     }
@@ -518,6 +551,7 @@ mod tests {
     async fn more_than_twice_the_limit_with_nothing_queued_finishes_near_the_bound() {
         // --rate 5 --burst 1 against 2/s with nothing queued: 15 s at best for 30.
         let sweep = sweep(5.0, 1, &mut Exchange::new(2.0, 0), 30).await;
+
         let bound = Duration::from_secs(15).mul_f64(1.25);
         assert!(
             sweep.took <= bound,
@@ -555,5 +589,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An exchange that queues what exceeds its limit answers at its limit; with the requests in
+    /// flight held to a few, no 429 comes to say the pace is too fast. The pace must not climb on
+    /// that silence: the exchange never answered as fast as it was asked.
+    #[tokio::test(start_paused = true)]
+    async fn the_pace_does_not_climb_past_what_a_queueing_exchange_answers() {
+        let sweep = sweep(20.0, 5, &mut Exchange::new(10.0, 5), 1000).await;
+        // The search between the pace served and the pace refused is over in seconds; from
+        // then on the pace stays within a tenth of the limit (its probes included).
+        let start = sweep.departures[0];
+        let highest = (sweep.departures.iter().zip(&sweep.paces))
+            .filter(|(t, _)| **t - start >= Duration::from_secs(15))
+            .map(|(_, p)| *p)
+            .fold(0.0, f64::max);
+        assert!(
+            highest <= 11.0,
+            "climbed to {highest}/s against 10/s ({} refused)",
+            sweep.refused
+        );
+        assert!(sweep.took <= Duration::from_secs(125), "{:?}", sweep.took);
     }
 }

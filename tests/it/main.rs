@@ -14,6 +14,7 @@ mod config_safeguards;
 mod discovery;
 mod discovery_paging;
 mod dispatcher;
+mod docs;
 mod files;
 mod flat_first;
 mod groups;
