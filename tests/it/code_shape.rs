@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::rust_files;
+use crate::common::files_under;
 
 const MAX_FUNCTION_LINES: usize = 120;
 const MAX_COMMENT_CHARS: usize = 100;
@@ -168,8 +168,8 @@ fn body_end(lines: &[Line], start: usize) -> Option<usize> {
 fn sources() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    rust_files(&root.join("src"), &mut files);
-    rust_files(&root.join("sim/src"), &mut files);
+    files_under(&root.join("src"), "rs", &mut files);
+    files_under(&root.join("sim/src"), "rs", &mut files);
     files.sort();
     files
         .iter()

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::rust_files;
+use crate::common::files_under;
 
 /// Files under `src/` that may name the simulator's crate.
 fn may_name_the_simulator(relative: &Path) -> bool {
@@ -25,7 +25,7 @@ fn names(text: &str, word: &str) -> bool {
 fn only_the_edge_names_the_simulator() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    rust_files(&root.join("src"), &mut files);
+    files_under(&root.join("src"), "rs", &mut files);
     let mut edge = 0;
     let mut offenders = Vec::new();
     for file in &files {
