@@ -8,12 +8,12 @@
 //! the line.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use crate::atomic_file;
-use crate::client::ListedAccount;
-pub use crate::error::AccountsError;
-use crate::input_file::InputFile;
+use crate::client::{AccountState, AccountType, ListedAccount};
+use crate::input_file::{InputError, InputFile};
 
 /// Longest nickname we accept; Gemini's are short, and a longer cell is a sign of a broken file.
 const MAX_NICKNAME_LEN: usize = 128;
@@ -27,6 +27,7 @@ const ACCOUNTS_FILE: InputFile = InputFile {
     what: "accounts file",
     max_bytes: MAX_FILE_BYTES,
     hint: "an accounts file is a CSV of at most a million short lines: is this the right file?",
+    text_hint: "",
 };
 
 /// An exclude file lists nicknames (at most 128 bytes each) one per line: a million of them fit.
@@ -36,7 +37,66 @@ const EXCLUDE_FILE: InputFile = InputFile {
     what: "exclude file",
     max_bytes: MAX_EXCLUDE_FILE_BYTES,
     hint: "an exclude file lists account nicknames, one per line: is this the right file?",
+    text_hint: "; one account nickname per line",
 };
+
+/// A problem in a file of account nicknames (the accounts CSV, an exclude file): the file,
+/// the line when there is one, and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub struct AccountsError {
+    pub path: PathBuf,
+    pub line: Option<u64>,
+    #[source]
+    pub problem: Problem,
+}
+
+impl fmt::Display for AccountsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.problem),
+            None => write!(f, "{}: {}", self.path.display(), self.problem),
+        }
+    }
+}
+
+/// What is wrong at one place of an accounts file.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error(transparent)]
+    File(#[from] InputError),
+    #[error("cannot read the header row: {0}")]
+    Header(#[source] csv::Error),
+    #[error("malformed CSV: {0}")]
+    Malformed(#[source] csv::Error),
+    /// The file breaks a rule of the format; nothing underneath failed.
+    #[error("{0}")]
+    Rule(String),
+}
+
+/// Where [`parse`] stopped, and why.
+#[derive(Debug)]
+pub struct ParseError {
+    /// 1-based, when the problem is on a line.
+    pub line: Option<u64>,
+    pub problem: Problem,
+}
+
+impl ParseError {
+    fn rule(line: Option<u64>, text: impl Into<String>) -> ParseError {
+        let problem = Problem::Rule(text.into());
+        ParseError { line, problem }
+    }
+
+    fn at(self, path: &Path) -> AccountsError {
+        let ParseError { line, problem } = self;
+        let path = path.to_path_buf();
+        AccountsError {
+            path,
+            line,
+            problem,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountEntry {
@@ -49,23 +109,22 @@ pub struct AccountEntry {
 
 /// Reads and validates the whole file before anything is sent.
 pub fn load(path: &Path) -> Result<Vec<AccountEntry>, AccountsError> {
-    let fail = |line: Option<u64>, problem: String| AccountsError {
-        path: path.to_path_buf(),
-        line,
-        problem,
-    };
-    let (bytes, _) = ACCOUNTS_FILE.read(path).map_err(|e| fail(None, e))?;
-    parse(&bytes).map_err(|(line, problem)| fail(line, problem))
+    let (bytes, _) = ACCOUNTS_FILE.read(path).map_err(|e| {
+        ParseError {
+            line: None,
+            problem: e.into(),
+        }
+        .at(path)
+    })?;
+    parse(&bytes).map_err(|e| e.at(path))
 }
 
 /// Parses CSV bytes; errors carry the 1-based line and the problem.
-pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
+pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, ParseError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err((
-            None,
-            "the file is empty; it needs a header row with an `account` column".into(),
-        ));
+        let empty = "the file is empty; it needs a header row with an `account` column";
+        return Err(ParseError::rule(None, empty));
     }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -73,145 +132,37 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
         .trim(csv::Trim::All)
         .flexible(true)
         .from_reader(bytes);
-
-    // csv's own line counter drifts over blank lines and CRLF; byte offsets are exact. Records
-    // come in file order, so counting newlines forward from the previous position is linear.
-    let counted = std::cell::Cell::new((0usize, 1u64));
-    // "\r\n", a lone "\n" and a lone "\r" (old Mac files) each end one line.
-    let is_break = |i: usize| match bytes[i] {
-        b'\n' => true,
-        b'\r' => bytes.get(i + 1) != Some(&b'\n'),
-        _ => false,
-    };
-    let line_of = |byte: u64| -> u64 {
-        let (from, line_at_from) = counted.get();
-        let end = (byte as usize).clamp(from, bytes.len());
-        let line = line_at_from + (from..end).filter(|&i| is_break(i)).count() as u64;
-        counted.set((end, line));
-        // A record's position can point at the blank lines before it.
-        let skipped_blank = (end..bytes.len())
-            .take_while(|&i| bytes[i] == b'\r' || bytes[i] == b'\n')
-            .filter(|&i| is_break(i))
-            .count();
-        line + skipped_blank as u64
-    };
-    let csv_error_line = |e: &csv::Error| e.position().map(|p| line_of(p.byte()));
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| {
-            (
-                csv_error_line(&e),
-                format!("cannot read the header row: {e}"),
-            )
-        })?
-        .clone();
-    // The header's position can point at the comment lines before it, which the reader skips.
-    let mut header_at = headers.position().map_or(0, |p| p.byte() as usize);
-    while bytes.get(header_at) == Some(&b'#')
-        || bytes
-            .get(header_at)
-            .is_some_and(|&b| b == b'\r' || b == b'\n')
-    {
-        match (header_at..bytes.len()).find(|&i| is_break(i)) {
-            Some(end) => header_at = end + 1,
-            None => break,
-        }
-    }
-    let header_line = line_of(header_at as u64);
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.eq_ignore_ascii_case(name.as_bytes()))
-    };
-    let Some(account_col) = column("account") else {
-        let found = String::from_utf8_lossy(headers.as_slice()).into_owned();
-        let misspelled = headers.iter().find(|h| {
-            edit_distance(&String::from_utf8_lossy(h).to_ascii_lowercase(), "account")
-                <= SUGGEST_WITHIN
-        });
-        let hint = if found.contains(';') || found.contains('\t') || found.contains('|') {
-            " (the file seems to use another delimiter; use commas)".to_string()
-        } else if let Some(near) = misspelled {
-            format!(" (did you mean `account` for `{}`?)", shown_column(near))
-        } else {
-            String::new()
-        };
-        return Err((
-            Some(header_line),
-            format!(
-                "the header row has no `account` column{hint}; the first line must name the columns, e.g. `account,enabled,note`"
-            ),
-        ));
-    };
-    check_columns(&headers).map_err(|problem| (Some(header_line), problem))?;
-    let enabled_col = column("enabled");
-    let note_col = column("note");
-
+    let mut lines = Lines::new(bytes);
+    let columns = Columns::read(&mut reader, &mut lines)?;
     // Sized from the line count so that a large file is not held twice while the vector grows.
-    let lines = bytes.iter().filter(|&&b| b == b'\n').count();
-    let mut entries: Vec<AccountEntry> = Vec::with_capacity(lines.min(MAX_ACCOUNTS));
+    let count = bytes.iter().filter(|&&b| b == b'\n').count();
+    let mut entries: Vec<AccountEntry> = Vec::with_capacity(count.min(MAX_ACCOUNTS));
     let mut record = csv::ByteRecord::new();
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err((csv_error_line(&e), format!("malformed CSV: {e}"))),
+            Err(e) => return Err(lines.csv_error(e, Problem::Malformed)),
         }
-        let line = record.position().map_or(0, |p| line_of(p.byte()));
-        let cell = |col: Option<usize>| -> Result<Option<&str>, (Option<u64>, String)> {
-            match col.and_then(|c| record.get(c)) {
-                None => Ok(None),
-                Some(raw) => std::str::from_utf8(raw).map(Some).map_err(|_| {
-                    (
-                        Some(line),
-                        "the line is not valid UTF-8; save the file as UTF-8".to_string(),
-                    )
-                }),
-            }
-        };
-        // A line that is all empty cells (e.g. `,,`) is as blank as an empty line.
-        if record.iter().all(|c| c.is_empty()) {
+        let line = record.position().map_or(0, |p| lines.line_of(p.byte()));
+        let Some(entry) = columns.entry(&record, line)? else {
             continue;
-        }
-        let account = unguarded(cell(Some(account_col))?.unwrap_or(""));
-        validate_nickname(account).map_err(|p| (Some(line), p))?;
-        let enabled = match cell(enabled_col)? {
-            None | Some("") => true,
-            Some(v) => parse_bool(v).ok_or_else(|| {
-                (
-                    Some(line),
-                    format!("`enabled` is {v:?}; write true or false"),
-                )
-            })?,
         };
-        let note = cell(note_col)?
-            .map(unguarded)
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned);
         if entries.len() == MAX_ACCOUNTS {
-            return Err((
-                Some(line),
-                format!(
-                    "more than {MAX_ACCOUNTS} accounts listed; split the file (one run per file)"
-                ),
-            ));
+            let split = format!(
+                "more than {MAX_ACCOUNTS} accounts listed; split the file (one run per file)"
+            );
+            return Err(ParseError::rule(Some(line), split));
         }
-        entries.push(AccountEntry {
-            account: account.to_owned(),
-            enabled,
-            note,
-            line,
-        });
+        entries.push(entry);
     }
     if entries.is_empty() {
-        return Err((
-            None,
-            "no accounts listed; add one line per subaccount under the header".into(),
-        ));
+        let none = "no accounts listed; add one line per subaccount under the header";
+        return Err(ParseError::rule(None, none));
     }
     if let Some((first, repeat)) = first_repeat(&entries) {
         let (account, line) = (&repeat.account, repeat.line);
-        return Err((
+        return Err(ParseError::rule(
             Some(line),
             format!(
                 "account {account:?} is listed twice (lines {} and {line}); keep one line per account",
@@ -220,6 +171,173 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AccountEntry>, (Option<u64>, String)> {
         ));
     }
     Ok(entries)
+}
+
+/// The 1-based lines of byte offsets. csv's own line counter drifts over blank lines and CRLF;
+/// byte offsets are exact. Records come in file order, so counting forward from the previous
+/// position is linear.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    /// The last offset counted to, and its line.
+    from: usize,
+    line_at_from: u64,
+}
+
+impl<'a> Lines<'a> {
+    fn new(bytes: &'a [u8]) -> Lines<'a> {
+        Lines {
+            bytes,
+            from: 0,
+            line_at_from: 1,
+        }
+    }
+
+    /// "\r\n", a lone "\n" and a lone "\r" (old Mac files) each end one line.
+    fn is_break(&self, i: usize) -> bool {
+        match self.bytes[i] {
+            b'\n' => true,
+            b'\r' => self.bytes.get(i + 1) != Some(&b'\n'),
+            _ => false,
+        }
+    }
+
+    fn line_of(&mut self, byte: u64) -> u64 {
+        let bytes = self.bytes;
+        let end = (byte as usize).clamp(self.from, bytes.len());
+        let breaks = (self.from..end).filter(|&i| self.is_break(i)).count();
+        let line = self.line_at_from + breaks as u64;
+        (self.from, self.line_at_from) = (end, line);
+        // A record's position can point at the blank lines before it.
+        let skipped_blank = (end..bytes.len())
+            .take_while(|&i| bytes[i] == b'\r' || bytes[i] == b'\n')
+            .filter(|&i| self.is_break(i))
+            .count();
+        line + skipped_blank as u64
+    }
+
+    /// The line of a header found at `at`, which can point at the comment lines before it (the
+    /// reader skips them).
+    fn header_line(&mut self, mut at: usize) -> u64 {
+        let bytes = self.bytes;
+        while bytes.get(at) == Some(&b'#')
+            || bytes.get(at).is_some_and(|&b| b == b'\r' || b == b'\n')
+        {
+            match (at..bytes.len()).find(|&i| self.is_break(i)) {
+                Some(end) => at = end + 1,
+                None => break,
+            }
+        }
+        self.line_of(at as u64)
+    }
+
+    /// csv's error `e`, as `problem` at the line it names.
+    fn csv_error(&mut self, e: csv::Error, problem: fn(csv::Error) -> Problem) -> ParseError {
+        let line = e.position().map(|p| self.line_of(p.byte()));
+        let problem = problem(e);
+        ParseError { line, problem }
+    }
+}
+
+/// Where the columns the reader acts on stand in the header.
+struct Columns {
+    account: usize,
+    enabled: Option<usize>,
+    note: Option<usize>,
+}
+
+impl Columns {
+    /// Reads the header row: it must name an `account` column, and no column the reader does
+    /// not know.
+    fn read(reader: &mut csv::Reader<&[u8]>, lines: &mut Lines) -> Result<Columns, ParseError> {
+        let headers = match reader.byte_headers() {
+            Ok(headers) => headers.clone(),
+            Err(e) => return Err(lines.csv_error(e, Problem::Header)),
+        };
+        let header_line = lines.header_line(headers.position().map_or(0, |p| p.byte() as usize));
+        let column = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h.eq_ignore_ascii_case(name.as_bytes()))
+        };
+        let Some(account) = column("account") else {
+            return Err(ParseError::rule(
+                Some(header_line),
+                no_account_column(&headers),
+            ));
+        };
+        check_columns(&headers).map_err(|problem| ParseError {
+            line: Some(header_line),
+            problem,
+        })?;
+        Ok(Columns {
+            account,
+            enabled: column("enabled"),
+            note: column("note"),
+        })
+    }
+
+    /// The entry on `line`, or `None` for a line of empty cells (`,,`), as blank as an empty
+    /// line.
+    fn entry(
+        &self,
+        record: &csv::ByteRecord,
+        line: u64,
+    ) -> Result<Option<AccountEntry>, ParseError> {
+        let cell = |col: Option<usize>| -> Result<Option<&str>, ParseError> {
+            match col.and_then(|c| record.get(c)) {
+                None => Ok(None),
+                Some(raw) => std::str::from_utf8(raw).map(Some).map_err(|_| {
+                    let utf8 = "the line is not valid UTF-8; save the file as UTF-8";
+                    ParseError::rule(Some(line), utf8)
+                }),
+            }
+        };
+        if record.iter().all(|c| c.is_empty()) {
+            return Ok(None);
+        }
+        let account = unguarded(cell(Some(self.account))?.unwrap_or(""));
+        validate_nickname(account).map_err(|problem| ParseError {
+            line: Some(line),
+            problem,
+        })?;
+        let enabled = match cell(self.enabled)? {
+            None | Some("") => true,
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                ParseError::rule(
+                    Some(line),
+                    format!("`enabled` is {v:?}; write true or false"),
+                )
+            })?,
+        };
+        let note = cell(self.note)?
+            .map(unguarded)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        Ok(Some(AccountEntry {
+            account: account.to_owned(),
+            enabled,
+            note,
+            line,
+        }))
+    }
+}
+
+/// Why a header has no `account` column, with a hint at what went wrong when one is likely.
+fn no_account_column(headers: &csv::ByteRecord) -> String {
+    let found = String::from_utf8_lossy(headers.as_slice()).into_owned();
+    let misspelled = headers.iter().find(|h| {
+        edit_distance(&String::from_utf8_lossy(h).to_ascii_lowercase(), "account") <= SUGGEST_WITHIN
+    });
+    let hint = if found.contains(';') || found.contains('\t') || found.contains('|') {
+        " (the file seems to use another delimiter; use commas)".to_string()
+    } else if let Some(near) = misspelled {
+        format!(" (did you mean `account` for `{}`?)", shown_column(near))
+    } else {
+        String::new()
+    };
+    format!(
+        "the header row has no `account` column{hint}; the first line must name the columns, e.g. `account,enabled,note`"
+    )
 }
 
 /// The columns the reader acts on.
@@ -236,7 +354,7 @@ const SUGGEST_WITHIN: usize = 2;
 /// Refuses a header with a column the reader does not know, or a known one twice: a column the
 /// reader skipped would be a safety rule (`enabeld`, `active`) the operator believes in and the
 /// run ignores. An unnamed column (a trailing comma) carries no rule and is let through.
-fn check_columns(headers: &csv::ByteRecord) -> Result<(), String> {
+fn check_columns(headers: &csv::ByteRecord) -> Result<(), Problem> {
     let known = || COLUMNS.iter().chain(LISTING_COLUMNS);
     let mut seen: Vec<(String, usize)> = Vec::new();
     for (i, raw) in headers.iter().enumerate() {
@@ -246,11 +364,11 @@ fn check_columns(headers: &csv::ByteRecord) -> Result<(), String> {
         }
         let shown = shown_column(raw);
         if let Some(&(_, first)) = seen.iter().find(|(n, _)| *n == name) {
-            return Err(format!(
+            return Err(Problem::Rule(format!(
                 "column `{shown}` appears twice (columns {} and {}); keep one",
                 first + 1,
                 i + 1
-            ));
+            )));
         }
         if known().any(|k| *k == name) {
             seen.push((name, i));
@@ -265,12 +383,12 @@ fn check_columns(headers: &csv::ByteRecord) -> Result<(), String> {
             COLUMNS.join(", "),
             LISTING_COLUMNS.join(", ")
         );
-        return Err(match nearest {
+        return Err(Problem::Rule(match nearest {
             Some((_, likely)) => {
                 format!("unknown column `{shown}`: did you mean `{likely}`? ({rule})")
             }
             None => format!("unknown column `{shown}`: {rule} (e.g. `{OWN_COLUMN_PREFIX}{shown}`)"),
-        });
+        }));
     }
     Ok(())
 }
@@ -355,19 +473,20 @@ pub fn nickname_problem(account: &str) -> Option<NicknameProblem> {
 
 /// Gemini nicknames are short identifiers; anything else is a typo or a broken export, and
 /// sending it would only earn an `InvalidAccountName` per account.
-fn validate_nickname(account: &str) -> Result<(), String> {
-    match nickname_problem(account) {
-        None => Ok(()),
+fn validate_nickname(account: &str) -> Result<(), Problem> {
+    let problem = match nickname_problem(account) {
+        None => return Ok(()),
         Some(NicknameProblem::Empty) => {
-            Err("the `account` cell is empty; write the subaccount's nickname".into())
+            "the `account` cell is empty; write the subaccount's nickname".to_owned()
         }
-        Some(NicknameProblem::TooLong(len)) => Err(format!(
+        Some(NicknameProblem::TooLong(len)) => format!(
             "the account nickname is {len} bytes long (at most {MAX_NICKNAME_LEN}); is a column missing its delimiter?"
-        )),
-        Some(NicknameProblem::Char(bad)) => Err(format!(
+        ),
+        Some(NicknameProblem::Char(bad)) => format!(
             "account nickname {account:?} contains {bad:?}; nicknames use letters, digits, '-', '_' and '.' only"
-        )),
-    }
+        ),
+    };
+    Err(Problem::Rule(problem))
 }
 
 /// The most bytes of escaped text kept of a listed nickname that breaks the rule.
@@ -432,19 +551,17 @@ pub fn skip_reason(listed: &ListedAccount, excluded: &BTreeSet<String>) -> Optio
     if excluded.contains(&listed.account) {
         return Some("excluded (--exclude)".into());
     }
-    if listed.kind != "exchange" {
-        let kind = if listed.kind.is_empty() {
-            "unknown type"
-        } else {
-            &listed.kind
+    if listed.kind != AccountType::Exchange {
+        let kind = match &listed.kind {
+            AccountType::Unknown => "unknown type",
+            kind => kind.as_str(),
         };
         return Some(format!("{kind} account: holds no orders"));
     }
-    if listed.status != "open" {
-        let status = if listed.status.is_empty() {
-            "unknown status"
-        } else {
-            &listed.status
+    if listed.status != AccountState::Open {
+        let status = match &listed.status {
+            AccountState::Unknown => "unknown status",
+            status => status.as_str(),
         };
         return Some(format!("{status} account: holds no orders"));
     }
@@ -478,18 +595,10 @@ pub fn excludes(names: &[String], file: Option<&Path>) -> Result<BTreeSet<String
         .filter(|n| !n.is_empty())
         .collect();
     if let Some(path) = file {
-        let fail = |line: Option<u64>, problem: String| AccountsError {
-            path: path.to_path_buf(),
-            line,
-            problem,
-        };
-        let (bytes, _) = EXCLUDE_FILE.read(path).map_err(|e| fail(None, e))?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            fail(
-                None,
-                "the exclude file is not UTF-8 text; one account nickname per line".into(),
-            )
-        })?;
+        let fail = |line: Option<u64>, problem: Problem| ParseError { line, problem }.at(path);
+        let (text, _) = EXCLUDE_FILE
+            .read_text(path)
+            .map_err(|e| fail(None, e.into()))?;
         for (i, line) in text.lines().enumerate() {
             let name = line.split('#').next().unwrap_or("").trim();
             if name.is_empty() {
@@ -532,8 +641,8 @@ pub fn csv_bytes(
             if reason.is_none() { "true" } else { "false" }.to_owned(),
             csv_cell(reason.as_deref().unwrap_or("")),
             csv_cell(&a.name),
-            csv_cell(&a.kind),
-            csv_cell(&a.status),
+            csv_cell(a.kind.as_str()),
+            csv_cell(a.status.as_str()),
         ])?;
     }
     writer
@@ -560,7 +669,8 @@ mod tests {
     }
 
     fn err(text: &[u8]) -> (Option<u64>, String) {
-        parse(text).expect_err("should be refused")
+        let e = parse(text).expect_err("should be refused");
+        (e.line, e.problem.to_string())
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub async fn run(db: &Path, accounts: u32, hold: Duration) -> Result<SweepSummar
         .collect();
     let server = sim::start(sim_config)
         .await
-        .map_err(|e| Error::Internal(format!("cannot start the simulated exchange: {e}")))?;
+        .map_err(|e| Error::internal("start the simulated exchange", e))?;
     tracing::info!(url = %server.base_url(), "simulated exchange listening");
 
     let config = SweepConfig {

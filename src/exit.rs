@@ -1,27 +1,7 @@
 //! How a process ends: the outcomes a run can have and the exit code each one gets. Exit codes
 //! are part of the interface schedulers script against (the README lists them); every one the
-//! process returns is named and decided here, and this file imports nothing from the crate, so
-//! everything above can use it.
-
-/// Every account swept, nothing left rejected, verified flat (or swept, with --no-verify).
-pub const OK: i32 = 0;
-/// The run finished, but some account failed, kept rejected orders or is not verified flat.
-pub const INCOMPLETE: i32 = 1;
-/// Bad input or configuration; nothing was sent to the exchange.
-pub const BAD_INPUT: i32 = 2;
-/// Internal, database or environment error.
-pub const INTERNAL: i32 = 3;
-/// The exchange refused the key or the request as configured (signature, role, nonce mode,
-/// IP allow-list, redirect, unknown endpoint): the run stopped sending at once, and nothing
-/// will work until the key or the configuration is fixed.
-pub const REFUSED: i32 = 4;
-/// The exchange could not be reached: no connection to it could be made before any reply, so
-/// nothing was cancelled. The run stopped early; fix the URL, the network or the proxy, and rerun.
-pub const UNREACHABLE: i32 = 5;
-/// Interrupted by SIGINT (128 + 2).
-pub const SIGINT: i32 = 130;
-/// Interrupted by SIGTERM (128 + 15).
-pub const SIGTERM: i32 = 143;
+//! process returns is an [`Exit`], decided here, and this file imports nothing from the crate,
+//! so everything above can use it.
 
 /// The signal that stopped a run, if any; decides 130 versus 143.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,68 +67,117 @@ impl RunStatus {
     }
 }
 
-/// What went wrong before or outside a run, as far as the exit code cares; each error type
-/// says which of these it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The user's input cannot be used; nothing was sent.
-    BadInput,
-    /// Our fault, the database's or the environment's.
-    Internal,
-    /// The exchange refused the key or the configuration.
+/// How the process ends, as its exit code says. The variants are ranked by how much attention
+/// they need, least first, so the code of a job of several groups is the greatest of theirs
+/// ([`Exit::combine`]): a broken job (3) or input (2), then a refused key (4), an unreachable
+/// exchange (5), an interruption (143, then 130), orders possibly left open (1), and 0 only when
+/// every group is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Exit {
+    /// 0: every account swept, nothing left rejected, verified flat (or swept, with --no-verify).
+    Ok,
+    /// 1: the run finished, but some account failed, kept rejected orders or is not verified
+    /// flat; or the exchange did not answer what was asked outside a run.
+    Incomplete,
+    /// 130 (128 + SIGINT).
+    Interrupted,
+    /// 143 (128 + SIGTERM).
+    Terminated,
+    /// 5: no connection to the exchange could be made before any reply, so nothing was
+    /// cancelled. Fix the URL, the network or the proxy, and rerun.
+    Unreachable,
+    /// 4: the exchange refused the key or the request as configured (signature, role, nonce
+    /// mode, IP allow-list, redirect, unknown endpoint): nothing will work until the key or the
+    /// configuration is fixed.
     Refused,
-    /// The exchange did not answer what was asked: what it should have done may not be done.
-    Unavailable,
+    /// 2: bad input or configuration; nothing was sent to the exchange.
+    BadInput,
+    /// 3: an internal, database or environment error.
+    Internal,
 }
 
-/// The exit code of a failure outside a run.
-pub fn for_failure(failure: Failure) -> i32 {
-    match failure {
-        Failure::BadInput => BAD_INPUT,
-        Failure::Internal => INTERNAL,
-        Failure::Refused => REFUSED,
-        Failure::Unavailable => INCOMPLETE,
+impl Exit {
+    /// Every exit, least urgent first.
+    pub const ALL: &[Exit] = &[
+        Exit::Ok,
+        Exit::Incomplete,
+        Exit::Interrupted,
+        Exit::Terminated,
+        Exit::Unreachable,
+        Exit::Refused,
+        Exit::BadInput,
+        Exit::Internal,
+    ];
+
+    /// The number the process exits with, the summary prints and the database records.
+    pub const fn code(self) -> i32 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Incomplete => 1,
+            Exit::BadInput => 2,
+            Exit::Internal => 3,
+            Exit::Refused => 4,
+            Exit::Unreachable => 5,
+            Exit::Interrupted => 130,
+            Exit::Terminated => 143,
+        }
+    }
+
+    /// The exit of a run that ended with `status`, stopped by `signal` if any, its key halted
+    /// for `halt` if it was.
+    pub fn of_run(status: RunStatus, signal: Option<StopSignal>, halt: Option<KeyHalt>) -> Exit {
+        match status {
+            RunStatus::Completed => Exit::Ok,
+            RunStatus::Incomplete if halt == Some(KeyHalt::Unreachable) => Exit::Unreachable,
+            RunStatus::Incomplete => Exit::Incomplete,
+            RunStatus::Refused => Exit::Refused,
+            RunStatus::Interrupted => signal.unwrap_or(StopSignal::Interrupt).into(),
+            // No process settles a run as running or died; read back, either is a run that was
+            // broken off, and never 0.
+            RunStatus::Aborted | RunStatus::Running | RunStatus::Died => Exit::Internal,
+        }
+    }
+
+    /// One exit for a job of several groups: the one that needs the most attention.
+    pub fn combine(exits: impl IntoIterator<Item = Exit>) -> Exit {
+        exits.into_iter().max().unwrap_or(Exit::Ok)
     }
 }
 
-/// The exit code of a process stopped by `signal`.
-pub fn for_signal(signal: StopSignal) -> i32 {
-    match signal {
-        StopSignal::Interrupt => SIGINT,
-        StopSignal::Terminate => SIGTERM,
+impl From<StopSignal> for Exit {
+    fn from(signal: StopSignal) -> Exit {
+        match signal {
+            StopSignal::Interrupt => Exit::Interrupted,
+            StopSignal::Terminate => Exit::Terminated,
+        }
     }
 }
 
-/// The exit code of a run that ended with `status`, stopped by `signal` if any, its key halted
-/// for `halt` if it was.
-pub fn for_run(status: RunStatus, signal: Option<StopSignal>, halt: Option<KeyHalt>) -> i32 {
-    match status {
-        RunStatus::Completed => OK,
-        RunStatus::Incomplete if halt == Some(KeyHalt::Unreachable) => UNREACHABLE,
-        RunStatus::Incomplete => INCOMPLETE,
-        RunStatus::Refused => REFUSED,
-        RunStatus::Interrupted => for_signal(signal.unwrap_or(StopSignal::Interrupt)),
-        // No process settles a run as running or died; read back, either is a run that was
-        // broken off, and never 0.
-        RunStatus::Aborted | RunStatus::Running | RunStatus::Died => INTERNAL,
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> std::process::ExitCode {
+        // Every code is below 256.
+        std::process::ExitCode::from(exit.code() as u8)
     }
 }
 
-/// One code for a job of several groups: the one that needs the most attention. A broken
-/// job (3) or input (2) first, then a refused key (4), an unreachable exchange (5), an
-/// interruption, orders possibly left open (1), and 0 only when every group is 0.
-pub fn combine(codes: impl IntoIterator<Item = i32>) -> i32 {
-    let rank = |code: i32| match code {
-        OK => 0,
-        INCOMPLETE => 1,
-        SIGINT => 2,
-        SIGTERM => 3,
-        UNREACHABLE => 4,
-        REFUSED => 5,
-        BAD_INPUT => 6,
-        _ => 7,
-    };
-    codes.into_iter().max_by_key(|c| rank(*c)).unwrap_or(OK)
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+/// The summary's `exit_code`: the number.
+impl serde::Serialize for Exit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(self.code())
+    }
+}
+
+/// `invocations.exit_code`: the number.
+impl rusqlite::ToSql for Exit {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.code().into())
+    }
 }
 
 #[cfg(test)]
@@ -157,14 +186,24 @@ mod tests {
 
     #[test]
     fn a_job_exits_with_its_most_urgent_group() {
-        assert_eq!(combine([]), OK);
-        assert_eq!(combine([OK, OK]), OK);
-        assert_eq!(combine([OK, INCOMPLETE]), INCOMPLETE);
-        assert_eq!(combine([SIGTERM, INCOMPLETE, OK]), SIGTERM);
-        assert_eq!(combine([INCOMPLETE, REFUSED, SIGINT]), REFUSED);
-        assert_eq!(combine([REFUSED, INTERNAL, OK]), INTERNAL);
-        assert_eq!(combine([UNREACHABLE, SIGTERM, INCOMPLETE]), UNREACHABLE);
-        assert_eq!(combine([UNREACHABLE, REFUSED]), REFUSED);
+        use Exit::*;
+        assert_eq!(Exit::combine([]), Ok);
+        assert_eq!(Exit::combine([Ok, Ok]), Ok);
+        assert_eq!(Exit::combine([Ok, Incomplete]), Incomplete);
+        assert_eq!(Exit::combine([Terminated, Incomplete, Ok]), Terminated);
+        assert_eq!(Exit::combine([Incomplete, Refused, Interrupted]), Refused);
+        assert_eq!(Exit::combine([Refused, Internal, Ok]), Internal);
+        assert_eq!(
+            Exit::combine([Unreachable, Terminated, Incomplete]),
+            Unreachable
+        );
+        assert_eq!(Exit::combine([Unreachable, Refused]), Refused);
+        // The order the README and --help give: 3, 2, 4, 5, 143, 130, 1, then 0.
+        let most_urgent_first: Vec<i32> = Exit::ALL.iter().rev().map(|e| e.code()).collect();
+        assert_eq!(most_urgent_first, [3, 2, 4, 5, 143, 130, 1, 0]);
+        let mut sorted = Exit::ALL.to_vec();
+        sorted.sort();
+        assert_eq!(sorted, Exit::ALL, "ALL lists the exits in their order");
     }
 
     #[test]
@@ -178,29 +217,46 @@ mod tests {
                 Some(StopSignal::Interrupt),
                 Some(StopSignal::Terminate),
             ] {
-                assert_ne!(for_run(status, signal, None), OK, "{status:?} {signal:?}");
+                assert_ne!(
+                    Exit::of_run(status, signal, None),
+                    Exit::Ok,
+                    "{status:?} {signal:?}"
+                );
             }
         }
-        assert_eq!(for_run(RunStatus::Completed, None, None), OK);
+        assert_eq!(Exit::of_run(RunStatus::Completed, None, None), Exit::Ok);
         assert_eq!(
-            for_run(RunStatus::Interrupted, Some(StopSignal::Terminate), None),
-            SIGTERM
+            Exit::of_run(RunStatus::Interrupted, Some(StopSignal::Terminate), None),
+            Exit::Terminated
         );
-        assert_eq!(for_run(RunStatus::Interrupted, None, None), SIGINT);
-        let unreached = Some(KeyHalt::Unreachable);
-        assert_eq!(for_run(RunStatus::Incomplete, None, unreached), UNREACHABLE);
         assert_eq!(
-            for_run(
+            Exit::of_run(RunStatus::Interrupted, None, None),
+            Exit::Interrupted
+        );
+        let unreached = Some(KeyHalt::Unreachable);
+        assert_eq!(
+            Exit::of_run(RunStatus::Incomplete, None, unreached),
+            Exit::Unreachable
+        );
+        assert_eq!(
+            Exit::of_run(
                 RunStatus::Interrupted,
                 Some(StopSignal::Terminate),
                 unreached
             ),
-            SIGTERM,
+            Exit::Terminated,
             "a signal still decides an interrupted run's code"
         );
         for &status in RunStatus::ALL {
             assert_eq!(RunStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(RunStatus::parse("finished"), None);
+    }
+
+    #[test]
+    fn the_documented_codes_stand() {
+        let codes: Vec<i32> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, [0, 1, 130, 143, 5, 4, 2, 3]);
+        assert_eq!(serde_json::to_string(&Exit::Terminated).unwrap(), "143");
     }
 }

@@ -12,11 +12,12 @@
 //! - [`display`]: what the operator sees while a job runs: logs and progress.
 //! - [`report`]: runs read back from the database: table, CSV, JSON, HTML, metrics.
 //! - [`engine`]: the sweep itself: plan, sessions, pacing, retries, resume, settling the run.
+//! - [`error`]: the engine's and the edge's error: one of the typed errors below, or what went
+//!   wrong above them, and the exit code it ends the process with.
 //! - [`config`]: the configuration a sweep is given: URL rules, credentials, group files.
 //! - [`lock`]: one run at a time per database and per API key.
 //! - [`accounts`]: the accounts CSV and the nickname rule, read and written.
 //! - [`store`]: the SQLite audit trail: every run, attempt and order id.
-//! - [`error`]: the library's error type.
 //! - [`client`]: one signed request to the exchange, and what its reply means.
 //! - [`exit`]: how a process ends: outcomes and their exit codes.
 //! - [`atomic_file`]: files other programs read (reports, metrics, the CSV): whole or not at all.

@@ -15,8 +15,63 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
-use crate::output_file::Refusal;
+use crate::output_file::{OutputError, Refusal};
+
+/// Why a job could not take its locks.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds one: `what` it guards, who holds it (as its file says), where.
+    #[error(
+        "another gemini-sweep is already running with {what} ({holder}; lock {}); wait for it to finish or stop it",
+        path.display()
+    )]
+    Held {
+        what: &'static str,
+        holder: String,
+        path: PathBuf,
+    },
+    /// What stands at a lock's path is no lock file: a device, a FIFO, a socket or a link.
+    #[error(transparent)]
+    Refused(#[from] OutputError),
+    #[error(
+        "--lock-dir {}: {problem}; name the directory every job using the key shares",
+        dir.display()
+    )]
+    LockDir {
+        dir: PathBuf,
+        problem: LockDirProblem,
+    },
+    /// A lock file could not be created, looked at or locked. In `--lock-dir` it is the user's to
+    /// fix (`lock_dir` is set); beside the database, the database's.
+    #[error("{}: cannot {doing} {}: {source}", place(.db, .lock_dir), path.display())]
+    Unusable {
+        db: PathBuf,
+        lock_dir: Option<PathBuf>,
+        doing: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What is wrong with `--lock-dir`.
+#[derive(Debug, thiserror::Error)]
+pub enum LockDirProblem {
+    #[error("is not a directory")]
+    NotADirectory,
+    #[error("does not exist")]
+    Missing,
+    #[error("cannot be looked at ({0})")]
+    Unreadable(#[source] std::io::Error),
+}
+
+/// Where an unusable lock file is: `--lock-dir DIR`, or the database it guards.
+fn place(db: &Path, lock_dir: &Option<PathBuf>) -> String {
+    match lock_dir {
+        Some(dir) => format!("--lock-dir {}", dir.display()),
+        None => format!("database {}", db.display()),
+    }
+}
 
 pub struct RunLock {
     /// The database's lock first, then one per key, each with the key's fingerprint.
@@ -31,21 +86,11 @@ impl RunLock {
         db: &Path,
         lock_dir: Option<&Path>,
         key_fingerprints: &[String],
-    ) -> Result<RunLock, Error> {
+    ) -> Result<RunLock, LockError> {
         check_outputs(db, lock_dir, key_fingerprints)?;
         let mut files = Vec::new();
         for lock in lock_files(db, lock_dir, key_fingerprints) {
-            let file = take(&lock).map_err(|e| {
-                e.into_error(|reason| match (lock.fingerprint.is_some(), lock_dir) {
-                    (true, Some(dir)) => {
-                        Error::Config(format!("--lock-dir {}: {reason}", dir.display()))
-                    }
-                    _ => Error::Store {
-                        path: db.to_path_buf(),
-                        reason,
-                    },
-                })
-            })?;
+            let file = take(&lock).map_err(|e| e.into_error(db, lock_dir, &lock))?;
             files.push((lock.fingerprint, lock.path, file));
         }
         let lock = RunLock { files };
@@ -105,7 +150,7 @@ struct LockFile {
 }
 
 impl LockFile {
-    fn refused(&self, refusal: Refusal) -> Error {
+    fn refused(&self, refusal: Refusal) -> LockError {
         crate::output_file::derived_error(self.flag, &self.given, self.what, &self.path, refusal)
             .into()
     }
@@ -144,21 +189,17 @@ pub fn check_outputs(
     db: &Path,
     lock_dir: Option<&Path>,
     key_fingerprints: &[String],
-) -> Result<(), Error> {
+) -> Result<(), LockError> {
     if let Some(dir) = lock_dir {
         let problem = match std::fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => None,
-            Ok(_) => Some("is not a directory".to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Some("does not exist".to_string())
-            }
-            Err(e) => Some(format!("cannot be looked at ({e})")),
+            Ok(_) => Some(LockDirProblem::NotADirectory),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(LockDirProblem::Missing),
+            Err(e) => Some(LockDirProblem::Unreadable(e)),
         };
         if let Some(problem) = problem {
-            return Err(Error::Config(format!(
-                "--lock-dir {}: {problem}; name the directory every job using the key shares",
-                dir.display()
-            )));
+            let dir = dir.to_path_buf();
+            return Err(LockError::LockDir { dir, problem });
         }
     }
     for lock in lock_files(db, lock_dir, key_fingerprints) {
@@ -168,17 +209,26 @@ pub fn check_outputs(
 }
 
 /// Why a lock was not taken: a refusal as it stands (someone holds the lock, or what stands at
-/// the path is no lock file), or the file cannot be used.
+/// the path is no lock file), or the file cannot be used: what was being done, and why not.
 enum TakeError {
-    Refused(Error),
-    Unusable(String),
+    Refused(LockError),
+    Unusable(&'static str, std::io::Error),
 }
 
 impl TakeError {
-    fn into_error(self, unusable: impl FnOnce(String) -> Error) -> Error {
+    fn into_error(self, db: &Path, lock_dir: Option<&Path>, lock: &LockFile) -> LockError {
         match self {
             TakeError::Refused(e) => e,
-            TakeError::Unusable(reason) => unusable(reason),
+            TakeError::Unusable(doing, source) => LockError::Unusable {
+                db: db.to_path_buf(),
+                // Only the key's lock lives in --lock-dir.
+                lock_dir: lock_dir
+                    .filter(|_| lock.fingerprint.is_some())
+                    .map(Path::to_path_buf),
+                doing,
+                path: lock.path.clone(),
+                source,
+            },
         }
     }
 }
@@ -206,19 +256,11 @@ fn take(lock: &LockFile) -> Result<File, TakeError> {
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(TakeError::Refused(lock.refused(Refusal::Symlink)));
         }
-        Err(e) => {
-            return Err(TakeError::Unusable(format!(
-                "cannot create the lock file {}: {e}",
-                path.display()
-            )));
-        }
+        Err(e) => return Err(TakeError::Unusable("create the lock file", e)),
     };
-    let opened = file.metadata().map_err(|e| {
-        TakeError::Unusable(format!(
-            "cannot look at the lock file {}: {e}",
-            path.display()
-        ))
-    })?;
+    let opened = file
+        .metadata()
+        .map_err(|e| TakeError::Unusable("look at the lock file", e))?;
     crate::output_file::acceptable(&opened).map_err(|r| TakeError::Refused(lock.refused(r)))?;
     let mut previous = String::new();
     let _ = file.read_to_string(&mut previous);
@@ -233,19 +275,16 @@ fn take(lock: &LockFile) -> Result<File, TakeError> {
             }
             Ok(file)
         }
-        Err(TryLockError::WouldBlock) => Err(TakeError::Refused(Error::Config(format!(
-            "another gemini-sweep is already running with {what} ({}; lock {}); wait for it to finish or stop it",
-            if previous.is_empty() {
-                "holder unknown"
+        Err(TryLockError::WouldBlock) => Err(TakeError::Refused(LockError::Held {
+            what,
+            holder: if previous.is_empty() {
+                "holder unknown".to_owned()
             } else {
-                &previous
+                previous
             },
-            path.display()
-        )))),
-        Err(TryLockError::Error(e)) => Err(TakeError::Unusable(format!(
-            "cannot lock {}: {e}",
-            path.display()
-        ))),
+            path: path.to_path_buf(),
+        })),
+        Err(TryLockError::Error(e)) => Err(TakeError::Unusable("lock", e)),
     }
 }
 
@@ -269,13 +308,13 @@ mod tests {
         let err = RunLock::acquire(&db, None, &["master:0011".into()])
             .err()
             .expect("refused");
+        assert!(matches!(err, LockError::Held { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("pid={} run=42", std::process::id())),
             "{msg}"
         );
         assert!(msg.contains("this database"), "{msg}");
-        assert_eq!(err.exit_code(), crate::exit::BAD_INPUT);
 
         // Same key, other database: refused because of the key.
         let other = dir.path().join("b.db");
@@ -334,7 +373,7 @@ mod tests {
         let err = RunLock::acquire(&db, Some(&missing), &["master:33".into()])
             .err()
             .expect("refused");
-        assert_eq!(err.exit_code(), crate::exit::BAD_INPUT);
+        assert!(matches!(err, LockError::LockDir { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.starts_with("--lock-dir "), "{msg}");
         assert!(!msg.contains("database"), "{msg}");
@@ -354,10 +393,10 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &lock.path).unwrap();
         let refusal = |lock: &LockFile| match take(lock) {
             Err(TakeError::Refused(e)) => {
-                assert_eq!(e.exit_code(), crate::exit::BAD_INPUT, "{e}");
+                assert!(matches!(e, LockError::Refused(_)), "{e}");
                 e.to_string()
             }
-            Err(TakeError::Unusable(reason)) => panic!("unusable, not refused: {reason}"),
+            Err(TakeError::Unusable(doing, e)) => panic!("unusable, not refused: {doing}: {e}"),
             Ok(_) => panic!("taken"),
         };
         let msg = refusal(lock);

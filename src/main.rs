@@ -1,3 +1,3 @@
-fn main() {
-    std::process::exit(gemini_sweep::cli::main());
+fn main() -> std::process::ExitCode {
+    gemini_sweep::cli::main().into()
 }

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::client::{Credentials, NonceMode};
 use crate::config::endpoint::{validate_base_url, validate_proxy};
 use crate::config::groups::{self, GroupPlan};
-use crate::config::{SANDBOX_URL, SweepConfig, credentials};
+use crate::config::{ConfigError, SANDBOX_URL, SweepConfig, UrlError, credentials};
 use crate::display::LogFormat;
 use crate::error::Error;
 
@@ -244,7 +244,8 @@ pub enum Command {
     /// accounts CSV for `run --accounts`.
     #[command(after_help = ACCOUNTS_EXIT_CODES)]
     Accounts(AccountsArgs),
-    /// Print a shell completion script: `gemini-sweep completions bash > /etc/bash_completion.d/gemini-sweep`.
+    /// Print a shell completion script:
+    /// `gemini-sweep completions bash > /etc/bash_completion.d/gemini-sweep`.
     #[command(after_help = PRINT_EXIT_CODES)]
     Completions {
         #[arg(value_enum)]
@@ -560,19 +561,36 @@ fn text_formats() -> impl clap::builder::TypedValueParser<Value = crate::report:
     })
 }
 
+/// A number flag's value that cannot be used (clap puts the flag before it).
+#[derive(Debug, thiserror::Error)]
+pub enum NumberError {
+    #[error("{text:?} is not a number")]
+    NotANumber {
+        text: String,
+        #[source]
+        source: std::num::ParseFloatError,
+    },
+    #[error("must be from {min} to {max} ({unit})")]
+    OutOfRange {
+        min: f64,
+        max: f64,
+        unit: &'static str,
+    },
+}
+
 /// A parser for a number within `min..=max` (in `unit`), for clap.
 pub fn bounded_f64(
     unit: &'static str,
     min: f64,
     max: f64,
-) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+) -> impl Fn(&str) -> Result<f64, NumberError> + Clone + Send + Sync + 'static {
     move |s: &str| {
-        let v: f64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not a number"))?;
+        let v: f64 = s.trim().parse().map_err(|source| NumberError::NotANumber {
+            text: s.to_owned(),
+            source,
+        })?;
         if !(v.is_finite() && (min..=max).contains(&v)) {
-            return Err(format!("must be from {min} to {max} ({unit})"));
+            return Err(NumberError::OutOfRange { min, max, unit });
         }
         Ok(v)
     }
@@ -609,32 +627,29 @@ impl ExchangeArgs {
         &self,
         config: &mut SweepConfig,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Credentials, Error> {
+    ) -> Result<Credentials, ConfigError> {
         self.apply_settings(config)?;
-        credentials::load(self.api_secret_file.as_deref(), env)
+        Ok(credentials::load(self.api_secret_file.as_deref(), env)?)
     }
 
     /// The exchange flags that were given, over `config`, without the key (a group
     /// configuration names each group's key itself).
-    pub fn apply_settings(&self, config: &mut SweepConfig) -> Result<(), Error> {
+    pub fn apply_settings(&self, config: &mut SweepConfig) -> Result<(), ConfigError> {
         match (&self.base_url, self.sandbox) {
-            // Two exchanges named: which one the operator meant is not ours to guess (a
-            // rehearsal's GEMINI_BASE_URL left exported is the usual way here).
             (Some(url), true) => {
-                return Err(Error::Config(format!(
-                    "--sandbox and --base-url {url} name two exchanges; give one of them"
-                )));
+                let url = url.clone();
+                return Err(UrlError::TwoExchanges { url }.into());
             }
             (None, true) => config.base_url = SANDBOX_URL.to_string(),
             (Some(url), false) => config.base_url = url.clone(),
             (None, false) => {}
         }
-        config.base_url = validate_base_url(&config.base_url)?.to_string();
+        config.base_url = validate_base_url("--base-url", &config.base_url)?.to_string();
         if let Some(proxy) = &self.proxy {
-            config.proxy = Some(validate_proxy(proxy)?.to_string());
+            config.proxy = Some(validate_proxy("--proxy", proxy)?.to_string());
         }
         if let Some(proxy) = &config.proxy {
-            validate_proxy(proxy)?;
+            validate_proxy("--proxy", proxy)?;
         }
         if let Some(v) = self.rate {
             config.rate = v;
@@ -660,7 +675,7 @@ impl AccountsArgs {
     pub fn resolve(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(SweepConfig, Credentials), Error> {
+    ) -> Result<(SweepConfig, Credentials), ConfigError> {
         let mut config = SweepConfig::defaults(PathBuf::new(), self.exchange.db.clone());
         let credentials = self.exchange.apply(&mut config, env)?;
         Ok((config, credentials))
@@ -673,7 +688,7 @@ impl RunArgs {
     pub fn resolve(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(SweepConfig, Credentials), Error> {
+    ) -> Result<(SweepConfig, Credentials), ConfigError> {
         let defaults = SweepConfig::defaults(
             self.accounts.clone().unwrap_or_default(),
             self.exchange.db.clone(),
@@ -687,7 +702,7 @@ impl RunArgs {
         &self,
         mut config: SweepConfig,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(SweepConfig, Credentials), Error> {
+    ) -> Result<(SweepConfig, Credentials), ConfigError> {
         let credentials = self.exchange.apply(&mut config, env)?;
         self.apply_run_flags(&mut config);
         Ok((config, credentials))
@@ -699,7 +714,7 @@ impl RunArgs {
         &self,
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Vec<GroupPlan>, Error> {
+    ) -> Result<Vec<GroupPlan>, ConfigError> {
         let over_defaults = |config: &mut SweepConfig| {
             *config = self.flags_over(config.clone())?;
             Ok(())
@@ -715,7 +730,7 @@ impl RunArgs {
     }
 
     /// The flags given here over `config` (a resumed run's stored options), without the key.
-    pub fn flags_over(&self, mut config: SweepConfig) -> Result<SweepConfig, Error> {
+    pub fn flags_over(&self, mut config: SweepConfig) -> Result<SweepConfig, ConfigError> {
         self.exchange.apply_settings(&mut config)?;
         self.apply_run_flags(&mut config);
         Ok(config)
@@ -733,7 +748,7 @@ impl RunArgs {
         } else if self.accounts.is_some() {
             "--accounts"
         } else {
-            return Err(Error::Config(
+            return Err(Error::Usage(
                 "run: nothing to sweep; give an account source: --accounts FILE (a CSV), --all-accounts (the group's own list), --config FILE (several groups) or --resume RUN (finish an earlier run)".into(),
             ));
         };
@@ -756,7 +771,7 @@ impl RunArgs {
                 }
                 _ => "with --accounts, set enabled=false on the account's line in the CSV",
             };
-            return Err(Error::Config(format!(
+            return Err(Error::Usage(format!(
                 "{flag} goes with --all-accounts and would be ignored beside {source}; {instead}"
             )));
         }
@@ -768,14 +783,14 @@ impl RunArgs {
                     "{var} is not read: --resume finishes the recorded run's own accounts"
                 ),
                 None => {
-                    return Err(Error::Config(
+                    return Err(Error::Usage(
                         "--accounts would be ignored beside --resume: a resume finishes the recorded run's own accounts; drop --accounts (or, to sweep that CSV, start a new run without --resume)".into(),
                     ));
                 }
             }
         }
         if !self.group.is_empty() && self.config.is_none() {
-            return Err(Error::Config(format!(
+            return Err(Error::Usage(format!(
                 "--group picks groups of a --config file, and there is none here (the run sweeps {source}); give --config FILE, or drop --group"
             )));
         }
@@ -820,7 +835,7 @@ mod tests {
     #[test]
     fn numeric_flags_are_bounded() {
         let rate = bounded_f64("requests per second", 0.1, 100_000.0);
-        assert_eq!(rate("5"), Ok(5.0));
+        assert_eq!(rate("5").ok(), Some(5.0));
         for bad in ["0", "1e-20", "1e-9", "-1", "NaN", "inf", "1e9", "x", ""] {
             assert!(rate(bad).is_err(), "{bad}");
         }

@@ -10,14 +10,14 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::cli::args::{AccountsArgs, Cli, Command, DemoArgs, ReportArgs, RunArgs, RunsArgs};
-use crate::config::SweepConfig;
-use crate::config::groups::GroupAccounts;
+use crate::config::groups::{GroupAccounts, GroupPlan};
+use crate::config::{ConfigError, ConfigFileError, SweepConfig};
 use crate::display::{self, Display};
 use crate::engine::{
     self, GroupJob, ResumePlan, ResumeRequest, StopTokens, SweepSummary, Target, resume_target,
 };
 use crate::error::Error;
-use crate::exit;
+use crate::exit::Exit;
 use crate::output_file::{self, Output};
 use crate::store::store_error;
 use crate::{accounts, atomic_file, client, demo, lock, report, store};
@@ -25,7 +25,7 @@ use dry_run::print_plan;
 use signals::{signal_seen, watch_signals};
 
 /// Runs the program and returns its exit code.
-pub fn main() -> i32 {
+pub fn main() -> Exit {
     let cli = match Cli::parse_with_origins() {
         Ok(cli) => cli,
         Err(e) => {
@@ -33,11 +33,11 @@ pub fn main() -> i32 {
             match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     let _ = e.print();
-                    return exit::OK;
+                    return Exit::Ok;
                 }
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     let _ = e.print();
-                    return exit::BAD_INPUT;
+                    return Exit::BadInput;
                 }
                 _ => {}
             }
@@ -45,7 +45,7 @@ pub fn main() -> i32 {
             let command = <Cli as clap::CommandFactory>::command();
             let origins = args::Origins::guess(&command, &argv);
             eprintln!("{}", clap_error_line(&e.render().to_string(), &origins));
-            return exit::BAD_INPUT;
+            return Exit::BadInput;
         }
     };
     let origins = cli.origins.clone();
@@ -71,7 +71,7 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return exit::INTERNAL;
+            return Exit::Internal;
         }
     };
     let result = runtime.block_on(async {
@@ -80,8 +80,8 @@ pub fn main() -> i32 {
             Command::Demo(args) => run_demo(args).await,
             Command::Sim(args) => gemini_sim::cli::run(args)
                 .await
-                .map(|()| exit::OK)
-                .map_err(|e| Error::Config(e.to_string())),
+                .map(|()| Exit::Ok)
+                .map_err(|e| Error::Simulator(Box::new(e))),
             Command::Report(args) => run_report(args),
             Command::Runs(args) => list_runs(args),
             Command::Accounts(args) => list_accounts(args).await,
@@ -107,14 +107,12 @@ pub fn main() -> i32 {
         Err(e) => {
             // One line, whatever the log format (the README promises it), whatever the exchange
             // wrote into the message; a value from the environment is said to be from there.
-            let message = match e {
-                Error::Config(_) | Error::Accounts(_) | Error::UnreadableInput { .. } => {
-                    origins.explain(&e.to_string())
-                }
+            let message = match e.exit() {
+                Exit::BadInput => origins.explain(&e.to_string()),
                 _ => e.to_string(),
             };
             eprintln!("error: {}", display::escape(&message));
-            e.exit_code()
+            e.exit()
         }
     }
 }
@@ -160,7 +158,7 @@ fn clap_error_line(rendered: &str, origins: &args::Origins) -> String {
 }
 
 /// A man page generated from the same definitions as `--help`.
-fn man_page(subcommand: Option<&str>) -> Result<i32, Error> {
+fn man_page(subcommand: Option<&str>) -> Result<Exit, Error> {
     let mut command = <Cli as clap::CommandFactory>::command();
     command.build();
     let (page, name) = match subcommand {
@@ -171,7 +169,7 @@ fn man_page(subcommand: Option<&str>) -> Result<i32, Error> {
                     .get_subcommands()
                     .map(|c| c.get_name().to_string())
                     .collect();
-                return Err(Error::Config(format!(
+                return Err(Error::Usage(format!(
                     "man {wanted}: no such command; give one of {}",
                     names.join(", ")
                 )));
@@ -186,21 +184,21 @@ fn man_page(subcommand: Option<&str>) -> Result<i32, Error> {
         .source(format!("gemini-sweep {}", env!("CARGO_PKG_VERSION")))
         .manual("gemini-sweep manual")
         .render(&mut text)
-        .map_err(|e| Error::Internal(format!("cannot render the man page: {e}")))?;
+        .map_err(|e| Error::internal("render the man page", e))?;
     print_bytes(&text)
 }
 
 /// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
-fn print_bytes(bytes: &[u8]) -> Result<i32, Error> {
+fn print_bytes(bytes: &[u8]) -> Result<Exit, Error> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => Ok(exit::OK),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
-        Err(e) => Err(Error::Internal(format!("cannot write to stdout: {e}"))),
+        Ok(()) => Ok(Exit::Ok),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
+        Err(e) => Err(Error::internal("write to stdout", e)),
     }
 }
 
-async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
+async fn run(args: RunArgs, display: Display) -> Result<Exit, Error> {
     args.check_flag_mix()?;
     if let Some(path) = &args.metrics_file {
         check_metrics_file(path)?;
@@ -221,7 +219,7 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
             (config, credentials, Target::New(entries))
         }
         Some(run) => match resume_target(&resume_request(&args, run, None), |base| {
-            args.resolve_over(base, &env)
+            Ok(args.resolve_over(base, &env)?)
         })? {
             ResumePlan::Sweep(job) => (job.config, job.credentials, job.target),
             ResumePlan::NothingToDo(summary) => {
@@ -236,26 +234,14 @@ async fn run(args: RunArgs, display: Display) -> Result<i32, Error> {
     if args.dry_run {
         let plan = print_plan(&config, &target, &credentials).to_string();
         println!("{}", display::json_safe(&plan));
-        return Ok(exit::OK);
+        return Ok(Exit::Ok);
     }
-    let stopping = StopTokens::default();
-    let signal = watch_signals(stopping.clone());
-    let progress = Arc::new(engine::Progress::default());
-    let shown = display::show(progress.clone(), display);
     let job = GroupJob {
         config,
         credentials,
         target,
     };
-    let mut results = engine::run_groups(
-        vec![job],
-        Arc::new(client::SystemClock),
-        stopping,
-        progress,
-        move || signal_seen(&signal),
-    )
-    .await?;
-    shown.finish().await;
+    let mut results = sweep(vec![job], display).await?;
     let summary = results.pop().expect("one job, one result")?;
     print_summary(&summary);
     write_metrics(&args, &[outcome_of(&summary)]);
@@ -274,7 +260,7 @@ fn outcome_of(summary: &SweepSummary) -> report::metrics::GroupOutcome<'_> {
 /// since standard output carries the JSON summary.
 fn check_metrics_file(path: &std::path::Path) -> Result<(), Error> {
     if path == std::path::Path::new("-") {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "--metrics-file -: standard output carries the JSON summary; name a file in node_exporter's textfile directory".into(),
         ));
     }
@@ -288,11 +274,12 @@ fn check_sweep_outputs(
     credentials: &client::Credentials,
 ) -> Result<(), Error> {
     store::check_outputs(&config.db)?;
-    lock::check_outputs(
+    let fingerprints = [credentials.fingerprint()];
+    Ok(lock::check_outputs(
         &config.db,
         config.lock_dir.as_deref(),
-        &[credentials.fingerprint()],
-    )
+        &fingerprints,
+    )?)
 }
 
 /// `--metrics-file`, after the summary is out. A failure is logged, not fatal: the sweep
@@ -305,15 +292,18 @@ fn write_metrics(args: &RunArgs, outcomes: &[report::metrics::GroupOutcome]) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    let text = store::open_read_only(&args.exchange.db)
-        .map_err(|e| e.to_string())
-        .and_then(|conn| {
-            report::metrics::render(&conn, outcomes, (now * 1000.0).round() / 1000.0)
-                .map_err(|e| e.to_string())
-        });
-    let written =
-        text.and_then(|text| report::metrics::write_atomic(path, &text).map_err(|e| e.to_string()));
-    match written {
+    let db = &args.exchange.db;
+    let written = || -> Result<(), Error> {
+        let conn = store::open_read_only(db)?;
+        let text = report::metrics::render(&conn, outcomes, (now * 1000.0).round() / 1000.0)
+            .map_err(|e| store_error(db, e))?;
+        report::metrics::write_atomic(path, &text).map_err(|source| Error::Unwritable {
+            path: path.clone(),
+            what: "the metrics",
+            source,
+        })
+    };
+    match written() {
         Ok(()) => tracing::debug!(file = %path.display(), "metrics written"),
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "cannot write the metrics file")
@@ -327,91 +317,10 @@ async fn run_config(
     args: &RunArgs,
     file: &std::path::Path,
     display: Display,
-) -> Result<i32, Error> {
+) -> Result<Exit, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let plans = args.resolve_groups(file, &env)?;
-    if args.resume.is_some() {
-        // The file still gives each group its key and settings; which accounts to finish is
-        // the recorded run's to say, not what the file names today.
-        tracing::info!(
-            config = %file.display(),
-            "--resume: the groups' `accounts`, `exclude` and `exclude_file` are not read; each group finishes its recorded run's own accounts"
-        );
-    }
-    // `--resume ID` finishes that one run, whichever group of the file it belongs to.
-    let resume_group = match args.resume.as_deref() {
-        Some(run) if run != "latest" => {
-            let conn = store::open_read_only(&args.exchange.db)?;
-            let group =
-                store::run_group(&conn, run).map_err(|e| store_error(&args.exchange.db, e))?;
-            let Some(group) = group else {
-                return Err(Error::Config(format!(
-                    "{}: no run {run:?} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
-                    args.exchange.db.display()
-                )));
-            };
-            if !plans.iter().any(|p| p.config.group == group) {
-                return Err(Error::Config(format!(
-                    "run {run} belongs to group {group:?}, which {} does not name (or --group leaves out)",
-                    file.display()
-                )));
-            }
-            Some(group)
-        }
-        _ => None,
-    };
-    let mut jobs = Vec::new();
-    let mut settled = Vec::new();
-    for plan in plans {
-        if resume_group
-            .as_ref()
-            .is_some_and(|g| *g != plan.config.group)
-        {
-            continue;
-        }
-        let job = match &args.resume {
-            None => {
-                let target = match &plan.accounts {
-                    GroupAccounts::All { excluded } => Target::Discover {
-                        excluded: excluded.clone(),
-                    },
-                    // The CSV's own message names the CSV; the job's file and group say
-                    // which of possibly many groups it is.
-                    GroupAccounts::Csv(path) => Target::New(accounts::load(path).map_err(|e| {
-                        Error::Config(format!(
-                            "{}: [[group]] {:?}: accounts: {e}",
-                            file.display(),
-                            plan.config.group
-                        ))
-                    })?),
-                };
-                GroupJob {
-                    config: plan.config,
-                    credentials: plan.credentials,
-                    target,
-                }
-            }
-            Some(run) => {
-                let group = plan.config.group.clone();
-                let credentials = plan.credentials;
-                let over = |base: SweepConfig| {
-                    let config = args.flags_over(base)?;
-                    Ok((config, credentials))
-                };
-                match resume_target(&resume_request(args, run, Some(&group)), over)? {
-                    ResumePlan::Sweep(job) => job,
-                    ResumePlan::NothingToDo(summary) => {
-                        settled.push(Ok(summary));
-                        continue;
-                    }
-                }
-            }
-        };
-        check_sweep_outputs(&job.config, &job.credentials)?;
-        engine::plan(&job.credentials, &job.target, &job.config)
-            .map_err(|e| Error::Config(format!("group {:?}: {e}", job.config.group)))?;
-        jobs.push(job);
-    }
+    let ConfigJobs { jobs, settled } = config_jobs(args, file, plans)?;
     if args.dry_run {
         let plans: Vec<_> = jobs
             .iter()
@@ -424,29 +333,157 @@ async fn run_config(
             "{}",
             serde_json::json!({ "dry_run": true, "groups": plans })
         );
-        return Ok(exit::OK);
+        return Ok(Exit::Ok);
     }
     let started = std::time::Instant::now();
     let names: Vec<String> = jobs.iter().map(|j| j.config.group.clone()).collect();
     let mut results = if jobs.is_empty() {
         Vec::new()
     } else {
-        let stopping = StopTokens::default();
-        let signal = watch_signals(stopping.clone());
-        let progress = Arc::new(engine::Progress::default());
-        let shown = display::show(progress.clone(), display);
-        let results = engine::run_groups(
-            jobs,
-            Arc::new(client::SystemClock),
-            stopping,
-            progress,
-            move || signal_seen(&signal),
-        )
-        .await?;
-        shown.finish().await;
-        results
+        sweep(jobs, display).await?
     };
-    results.extend(settled);
+    results.extend(settled.into_iter().map(Ok));
+    Ok(print_job(args, &names, results, started))
+}
+
+/// The groups of a `--config` job.
+struct ConfigJobs {
+    /// To sweep, each checked before anything is sent.
+    jobs: Vec<GroupJob>,
+    /// The summaries of resumed groups that had nothing left to do.
+    settled: Vec<SweepSummary>,
+}
+
+fn config_jobs(
+    args: &RunArgs,
+    file: &std::path::Path,
+    plans: Vec<GroupPlan>,
+) -> Result<ConfigJobs, Error> {
+    if args.resume.is_some() {
+        // The file still gives each group its key and settings; which accounts to finish is
+        // the recorded run's to say, not what the file names today.
+        tracing::info!(
+            config = %file.display(),
+            "--resume: the groups' `accounts`, `exclude` and `exclude_file` are not read; each group finishes its recorded run's own accounts"
+        );
+    }
+    let resume_group = resume_group(args, file, &plans)?;
+    let mut jobs = Vec::new();
+    let mut settled = Vec::new();
+    for plan in plans {
+        if resume_group
+            .as_ref()
+            .is_some_and(|g| *g != plan.config.group)
+        {
+            continue;
+        }
+        let job = match config_job(args, file, plan)? {
+            ResumePlan::Sweep(job) => job,
+            ResumePlan::NothingToDo(summary) => {
+                settled.push(summary);
+                continue;
+            }
+        };
+        check_sweep_outputs(&job.config, &job.credentials)?;
+        engine::plan(&job.credentials, &job.target, &job.config).map_err(|e| Error::InGroup {
+            group: job.config.group.clone(),
+            source: Box::new(e),
+        })?;
+        jobs.push(job);
+    }
+    Ok(ConfigJobs { jobs, settled })
+}
+
+/// With `--resume ID`, the group of the file that run belongs to: the job finishes that one run.
+fn resume_group(
+    args: &RunArgs,
+    file: &std::path::Path,
+    plans: &[GroupPlan],
+) -> Result<Option<String>, Error> {
+    let run = match args.resume.as_deref() {
+        Some(run) if run != "latest" => run,
+        _ => return Ok(None),
+    };
+    let db = &args.exchange.db;
+    let conn = store::open_read_only(db)?;
+    let group = store::run_group(&conn, run).map_err(|e| store_error(db, e))?;
+    let Some(group) = group else {
+        return Err(Error::NoSuchRun {
+            db: db.clone(),
+            run: run.to_owned(),
+            group: None,
+            to_resume: true,
+        });
+    };
+    if !plans.iter().any(|p| p.config.group == group) {
+        return Err(Error::Usage(format!(
+            "run {run} belongs to group {group:?}, which {} does not name (or --group leaves out)",
+            file.display()
+        )));
+    }
+    Ok(Some(group))
+}
+
+/// One group's job in a `--config` job: a new run over its accounts (always a `Sweep`), or
+/// with `--resume`, its recorded run's unfinished accounts.
+fn config_job(
+    args: &RunArgs,
+    file: &std::path::Path,
+    plan: GroupPlan,
+) -> Result<ResumePlan, Error> {
+    let Some(run) = &args.resume else {
+        let target = match &plan.accounts {
+            GroupAccounts::All { excluded } => Target::Discover {
+                excluded: excluded.clone(),
+            },
+            GroupAccounts::Csv(path) => Target::New(accounts::load(path).map_err(|e| {
+                ConfigError::from(ConfigFileError::group_accounts(file, &plan.config.group, e))
+            })?),
+        };
+        return Ok(ResumePlan::Sweep(GroupJob {
+            config: plan.config,
+            credentials: plan.credentials,
+            target,
+        }));
+    };
+    let group = plan.config.group.clone();
+    let credentials = plan.credentials;
+    let over = |base: SweepConfig| {
+        let config = args.flags_over(base)?;
+        Ok((config, credentials))
+    };
+    resume_target(&resume_request(args, run, Some(&group)), over)
+}
+
+/// Sweeps the jobs, with signals watched and progress shown.
+async fn sweep(
+    jobs: Vec<GroupJob>,
+    display: Display,
+) -> Result<Vec<Result<SweepSummary, Error>>, Error> {
+    let stopping = StopTokens::default();
+    let signal = watch_signals(stopping.clone());
+    let progress = Arc::new(engine::Progress::default());
+    let shown = display::show(progress.clone(), display);
+    let results = engine::run_groups(
+        jobs,
+        Arc::new(client::SystemClock),
+        stopping,
+        progress,
+        move || signal_seen(&signal),
+    )
+    .await?;
+    shown.finish().await;
+    Ok(results)
+}
+
+/// The job's line of JSON, one entry per group (`names` in the order of `results`), and its
+/// metrics; returns the job's exit, the most urgent of its groups'.
+fn print_job(
+    args: &RunArgs,
+    names: &[String],
+    results: Vec<Result<SweepSummary, Error>>,
+    started: std::time::Instant,
+) -> Exit {
     let mut entries = Vec::new();
     let mut codes = Vec::new();
     let mut summaries = Vec::new();
@@ -460,17 +497,17 @@ async fn run_config(
             Err(e) => {
                 let group = names.get(i).cloned().unwrap_or_default();
                 eprintln!("error: group {group}: {}", display::escape(&e.to_string()));
-                codes.push(e.exit_code());
+                codes.push(e.exit());
                 entries.push(serde_json::json!({
                     "group": group,
                     "error": e.to_string(),
-                    "exit_code": e.exit_code(),
+                    "exit_code": e.exit(),
                 }));
                 summaries.push(None);
             }
         }
     }
-    let exit_code = exit::combine(codes.iter().copied());
+    let exit_code = Exit::combine(codes.iter().copied());
     let outcomes: Vec<report::metrics::GroupOutcome> = entries
         .iter()
         .zip(&codes)
@@ -490,7 +527,7 @@ async fn run_config(
     println!("{}", display::json_safe(&line.to_string()));
     let _ = std::io::stdout().flush();
     write_metrics(args, &outcomes);
-    Ok(exit_code)
+    exit_code
 }
 
 /// What `run --resume RUN` asks of the engine, `group` restricting it to that group's runs.
@@ -509,7 +546,7 @@ fn resume_request<'a>(
 }
 
 /// `gemini-sweep accounts`: the group's accounts, printed and optionally written as a CSV.
-async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
+async fn list_accounts(args: AccountsArgs) -> Result<Exit, Error> {
     let env = |name: &str| std::env::var(name).ok();
     let (config, credentials) = args.resolve(&env)?;
     let excluded = accounts::excludes(&args.exclude, args.exclude_file.as_deref())?;
@@ -556,15 +593,16 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
     // Standard output is the CSV with `--csv -`, and only the CSV: the table would corrupt it.
     if let Some(Output::Stdout) = &csv {
         let bytes = accounts::csv_bytes(&listed, &excluded)
-            .map_err(|e| Error::Internal(format!("cannot format the accounts CSV: {e}")))?;
+            .map_err(|e| Error::internal("format the accounts CSV", e))?;
         print_bytes(&bytes)?;
         eprintln!("wrote {written} accounts to standard output ({to_sweep} to sweep)");
-        return Ok(exit::OK);
+        return Ok(Exit::Ok);
     }
     if let Some(Output::File(path)) = &csv {
-        accounts::write_csv(path, &listed, &excluded).map_err(|e| Error::Unwritable {
+        accounts::write_csv(path, &listed, &excluded).map_err(|source| Error::Unwritable {
             path: path.clone(),
-            reason: format!("cannot write the accounts CSV: {e}"),
+            what: "the accounts CSV",
+            source,
         })?;
         eprintln!(
             "wrote {written} accounts to {} ({to_sweep} to sweep)",
@@ -572,7 +610,7 @@ async fn list_accounts(args: AccountsArgs) -> Result<i32, Error> {
         );
     }
     print!("{}", report::accounts(&listed, &excluded, args.format));
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
 /// The last stdout line, one JSON object: what schedulers (Airflow's XCom among them) pick up.
@@ -588,7 +626,7 @@ fn print_summary(summary: &SweepSummary) {
     let _ = out.flush();
 }
 
-async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
+async fn run_demo(args: DemoArgs) -> Result<Exit, Error> {
     store::check_outputs(&args.db)?;
     let hold = args.hold.unwrap_or_default();
     let summary = demo::run(&args.db, args.accounts, hold).await?;
@@ -619,12 +657,12 @@ async fn run_demo(args: DemoArgs) -> Result<i32, Error> {
     );
     print_summary(&summary);
     // The demo did its job whatever the simulated exchange refused; only our own errors fail it.
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
-fn run_report(args: ReportArgs) -> Result<i32, Error> {
+fn run_report(args: ReportArgs) -> Result<Exit, Error> {
     if args.format == report::Format::Html && args.out.is_none() {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "--format html writes a file: give --out FILE (or --out - for standard output)".into(),
         ));
     }
@@ -636,15 +674,12 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
     let db_error = |e: rusqlite::Error| store_error(&args.db, e);
     let runs = report_runs(&conn, &args).map_err(db_error)?;
     let Some(shown) = runs.last() else {
-        let in_group = match &args.group {
-            Some(g) => format!(" in group {g:?}"),
-            None => String::new(),
-        };
-        return Err(Error::Config(format!(
-            "{}: no run {:?}{in_group}; give `latest` or a run id listed by `gemini-sweep runs`",
-            args.db.display(),
-            args.run
-        )));
+        return Err(Error::NoSuchRun {
+            db: args.db.clone(),
+            run: args.run.clone(),
+            group: args.group.clone(),
+            to_resume: false,
+        });
     };
     let text = if args.format == report::Format::Table {
         let ids: Vec<i64> = runs.iter().map(|r| r.run_id).collect();
@@ -672,20 +707,15 @@ fn run_report(args: ReportArgs) -> Result<i32, Error> {
             print_bytes(text.as_bytes())?;
         }
         Output::File(out) => {
-            atomic_file::write(out, text.as_bytes(), 0o600).map_err(|e| {
-                use std::io::ErrorKind::*;
-                let message = format!("cannot write the report to {}: {e}", out.display());
-                match e.kind() {
-                    NotFound | PermissionDenied | IsADirectory | NotADirectory | InvalidInput
-                    | ReadOnlyFilesystem => Error::Config(message),
-                    _ => Error::Internal(message),
-                }
+            atomic_file::write(out, text.as_bytes(), 0o600).map_err(|source| Error::Report {
+                path: out.clone(),
+                source,
             })?;
             let bytes = text.len();
             tracing::info!(run_id = shown.run_id, out = %out.display(), bytes, "report written");
         }
     }
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }
 
 /// The runs `report` covers, oldest first: the one `--run ID` or `--group` names, or every run
@@ -707,10 +737,10 @@ fn report_runs(
     Ok(vec![store::JobRun { run_id, group }])
 }
 
-fn list_runs(args: RunsArgs) -> Result<i32, Error> {
+fn list_runs(args: RunsArgs) -> Result<Exit, Error> {
     let conn = store::open_read_only(&args.db)?;
     let text = report::runs(&conn, args.format, args.limit, args.group.as_deref())
         .map_err(|e| store_error(&args.db, e))?;
     print!("{text}");
-    Ok(exit::OK)
+    Ok(Exit::Ok)
 }

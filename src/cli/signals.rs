@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::engine::{StopSignal, StopTokens};
-use crate::exit;
+use crate::exit::Exit;
 
 /// Folds SIGINT and SIGTERM into the run's stop tokens and remembers which came first:
 /// the first stops new requests (those in flight get the grace period), the second stops waiting
@@ -40,7 +40,7 @@ pub(super) fn watch_signals(stopping: StopTokens) -> Arc<AtomicU8> {
             "second signal: abandoning requests in flight; recording the run (send again to exit at once)"
         );
         stopping.hard_stop.cancel();
-        let code = exit::for_signal(which);
+        let code = Exit::from(which).code();
         // Settling the run takes a few commits; a database that hangs must not hold the process.
         tokio::select! {
             _ = int.recv() => eprintln!("third signal: exiting now"),

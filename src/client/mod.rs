@@ -20,7 +20,10 @@ use tokio::sync::mpsc;
 
 use crate::signing;
 pub use nonce::{Clock, Nonce, NonceMode, NonceSource, SystemClock};
-pub use reply::{Chunk, Collected, Expect, ListedAccount, NonceRefusal, OpenOrder, Pause, Verdict};
+pub use reply::{
+    AccountState, AccountType, Chunk, Collected, Expect, ListedAccount, NonceRefusal, OpenOrder,
+    Pause, Reason, RecorderGone, Verdict,
+};
 
 /// The private endpoints gemini-sweep calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +112,8 @@ pub struct ClientOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client: {0}")]
-pub struct ClientError(String);
+#[error("{0}")]
+pub struct ClientError(#[source] reqwest::Error);
 
 /// One HTTP exchange, as it is recorded.
 #[derive(Debug, Clone)]
@@ -196,11 +199,10 @@ impl ExchangeClient {
             // A redirect would carry the signed headers to wherever it points.
             .redirect(reqwest::redirect::Policy::none());
         let builder = match &options.proxy {
-            Some(url) => builder
-                .proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| ClientError(e.to_string()))?),
+            Some(url) => builder.proxy(reqwest::Proxy::all(url.as_str()).map_err(ClientError)?),
             None => builder.no_proxy(),
         };
-        let http = builder.build().map_err(|e| ClientError(e.to_string()))?;
+        let http = builder.build().map_err(ClientError)?;
         Ok(ExchangeClient {
             http,
             base_url: options.base_url.clone(),
@@ -231,7 +233,7 @@ impl ExchangeClient {
                 message,
                 pause,
             } => Verdict::Transient {
-                reason: self.redact(&reason),
+                reason: reason.map_text(|text| self.redact(text)),
                 message: self.redact(&message),
                 pause,
             },
@@ -240,11 +242,11 @@ impl ExchangeClient {
                 message: self.redact(&message),
             },
             Verdict::AccountRefused { reason, message } => Verdict::AccountRefused {
-                reason: self.redact(&reason),
+                reason: reason.map_text(|text| self.redact(text)),
                 message: self.redact(&message),
             },
             Verdict::KeyRefused { reason, message } => Verdict::KeyRefused {
-                reason: self.redact(&reason),
+                reason: reason.map_text(|text| self.redact(text)),
                 message: self.redact(&message),
             },
             ok => ok,
@@ -290,13 +292,13 @@ impl ExchangeClient {
             .header("Content-Length", "0")
             .header("Cache-Control", "no-cache")
             .send();
-        let no_reply = |reason: &str, message: String, unreached| Exchanged {
+        let no_reply = |reason: Reason, message: String, unreached| Exchanged {
             latency: started.elapsed(),
             http_status: None,
             body: None,
             body_truncated: false,
             verdict: Verdict::Transient {
-                reason: reason.into(),
+                reason,
                 message,
                 pause: None,
             },
@@ -305,7 +307,7 @@ impl ExchangeClient {
         let response = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
                 return no_reply(
-                    reply::REASON_TIMEOUT,
+                    Reason::Timeout,
                     format!("no reply within {:?}", self.timeout),
                     None,
                 );
@@ -415,7 +417,7 @@ struct Read {
 
 fn timed_out(received: u64) -> Verdict {
     Verdict::Transient {
-        reason: reply::REASON_TIMEOUT.into(),
+        reason: Reason::Timeout,
         message: format!("the reply did not finish in time ({received} bytes received)"),
         pause: None,
     }
@@ -423,7 +425,7 @@ fn timed_out(received: u64) -> Verdict {
 
 fn broken(e: &reqwest::Error) -> Verdict {
     Verdict::Transient {
-        reason: transport_reason(e).into(),
+        reason: transport_reason(e),
         message: error_chain(e),
         pause: None,
     }
@@ -431,7 +433,7 @@ fn broken(e: &reqwest::Error) -> Verdict {
 
 fn unparseable(detail: &str) -> Verdict {
     Verdict::Transient {
-        reason: reply::REASON_UNPARSEABLE.into(),
+        reason: Reason::UnparseableBody,
         message: format!("HTTP 200 whose body is not the expected JSON ({detail})"),
         pause: None,
     }
@@ -529,11 +531,7 @@ async fn stream_ok(
 ) -> Read {
     let (bytes_tx, bytes_rx) = mpsc::channel::<bytes::Bytes>(16);
     let parser = tokio::task::spawn_blocking(move || {
-        let mut spill = |chunk: Chunk| {
-            spill
-                .blocking_send(chunk)
-                .map_err(|_| "the recorder stopped".to_string())
-        };
+        let mut spill = |chunk: Chunk| spill.blocking_send(chunk).map_err(|_| RecorderGone);
         reply::parse_streaming(expect, ChannelReader::new(bytes_rx), &mut spill)
     });
     let mut received = first.len() as u64;
@@ -563,13 +561,11 @@ async fn stream_ok(
     }
     // End of input: the parser finishes (or fails on a truncated document).
     drop(bytes_tx);
-    let parsed = parser
-        .await
-        .unwrap_or_else(|e| Err(format!("the parser failed: {e}")));
-    let verdict = match (failure, parsed) {
+    let verdict = match (failure, parser.await) {
         (Some(failure), _) => failure,
-        (None, Ok(collected)) => Verdict::Ok(collected),
-        (None, Err(detail)) => unparseable(&detail),
+        (None, Ok(Ok(collected))) => Verdict::Ok(collected),
+        (None, Ok(Err(e))) => unparseable(&e.to_string()),
+        (None, Err(e)) => unparseable(&format!("the parser failed: {e}")),
     };
     Read {
         head,
@@ -607,11 +603,11 @@ impl std::io::Read for ChannelReader {
     }
 }
 
-fn transport_reason(e: &reqwest::Error) -> &'static str {
+fn transport_reason(e: &reqwest::Error) -> Reason {
     if e.is_timeout() {
-        reply::REASON_TIMEOUT
+        Reason::Timeout
     } else {
-        reply::REASON_CONNECTION
+        Reason::ConnectionError
     }
 }
 

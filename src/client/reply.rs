@@ -31,10 +31,10 @@ pub struct ListedAccount {
     pub account: String,
     /// `exchange` (holds orders) or `custody`.
     #[serde(rename = "type", default)]
-    pub kind: String,
+    pub kind: AccountType,
     /// `open` or `closed`.
     #[serde(default)]
-    pub status: String,
+    pub status: AccountState,
     /// Creation time, in milliseconds since the epoch.
     #[serde(default)]
     pub created: Option<u64>,
@@ -45,6 +45,84 @@ pub struct ListedAccount {
     #[serde(skip)]
     pub unusable: Option<String>,
 }
+
+impl ListedAccount {
+    /// An open exchange account: the only kind that holds orders.
+    pub fn may_hold_orders(&self) -> bool {
+        self.kind == AccountType::Exchange && self.status == AccountState::Open
+    }
+}
+
+/// Defines an enum for a word of the account listing: the words gemini-sweep acts on, `Unknown`
+/// when the exchange wrote none, and `Other` for any other word. An unknown word is kept, never
+/// refused: refusing it would lose the account from the listing. It is outside text, escaped
+/// wherever it is shown.
+macro_rules! listed_word {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $word:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($variant,)+
+            /// The exchange wrote no word.
+            #[default]
+            Unknown,
+            /// A word this table does not name, as the exchange wrote it.
+            Other(String),
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $word,)+
+                    $name::Unknown => "",
+                    $name::Other(text) => text,
+                }
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> $name {
+                match text.as_str() {
+                    $($word => $name::$variant,)+
+                    "" => $name::Unknown,
+                    _ => $name::Other(text),
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> $name {
+                $name::from(text.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(word: $name) -> String {
+                match word {
+                    $name::Other(text) => text,
+                    known => known.as_str().to_owned(),
+                }
+            }
+        }
+    };
+}
+
+listed_word!(
+    /// An account's `type` in the listing.
+    AccountType {
+        Exchange = "exchange",
+        Custody = "custody",
+    }
+);
+
+listed_word!(
+    /// An account's `status` in the listing.
+    AccountState {
+        Open = "open",
+        Closed = "closed",
+    }
+);
 
 /// One active order as `/v1/orders` lists it (the fields the audit trail keeps).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +201,7 @@ pub enum Verdict {
     Ok(Collected),
     /// Worth another attempt with a fresh nonce after a pause.
     Transient {
-        reason: String,
+        reason: Reason,
         message: String,
         /// Set when the exchange pushed back on the whole key, not just this request.
         pause: Option<Pause>,
@@ -135,22 +213,22 @@ pub enum Verdict {
     },
     /// Repeating the call for this account cannot succeed (unknown, closed, custody account...).
     AccountRefused {
-        reason: String,
+        reason: Reason,
         message: String,
     },
     /// The exchange refused the key or the request as configured (signature, role, IP allow-list,
     /// a redirect, an endpoint it does not know): every further request would fail the same way.
     KeyRefused {
-        reason: String,
+        reason: Reason,
         message: String,
     },
 }
 
 impl Verdict {
-    pub fn reason(&self) -> Option<&str> {
+    pub fn reason(&self) -> Option<&Reason> {
         match self {
             Verdict::Ok(_) => None,
-            Verdict::NonceRefused { .. } => Some(REASON_INVALID_NONCE),
+            Verdict::NonceRefused { .. } => Some(&Reason::InvalidNonce),
             Verdict::Transient { reason, .. }
             | Verdict::AccountRefused { reason, .. }
             | Verdict::KeyRefused { reason, .. } => Some(reason),
@@ -168,34 +246,111 @@ impl Verdict {
     }
 }
 
-pub const REASON_INVALID_NONCE: &str = "InvalidNonce";
-pub const REASON_RATE_LIMIT: &str = "RateLimit";
-pub const REASON_MAINTENANCE: &str = "Maintenance";
-/// Reasons the client gives to failures that never reached a JSON error body.
-pub const REASON_TIMEOUT: &str = "Timeout";
-pub const REASON_CONNECTION: &str = "ConnectionError";
-pub const REASON_UNPARSEABLE: &str = "UnparseableBody";
-pub const REASON_REDIRECT: &str = "Redirect";
+/// Defines [`Reason`]: the reasons gemini-sweep acts on, each spelled as its variant, and
+/// `Other` for the rest.
+macro_rules! reasons {
+    ($($(#[$meta:meta])* $variant:ident,)+) => {
+        /// The `reason` of an error reply (or the client's own name for a failure that brought
+        /// no JSON error): the ones gemini-sweep acts on by name, and any other as the exchange
+        /// wrote it, which is outside text (escaped wherever it is shown).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Reason {
+            $($(#[$meta])* $variant,)+
+            /// A reason this table does not name (`HTTP502` for an error without a JSON body).
+            Other(String),
+        }
 
-/// Reasons that are about the key or the request's form, not about the account named: the first
-/// one stops the run. (`MissingAccounts`, `EndpointMismatch` and the missing-header reasons can
-/// only come from a request built wrong, which every other request would repeat.)
-const KEY_REASONS: &[&str] = &[
-    "InvalidSignature",
-    "InvalidApiKey",
-    "MissingRole",
-    "ApiKeyIpFilteringFailure",
-    "RemoteAddressForbidden",
-    "MissingApikeyHeader",
-    "MissingPayloadHeader",
-    "MissingSignatureHeader",
-    "InvalidJson",
-    "EndpointMismatch",
-    "MissingAccounts",
-    "AccountsOnGroupOnlyApi",
-    "EndpointNotFound",
-    "MethodNotAllowed",
-];
+        impl Reason {
+            const NAMED: &[Reason] = &[$(Reason::$variant),+];
+
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Reason::$variant => stringify!($variant),)+
+                    Reason::Other(text) => text,
+                }
+            }
+        }
+    };
+}
+
+reasons!(
+    // What the exchange says of the whole key.
+    RateLimit,
+    Maintenance,
+    System,
+    InvalidNonce,
+    // About the key or the request's form, not the account named: the first one stops the
+    // run. (`MissingAccounts`, `EndpointMismatch` and the missing headers can only come from a
+    // request built wrong, which every other request would repeat.)
+    InvalidSignature,
+    InvalidApiKey,
+    MissingRole,
+    ApiKeyIpFilteringFailure,
+    RemoteAddressForbidden,
+    MissingApikeyHeader,
+    MissingPayloadHeader,
+    MissingSignatureHeader,
+    InvalidJson,
+    EndpointMismatch,
+    MissingAccounts,
+    AccountsOnGroupOnlyApi,
+    EndpointNotFound,
+    MethodNotAllowed,
+    // The client's own, for failures that never reached a JSON error body.
+    Timeout,
+    ConnectionError,
+    UnparseableBody,
+    Redirect,
+);
+
+impl Reason {
+    /// The reason the exchange (or the client) wrote: a named one, or `Other`.
+    pub fn parse(text: &str) -> Reason {
+        Self::NAMED
+            .iter()
+            .find(|r| r.as_str() == text)
+            .cloned()
+            .unwrap_or_else(|| Reason::Other(text.to_owned()))
+    }
+
+    /// About the key or the request's form: every further request would be refused the same
+    /// way, whatever account it names.
+    pub fn refuses_the_key(&self) -> bool {
+        use Reason::*;
+        matches!(
+            self,
+            InvalidSignature
+                | InvalidApiKey
+                | MissingRole
+                | ApiKeyIpFilteringFailure
+                | RemoteAddressForbidden
+                | MissingApikeyHeader
+                | MissingPayloadHeader
+                | MissingSignatureHeader
+                | InvalidJson
+                | EndpointMismatch
+                | MissingAccounts
+                | AccountsOnGroupOnlyApi
+                | EndpointNotFound
+                | MethodNotAllowed
+        )
+    }
+
+    /// The same reason with an unnamed one's text passed through `f` (the client redacts the
+    /// key from it); a named reason is no outside text.
+    pub fn map_text(self, f: impl FnOnce(&str) -> String) -> Reason {
+        match self {
+            Reason::Other(text) => Reason::Other(f(&text)),
+            named => named,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(serde::Deserialize)]
 struct ErrorBody {
@@ -213,7 +368,7 @@ pub fn classify_error(
 ) -> Verdict {
     if (300..400).contains(&status) {
         return Verdict::KeyRefused {
-            reason: REASON_REDIRECT.into(),
+            reason: Reason::Redirect,
             message: format!(
                 "HTTP {status} redirecting to {}; gemini-sweep follows no redirects (a redirect could carry the signed request elsewhere): check --base-url",
                 location.unwrap_or("(no Location)")
@@ -223,27 +378,27 @@ pub fn classify_error(
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let reason = parsed
         .as_ref()
-        .and_then(|b| b.reason.clone())
-        .unwrap_or_else(|| format!("HTTP{status}"));
+        .and_then(|b| b.reason.as_deref())
+        .map_or_else(|| Reason::Other(format!("HTTP{status}")), Reason::parse);
     let message = parsed
         .and_then(|b| b.message)
         .unwrap_or_else(|| format!("HTTP {status} without a JSON error body"));
     if status == 429 {
         // The docs say `RateLimit`, an OpenAPI example says `Too Many Requests`: one name here.
         return Verdict::Transient {
-            reason: REASON_RATE_LIMIT.into(),
+            reason: Reason::RateLimit,
             message,
             pause: Some(Pause::RateLimited(retry_after)),
         };
     }
-    if status == 503 || reason == REASON_MAINTENANCE {
+    if status == 503 || reason == Reason::Maintenance {
         return Verdict::Transient {
             reason,
             message,
             pause: Some(Pause::Maintenance(retry_after)),
         };
     }
-    if reason == REASON_INVALID_NONCE {
+    if reason == Reason::InvalidNonce {
         let refusal = if message.contains("not within") {
             NonceRefusal::OutsideWindow
         } else if message.contains("not parseable") {
@@ -253,14 +408,14 @@ pub fn classify_error(
         };
         return Verdict::NonceRefused { refusal, message };
     }
-    if status >= 500 || reason == "System" {
+    if status >= 500 || reason == Reason::System {
         return Verdict::Transient {
             reason,
             message,
             pause: None,
         };
     }
-    if KEY_REASONS.contains(&reason.as_str()) || matches!(status, 401 | 403 | 404 | 405) {
+    if reason.refuses_the_key() || matches!(status, 401 | 403 | 404 | 405) {
         return Verdict::KeyRefused { reason, message };
     }
     Verdict::AccountRefused { reason, message }
@@ -293,20 +448,23 @@ pub fn parse_ok(expect: Expect, body: &[u8]) -> Option<Collected> {
 pub fn parse_streaming(
     expect: Expect,
     reader: impl std::io::Read,
-    spill: &mut dyn FnMut(Chunk) -> Result<(), String>,
-) -> Result<Collected, String> {
+    spill: &mut dyn FnMut(Chunk) -> Result<(), RecorderGone>,
+) -> Result<Collected, serde_json::Error> {
     let mut sink = Sink::streaming(spill);
     let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
         256 * 1024,
         reader,
     ));
-    Seed::new(expect, &mut sink)
-        .deserialize(&mut de)
-        .map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    sink.flush().map_err(|e| e.to_string())?;
+    Seed::new(expect, &mut sink).deserialize(&mut de)?;
+    de.end()?;
+    sink.flush().map_err(de::Error::custom)?;
     Ok(sink.finish())
 }
+
+/// The ids of a streamed reply could not be handed on: whoever records them has stopped.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the recorder stopped")]
+pub struct RecorderGone;
 
 /// Ids per chunk of a streamed reply: big enough that a 5,000,000-id reply is ~80 commits.
 const IDS_PER_CHUNK: usize = 65_536;
@@ -315,7 +473,7 @@ const ORDERS_PER_CHUNK: usize = 8_192;
 /// Where the visitor puts what it reads: kept in memory, or spilled in chunks.
 pub(crate) struct Sink<'a> {
     collected: Collected,
-    spill: Option<&'a mut dyn FnMut(Chunk) -> Result<(), String>>,
+    spill: Option<&'a mut dyn FnMut(Chunk) -> Result<(), RecorderGone>>,
 }
 
 impl<'a> Sink<'a> {
@@ -326,7 +484,7 @@ impl<'a> Sink<'a> {
         }
     }
 
-    fn streaming(spill: &'a mut dyn FnMut(Chunk) -> Result<(), String>) -> Self {
+    fn streaming(spill: &'a mut dyn FnMut(Chunk) -> Result<(), RecorderGone>) -> Self {
         Sink {
             collected: Collected {
                 streamed: true,
@@ -336,7 +494,7 @@ impl<'a> Sink<'a> {
         }
     }
 
-    fn id(&mut self, list: IdList, id: u64) -> Result<(), String> {
+    fn id(&mut self, list: IdList, id: u64) -> Result<(), RecorderGone> {
         let c = &mut self.collected;
         let (vec, count) = match list {
             IdList::Cancelled => (&mut c.cancelled, &mut c.cancelled_count),
@@ -350,7 +508,7 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    fn order(&mut self, order: OpenOrder) -> Result<(), String> {
+    fn order(&mut self, order: OpenOrder) -> Result<(), RecorderGone> {
         self.collected.orders.push(order);
         self.collected.orders_count += 1;
         if self.spill.is_some() && self.collected.orders.len() >= ORDERS_PER_CHUNK {
@@ -359,7 +517,7 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), RecorderGone> {
         let Some(spill) = self.spill.as_mut() else {
             return Ok(());
         };
@@ -623,7 +781,7 @@ mod tests {
         if status == 200 {
             return parse_ok(Expect::CancelAll, body.as_bytes()).map_or_else(
                 || Verdict::Transient {
-                    reason: REASON_UNPARSEABLE.into(),
+                    reason: Reason::UnparseableBody,
                     message: String::new(),
                     pause: None,
                 },
@@ -783,7 +941,14 @@ mod tests {
             |reason: &str| format!(r#"{{"result":"error","reason":"{reason}","message":"m"}}"#);
         for (status, reason) in [(429, "RateLimit"), (429, "Too Many Requests")] {
             assert!(
-                matches!(cancel(status, &err(reason)), Verdict::Transient { pause: Some(Pause::RateLimited(None)), ref reason, .. } if reason == REASON_RATE_LIMIT),
+                matches!(
+                    cancel(status, &err(reason)),
+                    Verdict::Transient {
+                        pause: Some(Pause::RateLimited(None)),
+                        reason: Reason::RateLimit,
+                        ..
+                    }
+                ),
                 "{status} {reason}"
             );
         }
@@ -826,12 +991,54 @@ mod tests {
             );
         }
         assert!(
-            matches!(cancel(502, "<html>bad gateway</html>"), Verdict::Transient { ref reason, .. } if reason == "HTTP502")
+            matches!(cancel(502, "<html>bad gateway</html>"), Verdict::Transient { ref reason, .. } if reason.as_str() == "HTTP502")
         );
         assert!(matches!(
             classify_error(302, b"", None, Some("https://elsewhere.example/")),
             Verdict::KeyRefused { ref message, .. } if message.contains("elsewhere.example")
         ));
+    }
+
+    #[test]
+    fn a_reason_reads_back_as_written_and_an_unknown_one_is_kept() {
+        for reason in Reason::NAMED {
+            assert_eq!(&Reason::parse(reason.as_str()), reason);
+        }
+        assert_eq!(Reason::parse("Whatever"), Reason::Other("Whatever".into()));
+        let key: Vec<&str> = Reason::NAMED
+            .iter()
+            .filter(|r| r.refuses_the_key())
+            .map(Reason::as_str)
+            .collect();
+        assert_eq!(key.len(), 14, "{key:?}");
+        assert!(!Reason::parse("InvalidAccountName").refuses_the_key());
+        let redacted = Reason::parse("key master-abc").map_text(|t| t.replace("master-abc", "K"));
+        assert_eq!(redacted.as_str(), "key K");
+        assert_eq!(
+            Reason::MissingRole.map_text(|_| String::new()),
+            Reason::MissingRole
+        );
+    }
+
+    #[test]
+    fn a_listed_word_nobody_knows_is_kept_not_refused() {
+        let page = r#"[{"account":"a","type":"exchange","status":"open"},
+            {"account":"b","type":"Vault\u001b[2J","status":"frozen"},{"account":"c"}]"#;
+        let listed = parse_ok(Expect::Accounts, page.as_bytes())
+            .expect("parsed")
+            .accounts;
+        assert_eq!(listed.len(), 3);
+        assert!(listed[0].may_hold_orders());
+        assert_eq!(listed[1].kind, AccountType::Other("Vault\u{1b}[2J".into()));
+        assert_eq!(listed[1].status, AccountState::Other("frozen".into()));
+        assert!(!listed[1].may_hold_orders());
+        assert_eq!(
+            (&listed[2].kind, &listed[2].status),
+            (&AccountType::Unknown, &AccountState::Unknown)
+        );
+        let written = serde_json::to_value(&listed[1]).unwrap();
+        assert_eq!(written["type"], "Vault\u{1b}[2J");
+        assert_eq!(written["status"], "frozen");
     }
 
     #[test]

@@ -1,26 +1,46 @@
 //! The API key and its secret: the key from the environment, the secret from the environment
 //! or the first line of a small file. Messages name the variable or file, never a value.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
 use crate::client::Credentials;
 use crate::config::{ENV_API_KEY, ENV_API_SECRET};
-use crate::error::Error;
-use crate::input_file::InputFile;
+use crate::input_file::{FileError, InputFile};
+
+/// Why a key cannot be loaded: the variable or file to fix, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{var} is not set; export the API key (master-...) in the environment")]
+    KeyNotSet { var: String },
+    #[error("{var} contains whitespace or control characters; check how it was exported")]
+    KeyMalformed { var: String },
+    #[error("{var} is not set; export it or give {file_setting}")]
+    SecretNotSet {
+        var: String,
+        file_setting: &'static str,
+    },
+    #[error(transparent)]
+    SecretFile(#[from] FileError),
+    #[error(
+        "{}: the API secret file's first line is empty; put the secret on line 1",
+        path.display()
+    )]
+    EmptySecretFile { path: PathBuf },
+}
 
 pub fn load(
     secret_file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Credentials, Error> {
+) -> Result<Credentials, KeyError> {
     let source = KeySource {
         key_env: ENV_API_KEY,
         secret_env: ENV_API_SECRET,
         secret_file,
-        secret_file_flag: "--api-secret-file FILE",
+        secret_file_setting: "--api-secret-file FILE",
     };
-    source.load(env).map_err(Error::Config)
+    source.load(env)
 }
 
 /// Where one key's id and secret come from: environment variables, or the secret from a file.
@@ -29,34 +49,30 @@ pub(crate) struct KeySource<'a> {
     pub secret_env: &'a str,
     pub secret_file: Option<&'a Path>,
     /// How the user names a secret file here, for the hint when the secret is missing.
-    pub secret_file_flag: &'a str,
+    pub secret_file_setting: &'static str,
 }
 
 impl KeySource<'_> {
-    /// The credentials, or a message naming the variable or file to fix (never their values).
-    pub fn load(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials, String> {
-        let key_env = self.key_env;
-        let key = env(key_env)
+    /// The credentials, or which variable or file to fix (never their values).
+    pub fn load(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials, KeyError> {
+        let var = self.key_env.to_owned();
+        let Some(key) = env(&var)
             .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                format!("{key_env} is not set; export the API key (master-...) in the environment")
-            })?;
+        else {
+            return Err(KeyError::KeyNotSet { var });
+        };
         if key.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!(
-                "{key_env} contains whitespace or control characters; check how it was exported"
-            ));
+            return Err(KeyError::KeyMalformed { var });
         }
         let secret = match self.secret_file {
-            Some(path) => read_secret_file(path).map_err(|e| e.to_string())?,
+            Some(path) => read_secret_file(path)?,
             None => env(self.secret_env)
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| {
-                    format!(
-                        "{} is not set; export it or give {}",
-                        self.secret_env, self.secret_file_flag
-                    )
+                .ok_or_else(|| KeyError::SecretNotSet {
+                    var: self.secret_env.to_owned(),
+                    file_setting: self.secret_file_setting,
                 })?,
         };
         Ok(Credentials {
@@ -73,18 +89,13 @@ const SECRET_FILE: InputFile = InputFile {
     what: "API secret file",
     max_bytes: MAX_SECRET_FILE_BYTES,
     hint: "put the secret on the first line of a regular file (chmod 600)",
+    text_hint: "",
 };
 
 /// The secret on the first line of `path`, a regular file of at most
 /// [`MAX_SECRET_FILE_BYTES`].
-fn read_secret_file(path: &Path) -> Result<String, Error> {
-    let unreadable = |reason: String| Error::UnreadableInput {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (bytes, meta) = SECRET_FILE.read(path).map_err(unreadable)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| unreadable("the API secret file is not UTF-8 text".into()))?;
+fn read_secret_file(path: &Path) -> Result<String, KeyError> {
+    let (text, meta) = SECRET_FILE.read_text_at(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -99,9 +110,8 @@ fn read_secret_file(path: &Path) -> Result<String, Error> {
     let _ = meta;
     let secret = text.lines().next().unwrap_or("").trim().to_string();
     if secret.is_empty() {
-        return Err(unreadable(
-            "the API secret file's first line is empty; put the secret on line 1".into(),
-        ));
+        let path = path.to_path_buf();
+        return Err(KeyError::EmptySecretFile { path });
     }
     Ok(secret)
 }
@@ -148,7 +158,7 @@ mod tests {
         let env = |name: &str| (name == ENV_API_KEY).then(|| "master-abc".to_string());
         let refused = |path: &Path| {
             let err = load(Some(path), &env).unwrap_err();
-            assert_eq!(err.exit_code(), crate::exit::BAD_INPUT, "{err}");
+            assert!(matches!(err, KeyError::SecretFile(_)), "{err}");
             err.to_string()
         };
         let msg = refused(dir.path());

@@ -23,13 +23,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::client::{Credentials, NonceMode};
-use crate::error::Error;
+use std::fmt;
 
-use crate::config::credentials::KeySource;
-use crate::config::endpoint::{validate_base_url, validate_proxy};
-use crate::config::{DEFAULT_GROUP, SANDBOX_URL, SweepConfig};
-use crate::input_file::InputFile;
+use crate::accounts::AccountsError;
+use crate::client::{Credentials, NonceMode};
+use crate::config::credentials::{KeyError, KeySource};
+use crate::config::endpoint::{UrlError, validate_base_url, validate_proxy};
+use crate::config::{ConfigError, DEFAULT_GROUP, HoldError, SANDBOX_URL, SweepConfig};
+use crate::input_file::{InputError, InputFile};
 
 /// Largest configuration file read: a group is a few lines, so this is thousands of groups.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -38,7 +39,69 @@ const CONFIG_FILE: InputFile = InputFile {
     what: "configuration file",
     max_bytes: MAX_FILE_BYTES,
     hint: "give the path of a TOML configuration file",
+    text_hint: " (TOML is)",
 };
+
+/// A `--config` file that cannot be used: the file, where in it, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigFileError {
+    pub path: PathBuf,
+    /// `[defaults]`, or `[[group]] "name"` (`[[group]] #2` for one without a name); `None` for
+    /// the file as a whole.
+    pub place: Option<String>,
+    #[source]
+    pub problem: FileProblem,
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.path.display())?;
+        if let Some(place) = &self.place {
+            write!(f, "{place}: ")?;
+        }
+        write!(f, "{}", self.problem)
+    }
+}
+
+impl ConfigFileError {
+    /// The accounts CSV of group `group` of the file at `path` cannot be used: its own message
+    /// names the CSV; the file and the group say which of possibly many groups it is.
+    pub fn group_accounts(path: &Path, group: &str, e: AccountsError) -> ConfigFileError {
+        ConfigFileError {
+            path: path.to_path_buf(),
+            place: Some(format!("[[group]] {group:?}")),
+            problem: FileProblem::Accounts(e),
+        }
+    }
+}
+
+/// What is wrong at one place of a `--config` file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    #[error(transparent)]
+    Unreadable(#[from] InputError),
+    /// toml's message names the line and column; it is kept on one line.
+    #[error("{}", one_line(.0))]
+    Toml(#[source] toml::de::Error),
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("hold {0}")]
+    Hold(#[source] HoldError),
+    #[error(transparent)]
+    Excludes(#[from] AccountsError),
+    /// The group's accounts CSV, read once the file is.
+    #[error("accounts: {0}")]
+    Accounts(#[source] AccountsError),
+    /// A table or a setting that breaks the file's rules; nothing underneath failed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(text: impl Into<String>) -> FileProblem {
+    FileProblem::Invalid(text.into())
+}
 
 /// What one group sweeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,15 +156,19 @@ pub fn load(
     db: &Path,
     lock_dir: Option<&Path>,
     only: &[String],
-    over_defaults: &dyn Fn(&mut SweepConfig) -> Result<(), Error>,
+    over_defaults: &dyn Fn(&mut SweepConfig) -> Result<(), ConfigError>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<GroupPlan>, Error> {
-    let fail = |message: String| Error::Config(format!("{}: {message}", path.display()));
-    let text = read(path)?;
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        // toml's message names the line and column; keep it on one line.
-        fail(one_line(&e.to_string()))
-    })?;
+) -> Result<Vec<GroupPlan>, ConfigError> {
+    let at = |place: Option<String>, problem: FileProblem| ConfigFileError {
+        path: path.to_path_buf(),
+        place,
+        problem,
+    };
+    let fail = |text: String| ConfigError::from(at(None, invalid(text)));
+    let (text, _) = CONFIG_FILE
+        .read_text(path)
+        .map_err(|e| at(None, e.into()))?;
+    let doc: toml::Table = text.parse().map_err(|e| at(None, FileProblem::Toml(e)))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
 
     for key in doc.keys() {
@@ -115,6 +182,7 @@ pub fn load(
     let mut defaults = SweepConfig::defaults(PathBuf::new(), db.to_path_buf());
     defaults.lock_dir = lock_dir.map(Path::to_path_buf);
     if let Some(table) = doc.get("defaults") {
+        let defaults_at = |problem| at(Some("[defaults]".into()), problem);
         let table = table
             .as_table()
             .ok_or_else(|| fail("`defaults` must be a table: [defaults]".into()))?;
@@ -127,13 +195,14 @@ pub fn load(
                 } else {
                     format!("unknown setting `{key}`{}", likely(key, SETTINGS))
                 };
-                return Err(fail(format!(
-                    "[defaults]: {hint}; [defaults] takes only the settings {}",
+                return Err(defaults_at(invalid(format!(
+                    "{hint}; [defaults] takes only the settings {}",
                     SETTINGS.join(", ")
-                )));
+                )))
+                .into());
             }
         }
-        apply_settings(table, &mut defaults).map_err(|m| fail(format!("[defaults]: {m}")))?;
+        apply_settings(table, &mut defaults).map_err(defaults_at)?;
     }
     over_defaults(&mut defaults)?;
 
@@ -156,10 +225,10 @@ pub fn load(
             Some(name) => format!("[[group]] {name:?}"),
             None => format!("[[group]] #{}", i + 1),
         };
-        let group_fail = |m: String| fail(format!("{label}: {m}"));
+        let group_fail = |problem| at(Some(label.clone()), problem);
         let table = item
             .as_table()
-            .ok_or_else(|| group_fail("must be a table".into()))?;
+            .ok_or_else(|| group_fail(invalid("must be a table")))?;
         let plan = group(table, &defaults, base_dir, env).map_err(group_fail)?;
         let name = plan.config.group.clone();
         if !names.insert(name.clone()) {
@@ -189,42 +258,38 @@ pub fn load(
     Ok(plans)
 }
 
-fn read(path: &Path) -> Result<String, Error> {
-    let unreadable = |reason: String| Error::UnreadableInput {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (bytes, _) = CONFIG_FILE.read(path).map_err(unreadable)?;
-    String::from_utf8(bytes)
-        .map_err(|_| unreadable("the configuration file is not UTF-8 text (TOML is)".into()))
+fn one_line(text: &impl fmt::Display) -> String {
+    text.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+/// What `exclude` must be.
+const EXCLUDE_LIST: &str = "exclude: a list of nicknames, e.g. [\"mm-1\", \"mm-2\"]";
 
 fn group(
     table: &toml::Table,
     defaults: &SweepConfig,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<GroupPlan, String> {
+) -> Result<GroupPlan, FileProblem> {
     for key in table.keys() {
         if !GROUP_KEYS.contains(&key.as_str()) && !SETTINGS.contains(&key.as_str()) {
             let known: Vec<&str> = GROUP_KEYS.iter().chain(SETTINGS).copied().collect();
-            return Err(format!(
+            return Err(invalid(format!(
                 "unknown key `{key}`{}; a group has {} and the settings {}",
                 likely(key, &known),
                 GROUP_KEYS.join(", "),
                 SETTINGS.join(", ")
-            ));
+            )));
         }
     }
     let name = required_str(table, "name")?;
     if name.eq_ignore_ascii_case(DEFAULT_GROUP) {
-        return Err(format!(
+        return Err(invalid(format!(
             "name {name:?} is reserved: runs made without --config are stored as group {DEFAULT_GROUP:?}, and `runs`/`report --group` would mix the two; give the group its own name"
-        ));
+        )));
     }
     if name.is_empty()
         || name.len() > 64
@@ -232,21 +297,21 @@ fn group(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(format!(
+        return Err(invalid(format!(
             "name {name:?}: use 1-64 letters, digits, '-', '_' or '.' (it names the group in the database, logs and metrics)"
-        ));
+        )));
     }
     let key_env = required_str(table, "key_env")?;
     let secret_env = optional_str(table, "secret_env")?;
     let secret_file = optional_str(table, "secret_file")?.map(|p| base_dir.join(p));
     let secret_env = match (secret_env, &secret_file) {
         (Some(_), Some(_)) => {
-            return Err("give secret_env or secret_file, not both".into());
+            return Err(invalid("give secret_env or secret_file, not both"));
         }
         (None, None) => {
-            return Err(
-                "give the key's secret: secret_env = \"VARIABLE\" or secret_file = \"PATH\"".into(),
-            );
+            return Err(invalid(
+                "give the key's secret: secret_env = \"VARIABLE\" or secret_file = \"PATH\"",
+            ));
         }
         (env_name, _) => env_name.unwrap_or_default(),
     };
@@ -254,7 +319,7 @@ fn group(
         key_env: &key_env,
         secret_env: &secret_env,
         secret_file: secret_file.as_deref(),
-        secret_file_flag: "secret_file = \"PATH\"",
+        secret_file_setting: "secret_file = \"PATH\"",
     }
     .load(env)?;
 
@@ -264,33 +329,32 @@ fn group(
 
     let accounts_value = required_str(table, "accounts")?;
     if accounts_value.is_empty() {
-        return Err(
-            "`accounts` is empty; give \"all\" (every open exchange account) or the path of an accounts CSV".into(),
-        );
+        return Err(invalid(
+            "`accounts` is empty; give \"all\" (every open exchange account) or the path of an accounts CSV",
+        ));
     }
     let exclude = match table.get("exclude") {
         None => Vec::new(),
         Some(toml::Value::Array(items)) => items
             .iter()
             .map(|v| {
-                v.as_str().map(str::to_owned).ok_or_else(|| {
-                    "exclude: a list of nicknames, e.g. [\"mm-1\", \"mm-2\"]".to_string()
-                })
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid(EXCLUDE_LIST))
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err("exclude: a list of nicknames, e.g. [\"mm-1\", \"mm-2\"]".into()),
+        Some(_) => return Err(invalid(EXCLUDE_LIST)),
     };
     let exclude_file = optional_str(table, "exclude_file")?.map(|p| base_dir.join(p));
     let accounts = if accounts_value == "all" {
-        let excluded = crate::accounts::excludes(&exclude, exclude_file.as_deref())
-            .map_err(|e| e.to_string())?;
+        let excluded = crate::accounts::excludes(&exclude, exclude_file.as_deref())?;
         config.accounts_file = PathBuf::from("(--all-accounts)");
         GroupAccounts::All { excluded }
     } else {
         if !exclude.is_empty() || exclude_file.is_some() {
-            return Err(
-                "exclude and exclude_file go with accounts = \"all\"; with a CSV, set enabled=false on the account's line".into(),
-            );
+            return Err(invalid(
+                "exclude and exclude_file go with accounts = \"all\"; with a CSV, set enabled=false on the account's line",
+            ));
         }
         let csv = base_dir.join(&accounts_value);
         config.accounts_file = csv.clone();
@@ -319,77 +383,73 @@ fn likely(key: &str, known: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn required_str(table: &toml::Table, key: &str) -> Result<String, String> {
-    optional_str(table, key)?.ok_or_else(|| format!("`{key}` is missing"))
+fn required_str(table: &toml::Table, key: &str) -> Result<String, FileProblem> {
+    optional_str(table, key)?.ok_or_else(|| invalid(format!("`{key}` is missing")))
 }
 
-fn optional_str(table: &toml::Table, key: &str) -> Result<Option<String>, String> {
+fn optional_str(table: &toml::Table, key: &str) -> Result<Option<String>, FileProblem> {
     match table.get(key) {
         None => Ok(None),
         Some(toml::Value::String(s)) => Ok(Some(s.trim().to_owned())),
-        Some(_) => Err(format!("`{key}` must be a string")),
+        Some(_) => Err(invalid(format!("`{key}` must be a string"))),
     }
 }
 
 /// Applies the settings a table gives, with the same bounds as the flags of the same names.
-fn apply_settings(table: &toml::Table, config: &mut SweepConfig) -> Result<(), String> {
+fn apply_settings(table: &toml::Table, config: &mut SweepConfig) -> Result<(), FileProblem> {
     for key in table.keys() {
         if !SETTINGS.contains(&key.as_str()) && !GROUP_KEYS.contains(&key.as_str()) {
-            return Err(format!(
+            return Err(invalid(format!(
                 "unknown setting `{key}`; the settings are {}",
                 SETTINGS.join(", ")
-            ));
+            )));
         }
     }
-    let number = |key: &str, min: f64, max: f64| -> Result<Option<f64>, String> {
+    let number = |key: &str, min: f64, max: f64| -> Result<Option<f64>, FileProblem> {
         let Some(value) = table.get(key) else {
             return Ok(None);
         };
         let v = match value {
             toml::Value::Integer(i) => *i as f64,
             toml::Value::Float(f) => *f,
-            _ => return Err(format!("`{key}` must be a number")),
+            _ => return Err(invalid(format!("`{key}` must be a number"))),
         };
         if !(v.is_finite() && (min..=max).contains(&v)) {
-            return Err(format!("`{key}` = {v}: must be from {min} to {max}"));
+            return Err(invalid(format!(
+                "`{key}` = {v}: must be from {min} to {max}"
+            )));
         }
         Ok(Some(v))
     };
-    let whole = |key: &str, min: u32, max: u32| -> Result<Option<u32>, String> {
+    let whole = |key: &str, min: u32, max: u32| -> Result<Option<u32>, FileProblem> {
         match table.get(key) {
             None => Ok(None),
             Some(toml::Value::Integer(i)) if (min as i64..=max as i64).contains(i) => {
                 Ok(Some(*i as u32))
             }
-            Some(_) => Err(format!(
+            Some(_) => Err(invalid(format!(
                 "`{key}` must be a whole number from {min} to {max}"
-            )),
+            ))),
         }
     };
-    let flag = |key: &str| -> Result<Option<bool>, String> {
+    let flag = |key: &str| -> Result<Option<bool>, FileProblem> {
         match table.get(key) {
             None => Ok(None),
             Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
-            Some(_) => Err(format!("`{key}` must be true or false")),
+            Some(_) => Err(invalid(format!("`{key}` must be true or false"))),
         }
     };
 
     if let Some(url) = optional_str(table, "base_url")? {
         if flag("sandbox")? == Some(true) {
-            return Err("give base_url or sandbox = true, not both".into());
+            return Err(invalid("give base_url or sandbox = true, not both"));
         }
-        config.base_url = validate_base_url(&url)
-            .map_err(|e| e.to_string().replace("--base-url", "base_url"))?
-            .to_string();
+        config.base_url = validate_base_url("base_url", &url)?.to_string();
     } else if flag("sandbox")? == Some(true) {
         config.base_url = SANDBOX_URL.to_string();
     }
     if let Some(proxy) = optional_str(table, "proxy")? {
-        config.proxy = Some(
-            validate_proxy(&proxy)
-                .map_err(|e| e.to_string().replace("--proxy", "proxy"))?
-                .to_string(),
-        );
+        config.proxy = Some(validate_proxy("proxy", &proxy)?.to_string());
     }
     if let Some(v) = number("rate", 0.1, 100_000.0)? {
         config.rate = v;
@@ -419,16 +479,16 @@ fn apply_settings(table: &toml::Table, config: &mut SweepConfig) -> Result<(), S
         config.grace = Duration::from_secs_f64(v);
     }
     if let Some(text) = optional_str(table, "hold")? {
-        config.hold = super::parse_hold(&text).map_err(|e| format!("hold {e}"))?;
+        config.hold = super::parse_hold(&text).map_err(FileProblem::Hold)?;
     }
     match optional_str(table, "nonce_mode")?.as_deref() {
         None => {}
         Some("increasing") => config.nonce_mode = NonceMode::Increasing,
         Some("time") => config.nonce_mode = NonceMode::Time,
         Some(other) => {
-            return Err(format!(
+            return Err(invalid(format!(
                 "nonce_mode {other:?}: \"increasing\" or \"time\", as the key was created on Gemini"
-            ));
+            )));
         }
     }
     Ok(())
@@ -450,7 +510,7 @@ mod tests {
         }
     }
 
-    fn load_text(text: &str, only: &[String]) -> Result<Vec<GroupPlan>, Error> {
+    fn load_text(text: &str, only: &[String]) -> Result<Vec<GroupPlan>, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("groups.toml");
         std::fs::write(&path, text).unwrap();

@@ -14,6 +14,41 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::client::NonceMode;
+pub use credentials::KeyError;
+pub use endpoint::UrlError;
+pub use groups::{ConfigFileError, FileProblem};
+
+/// Settings that cannot be used as given (flags, the environment, a `--config` file); nothing
+/// was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Boxed: the file's errors carry the most (its path, the place, what is wrong there).
+    #[error(transparent)]
+    File(Box<ConfigFileError>),
+}
+
+impl From<ConfigFileError> for ConfigError {
+    fn from(e: ConfigFileError) -> ConfigError {
+        ConfigError::File(Box::new(e))
+    }
+}
+
+/// A hold's length that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error("{text:?} is not a duration such as 20s, 10m or 1h30m ({source})")]
+    NotADuration {
+        text: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    #[error("{text:?}: a hold lasts at most 24h")]
+    TooLong { text: String },
+}
 
 pub const PRODUCTION_URL: &str = "https://api.gemini.com";
 pub const SANDBOX_URL: &str = "https://api.sandbox.gemini.com";
@@ -64,15 +99,18 @@ pub struct SweepConfig {
 pub const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
 
 /// A hold's length as an operator writes it: `20s`, `10m`, `1h30m` (or plain seconds).
-pub fn parse_hold(text: &str) -> Result<Duration, String> {
+pub fn parse_hold(text: &str) -> Result<Duration, HoldError> {
     let text = text.trim();
     let hold = match text.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(text)
-            .map_err(|e| format!("{text:?} is not a duration such as 20s, 10m or 1h30m ({e})"))?,
+        Err(_) => humantime::parse_duration(text).map_err(|source| HoldError::NotADuration {
+            text: text.to_owned(),
+            source,
+        })?,
     };
     if hold > MAX_HOLD {
-        return Err(format!("{text:?}: a hold lasts at most 24h"));
+        let text = text.to_owned();
+        return Err(HoldError::TooLong { text });
     }
     Ok(hold)
 }

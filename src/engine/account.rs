@@ -13,7 +13,7 @@ use super::key::{KeyHandle, Priority, StopCause};
 use super::retry::{Caller, Retry, Step};
 use crate::config::SweepConfig;
 use crate::error::Error;
-use crate::store::{AccountFinish, AccountStatus, Action, Failure, Store};
+use crate::store::{AccountFailure, AccountFinish, AccountStatus, Action, Store};
 
 pub struct AccountSweeper<'a> {
     pub config: &'a SweepConfig,
@@ -33,8 +33,8 @@ pub struct Cancelled {
 }
 
 impl Cancelled {
-    pub fn account(&self) -> &str {
-        &self.acct.name
+    pub fn account(&self) -> std::sync::Arc<str> {
+        self.acct.whom.recorded()
     }
 }
 
@@ -79,7 +79,8 @@ impl AccountSweeper<'_> {
                 .call(&mut acct, Action::Snapshot, Priority::Cancel)
                 .await?
             {
-                Step::Done(_) | Step::Failed(Failure::AccountRefused | Failure::OutOfAttempts) => {}
+                Step::Done(_)
+                | Step::Failed(AccountFailure::AccountRefused | AccountFailure::OutOfAttempts) => {}
                 Step::Failed(failure) => {
                     return done(
                         self.finish(acct, AccountStatus::Failed, Some(failure))
@@ -140,7 +141,7 @@ impl AccountSweeper<'_> {
                 }
                 Step::Done(collected) => {
                     tracing::debug!(
-                        account = &*acct.name,
+                        account = %acct.whom,
                         cancelled = collected.cancelled_count,
                         "cancel-all done"
                     );
@@ -175,7 +176,7 @@ impl AccountSweeper<'_> {
             mut standing,
             mut reject_retries_left,
         } = cancelled;
-        let account = acct.name.clone();
+        let account = acct.whom.recorded();
         loop {
             let error_before_verify = acct.last_error.take();
             match self
@@ -264,7 +265,7 @@ impl AccountSweeper<'_> {
                     }
                     None => {
                         acct.last_error = Some(why);
-                        self.finish(acct, AccountStatus::Failed, Some(Failure::RunHalted))
+                        self.finish(acct, AccountStatus::Failed, Some(AccountFailure::RunHalted))
                             .await
                     }
                 }
@@ -276,11 +277,11 @@ impl AccountSweeper<'_> {
         &self,
         acct: Caller,
         status: AccountStatus,
-        failure: Option<Failure>,
+        failure: Option<AccountFailure>,
     ) -> Result<AccountStatus, Error> {
         self.store.finish_account(AccountFinish {
             run_id: self.run_id,
-            account: acct.name.to_string(),
+            account: acct.whom.recorded().to_string(),
             status,
             failure: (status == AccountStatus::Failed)
                 .then_some(failure)

@@ -26,7 +26,7 @@ use super::key::{KeyHandle, Priority, StopCause};
 use super::retry::{Caller, Retry, Step};
 use crate::client::ListedAccount;
 use crate::error::Error;
-use crate::store::{Action, Failure};
+use crate::store::{AccountFailure, Action};
 
 /// The most accounts one call returns (and the default the exchange uses).
 pub const PAGE: u64 = 500;
@@ -128,7 +128,9 @@ pub async fn list_group(key: &KeyHandle, retry: Retry) -> Result<Listing, Error>
                 {
                     Step::Done(collected) => Ok(collected.accounts),
                     // The key is stopped: a refusal, not an exchange that failed to list.
-                    Step::Failed(Failure::KeyRefused) => Err(Listing::Stopped(StopCause::Key)),
+                    Step::Failed(AccountFailure::KeyRefused) => {
+                        Err(Listing::Stopped(StopCause::Key))
+                    }
                     Step::Failed(_) => {
                         Err(Listing::Failed(caller.last_error.take().unwrap_or_else(
                             || "the exchange did not list the accounts".into(),

@@ -15,7 +15,9 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, error::TryRecv
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::key::{AttemptResult, Call, KeyHalt, KeyHandle, KeyStop, Priority, Request, StopCause};
+use super::key::{
+    AttemptResult, Call, KeyHalt, KeyHandle, KeyStop, Priority, Request, StopCause, Whom,
+};
 use super::lessons::Lessons;
 use super::pace::{Controller, Throttle};
 use crate::client::{Chunk, ExchangeClient, Exchanged, NonceSource, Verdict};
@@ -108,7 +110,7 @@ struct Dispatcher {
 
 /// A request handed over and not yet answered.
 struct InFlight {
-    caller: Arc<str>,
+    whom: Whom,
     action: Action,
     sent: Sent,
     /// The pace it left under, and how many others were in flight then.
@@ -280,7 +282,7 @@ impl Dispatcher {
                 let mut error = Some(e);
                 for request in batch {
                     let answer = match error.take() {
-                        Some(e) => Err(e),
+                        Some(e) => Err(e.into()),
                         None => Ok(AttemptResult::NotSent(StopCause::Key)),
                     };
                     let _ = request.answer.send(answer);
@@ -306,7 +308,7 @@ impl Dispatcher {
         AttemptStart {
             run_id: self.run.run_id,
             invocation_id: self.run.invocation_id,
-            account: call.caller.clone(),
+            account: call.whom.recorded(),
             attempt_no: call.attempt_no,
             action: call.action,
             key_fingerprint: self.fingerprint.clone(),
@@ -321,8 +323,11 @@ impl Dispatcher {
         let seq = self.sent;
         self.sent += 1;
         self.run.progress.request_sent();
-        let target =
-            (self.send_account && call.action != Action::Discover).then(|| call.caller.clone());
+        // A group's own listing names no account; an account key's requests name none either.
+        let target = match &call.whom {
+            Whom::Account(account) if self.send_account => Some(account.clone()),
+            _ => None,
+        };
         let mut carry = Box::pin(carry(
             Carrier {
                 client: self.client.clone(),
@@ -331,7 +336,7 @@ impl Dispatcher {
                 hard_stop: self.run.hard_stop.clone(),
             },
             target,
-            call.caller.clone(),
+            call.whom.recorded(),
             call.action,
             call.params,
             sent,
@@ -348,7 +353,7 @@ impl Dispatcher {
         self.in_flight.insert(
             seq,
             InFlight {
-                caller: call.caller,
+                whom: call.whom,
                 action: call.action,
                 sent,
                 generation: self.controller.generation(),
@@ -400,7 +405,7 @@ impl Dispatcher {
         if let Some((kind, why)) = learned.halt {
             let on = match f.action {
                 Action::Discover => "while listing the group's accounts".to_owned(),
-                action => format!("on the {} of {}", action.as_str(), f.caller),
+                action => format!("on the {} of {}", action.as_str(), f.whom),
             };
             let message = match kind {
                 KeyHalt::Refused if matches!(exchanged.verdict, Verdict::KeyRefused { .. }) => {
@@ -417,8 +422,9 @@ impl Dispatcher {
     }
 
     fn record(&self, f: &InFlight, exchanged: &Exchanged) -> Result<(), Error> {
-        let end = AttemptEnd::of(self.run.run_id, &f.caller, f.action, f.sent, exchanged);
-        self.run.store.finish_attempt(end)
+        let account = f.whom.recorded();
+        let end = AttemptEnd::of(self.run.run_id, &account, f.action, f.sent, exchanged);
+        Ok(self.run.store.finish_attempt(end)?)
     }
 }
 

@@ -82,7 +82,7 @@ pub async fn sweep_accounts(
     };
     let proving = receiver_stream(proofs)
         .map(|cancelled| async move {
-            let account = cancelled.account().to_owned();
+            let account = cancelled.account().to_string();
             let status = sweeper.prove(cancelled).await;
             done(&status);
             Some((account, status))

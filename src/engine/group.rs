@@ -18,7 +18,7 @@ use crate::accounts::AccountEntry;
 use crate::client::{ClientOptions, Clock, Credentials, ExchangeClient, NonceMode, NonceSource};
 use crate::config::SweepConfig;
 use crate::error::Error;
-use crate::exit;
+use crate::exit::Exit;
 use crate::lock::RunLock;
 use crate::store::{AccountStatus, NewRun, NewRunAccount, Resume, RunStatus, Settle, Store};
 
@@ -36,7 +36,7 @@ pub(super) struct Shared {
 pub(super) struct Swept {
     pub run_id: i64,
     pub invocation_id: i64,
-    pub exit_code: i32,
+    pub exit_code: Exit,
     pub wall: Duration,
     /// Set when the run's end could not be written: why, for the summary (the database still
     /// reads `running` until the next run on it marks the run died).
@@ -185,7 +185,7 @@ impl GroupRun {
     fn abort(&self, e: &Error) {
         if !self.aborting.is_cancelled() {
             let why = match e {
-                Error::Store { .. } => {
+                Error::Store(_) => {
                     format!("aborted: the audit trail could not be written ({e})")
                 }
                 _ => format!("aborted: {e}"),
@@ -248,7 +248,7 @@ impl GroupRun {
         // the group is clean.
         let unaddressable = listed
             .iter()
-            .filter(|a| a.unusable.is_some() && a.kind == "exchange" && a.status == "open")
+            .filter(|a| a.unusable.is_some() && a.may_hold_orders())
             .count();
         let invalid = listed.iter().filter(|a| a.unusable.is_some()).count();
         drop(listed);
@@ -364,7 +364,7 @@ impl GroupRun {
         let end = dispatcher.await.ok();
         // A reply record queued without waiting may have failed since; settling reads it too.
         if failure.is_none() {
-            failure = store.write_failure();
+            failure = store.write_failure().map(Error::from);
         }
         if let Some(e) = &failure {
             tracing::error!(run_id, error = %e, "sweep aborted");
@@ -438,7 +438,7 @@ impl GroupRun {
                 Swept {
                     run_id,
                     invocation_id,
-                    exit_code: exit::INTERNAL,
+                    exit_code: Exit::Internal,
                     wall,
                     unrecorded: Some(reason),
                 }
@@ -470,8 +470,8 @@ pub(super) async fn open_key(
         timeout: config.timeout,
         proxy: config.proxy_url(),
     };
-    let client =
-        ExchangeClient::new(&options, credentials).map_err(|e| Error::Internal(e.to_string()))?;
+    let client = ExchangeClient::new(&options, credentials)
+        .map_err(|e| Error::internal("build the HTTP client", e))?;
     Ok((client, nonces))
 }
 
@@ -483,7 +483,8 @@ async fn begin_record(
     fingerprint: &str,
     target: Target,
 ) -> Result<(i64, i64, Accounts, bool), Error> {
-    let options_json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
+    let options_json = serde_json::to_string(config)
+        .map_err(|e| Error::internal("write the run's options as JSON", e))?;
     let new_run = |accounts: Vec<AccountEntry>| NewRun {
         base_url: config.base_url.clone(),
         key_fingerprint: fingerprint.to_owned(),

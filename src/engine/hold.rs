@@ -16,7 +16,7 @@ use super::key::Priority;
 use super::retry::{Caller, Retry, Step};
 use crate::client::Collected;
 use crate::error::Error;
-use crate::store::{AccountFinish, AccountStatus, Action, Failure};
+use crate::store::{AccountFailure, AccountFinish, AccountStatus, Action};
 
 /// Cycles an account stays "active" (listed twice a cycle) after an order was seen on it.
 const ACTIVE_CYCLES: u64 = 3;
@@ -300,7 +300,7 @@ fn heard(step: Step, account: &mut Account) -> Heard {
     match step {
         Step::Done(collected) => Heard::Reply(collected),
         Step::Failed(failure) => {
-            account.dropped = failure == Failure::AccountRefused;
+            account.dropped = failure == AccountFailure::AccountRefused;
             Heard::Failed
         }
         Step::Stopped(_) => Heard::Stopped,
@@ -331,13 +331,13 @@ fn record(sweeper: &AccountSweeper<'_>, account: Account) -> Result<(), Error> {
             account.rejected.len()
         )
     });
-    sweeper.store.finish_account(AccountFinish {
+    Ok(sweeper.store.finish_account(AccountFinish {
         run_id: sweeper.run_id,
         account: account.name.to_string(),
         status,
         failure: None,
         last_error,
-    })
+    })?)
 }
 
 /// Seconds one cycle of the hold takes at `rate`: the longest an order can stand unseen.

@@ -77,10 +77,37 @@ pub enum Priority {
     Hold,
 }
 
+/// Whom a request is for: one account of the group, or the group itself (its account listing),
+/// which names no account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whom {
+    Group,
+    Account(Arc<str>),
+}
+
+impl Whom {
+    /// The name the audit trail's `account` column records it under: the account's nickname,
+    /// or for the group the empty name, which no account can have (a nickname has a character).
+    pub fn recorded(&self) -> Arc<str> {
+        match self {
+            Whom::Group => Arc::from(""),
+            Whom::Account(account) => account.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Whom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Whom::Group => f.write_str("the group"),
+            Whom::Account(account) => f.write_str(account),
+        }
+    }
+}
+
 /// One request a caller asks of the key.
 pub struct Call {
-    /// The account, or [`GROUP_CALLER`] for the group's own listing.
-    pub caller: Arc<str>,
+    pub whom: Whom,
     pub attempt_no: u32,
     pub action: Action,
     pub priority: Priority,
@@ -121,7 +148,7 @@ impl KeyHandle {
     /// One request, sent when the dispatcher's queue, pace and in-flight limit let it.
     pub async fn attempt(&self, call: Call) -> Result<AttemptResult, Error> {
         let (answer, heard) = oneshot::channel();
-        let gone = || Error::Internal("the key's dispatcher stopped without answering".into());
+        let gone = || Error::Bug("the key's dispatcher stopped without answering");
         self.requests
             .send(Request { call, answer })
             .map_err(|_| gone())?;

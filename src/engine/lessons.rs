@@ -308,7 +308,7 @@ mod tests {
 
     fn refused_connection() -> Exchanged {
         let verdict = Verdict::Transient {
-            reason: "ConnectionError".into(),
+            reason: crate::client::Reason::ConnectionError,
             message: "tcp connect error".into(),
             pause: None,
         };

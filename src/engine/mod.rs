@@ -71,7 +71,7 @@ pub struct SweepSummary {
     /// next run on it marks it died): status and stop reason here are this process's.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub record_unwritten: bool,
-    pub exit_code: i32,
+    pub exit_code: crate::exit::Exit,
 }
 
 /// Which accounts a sweep works on.
@@ -107,7 +107,7 @@ pub struct StopTokens {
 /// address it (a master key names each account; an account key acts on its one account).
 pub fn plan(credentials: &Credentials, target: &Target, config: &SweepConfig) -> Result<(), Error> {
     if !config.hold.is_zero() && !config.verify {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "--hold keeps listing the swept accounts to catch new orders, and --no-verify turns those listings off; drop one of them".into(),
         ));
     }
@@ -115,7 +115,7 @@ pub fn plan(credentials: &Credentials, target: &Target, config: &SweepConfig) ->
         if credentials.is_master() {
             return Ok(());
         }
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "--all-accounts lists the group's accounts, which only the group's master key (master-...) can do"
                 .into(),
         ));
@@ -123,7 +123,7 @@ pub fn plan(credentials: &Credentials, target: &Target, config: &SweepConfig) ->
     if enabled == 0
         && let Target::New(_) = target
     {
-        return Err(Error::Config(format!(
+        return Err(Error::Usage(format!(
             "{}: every account is disabled (enabled=false); nothing to sweep",
             config.accounts_file.display()
         )));
@@ -131,7 +131,7 @@ pub fn plan(credentials: &Credentials, target: &Target, config: &SweepConfig) ->
     if credentials.is_master() || enabled <= 1 {
         return Ok(());
     }
-    Err(Error::Config(format!(
+    Err(Error::Usage(format!(
         "the API key is not a master key (it does not start with master-), so it acts on one account only, but {} lists {enabled} enabled accounts; use the group's master key, or list just the key's own account",
         config.accounts_file.display()
     )))
@@ -155,7 +155,7 @@ pub async fn list_accounts(
     stopping: StopTokens,
 ) -> Result<GroupListing, Error> {
     if !credentials.is_master() {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "listing the group's accounts needs the group's master key (master-...)".into(),
         ));
     }
@@ -286,10 +286,8 @@ pub async fn run_groups(
         .into_iter()
         .map(|result| {
             let swept = result?;
-            let mut totals = store::run_totals(&conn, swept.run_id).map_err(|e| Error::Store {
-                path: db.clone(),
-                reason: e.to_string(),
-            })?;
+            let mut totals =
+                store::run_totals(&conn, swept.run_id).map_err(|e| store::store_error(&db, e))?;
             if let Some(reason) = &swept.unrecorded {
                 totals.status = store::RunStatus::Aborted;
                 totals.stop_reason = Some(reason.clone());
@@ -339,8 +337,6 @@ async fn sweep_groups(
     let swept = futures::future::join_all(groups).await;
     Ok(swept
         .into_iter()
-        .map(|result| {
-            result.unwrap_or_else(|_| Err(Error::Internal("a group's sweep panicked".into())))
-        })
+        .map(|result| result.unwrap_or_else(|_| Err(Error::Bug("a group's sweep panicked"))))
         .collect())
 }

@@ -10,8 +10,8 @@ use std::path::Path;
 use crate::client::Credentials;
 use crate::config::SweepConfig;
 use crate::error::Error;
-use crate::exit::{self, RunStatus};
-use crate::store::{self, store_error};
+use crate::exit::{Exit, RunStatus};
+use crate::store::{self, Cause, store_error};
 
 use super::{GroupJob, SweepSummary, Target};
 
@@ -50,14 +50,11 @@ pub fn resume_target(
     } = *request;
     let conn = store::open_read_only(db)?;
     let db_error = |e: rusqlite::Error| store_error(db, e);
-    let no_run = || {
-        let in_group = group
-            .map(|g| format!(" of group {g:?}"))
-            .unwrap_or_default();
-        Error::Config(format!(
-            "{}: no run {run:?}{in_group} to resume; give `latest` or a run id listed by `gemini-sweep runs`",
-            db.display()
-        ))
+    let no_run = || Error::NoSuchRun {
+        db: db.to_path_buf(),
+        run: run.to_owned(),
+        group: group.map(str::to_owned),
+        to_resume: true,
     };
     let run_id = store::resolve_run(&conn, run, group)
         .map_err(db_error)?
@@ -67,23 +64,19 @@ pub fn resume_target(
         .ok_or_else(no_run)?;
     if run == "latest" && stored.age_secs > within_hours * 3600.0 {
         let whose = group.map(|g| format!("group {g:?}'s ")).unwrap_or_default();
-        return Err(Error::Config(format!(
+        return Err(Error::Usage(format!(
             "{}: {whose}latest run (#{run_id}, started {}, {:.1} h ago) is older than --resume-within {within_hours} h, so today's job did not start it; nothing was resumed. Give its id (--resume {run_id}) to resume it anyway",
             db.display(),
             stored.started_at,
             stored.age_secs / 3600.0,
         )));
     }
-    let mut base: SweepConfig = serde_json::from_str(&stored.options_json).map_err(|e| {
-        store_error(
-            db,
-            format!("run {run_id}'s stored options cannot be read ({e})"),
-        )
-    })?;
+    let mut base: SweepConfig = serde_json::from_str(&stored.options_json)
+        .map_err(|source| store_error(db, Cause::Options { run_id, source }))?;
     base.base_url = stored.base_url.clone();
     let (config, credentials) = over(base)?;
     if credentials.fingerprint() != stored.key_fingerprint {
-        return Err(Error::Config(format!(
+        return Err(Error::Usage(format!(
             "run {run_id} was made with key {}, but the key given now is {}; resume with the same key",
             stored.key_fingerprint,
             credentials.fingerprint()
@@ -112,7 +105,7 @@ pub fn resume_target(
             RunStatus::Completed
         };
         return Ok(ResumePlan::NothingToDo(SweepSummary {
-            exit_code: exit::for_run(status, None, None),
+            exit_code: Exit::of_run(status, None, None),
             totals,
             invocation_id: None,
             wall_ms: 0,
@@ -241,7 +234,7 @@ mod tests {
         let err = resume_target(&request(&db, "latest"), with_key(KEY))
             .err()
             .expect("an old latest run is not today's job");
-        assert_eq!(err.exit_code(), exit::BAD_INPUT, "{err}");
+        assert_eq!(err.exit(), Exit::BadInput, "{err}");
         let msg = err.to_string();
         assert!(msg.contains("older than --resume-within 20 h"), "{msg}");
         assert!(msg.contains(&format!("--resume {run_id}")), "{msg}");
@@ -259,7 +252,7 @@ mod tests {
         let err = resume_target(&request(&db, "latest"), with_key("master-another"))
             .err()
             .expect("another key is refused");
-        assert_eq!(err.exit_code(), exit::BAD_INPUT, "{err}");
+        assert_eq!(err.exit(), Exit::BadInput, "{err}");
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("run {run_id} was made with key")),
@@ -280,7 +273,7 @@ mod tests {
             let err = resume_target(&request, with_key(KEY))
                 .err()
                 .expect("nothing to resume");
-            assert_eq!(err.exit_code(), exit::BAD_INPUT, "{err}");
+            assert_eq!(err.exit(), Exit::BadInput, "{err}");
             assert!(err.to_string().contains("to resume"), "{err}");
         }
     }
@@ -295,7 +288,7 @@ mod tests {
         };
         assert!(summary.nothing_to_resume);
         assert_eq!(summary.totals.run_id, run_id);
-        assert_eq!(summary.exit_code, exit::OK);
+        assert_eq!(summary.exit_code, Exit::Ok);
 
         rusqlite::Connection::open(&db)
             .unwrap()
@@ -310,7 +303,7 @@ mod tests {
         };
         assert_eq!(
             summary.exit_code,
-            exit::INCOMPLETE,
+            Exit::Incomplete,
             "a listing that cannot vouch for the group is never clean"
         );
     }

@@ -2,24 +2,19 @@
 //! through the key until one goes through, the exchange refuses it for good, its attempts run
 //! out, or the run stops. Back-off grows with each failure and never undercuts `Retry-After`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::key::{AttemptResult, Call, KeyHandle, Priority, StopCause};
+use super::key::{AttemptResult, Call, KeyHandle, Priority, StopCause, Whom};
 use crate::client::{Collected, Verdict};
 use crate::error::Error;
-use crate::store::{Action, Failure};
+use crate::store::{AccountFailure, Action};
 
 /// The longest back-off between two attempts of one call.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// How the audit trail names the group's own requests (its account listing), which act on no
-/// account: the empty name, which no account can have (the nickname rule needs a character).
-pub const GROUP_CALLER: &str = "";
-
 /// Whom calls are for, and what its calls so far left.
 pub struct Caller {
-    pub name: Arc<str>,
+    pub whom: Whom,
     pub attempt_no: u32,
     /// A request for it was sent by this invocation.
     pub sent_any: bool,
@@ -29,24 +24,28 @@ pub struct Caller {
 impl Caller {
     /// Calls for `account`, after the `attempt_no` attempts an earlier invocation made.
     pub fn account(account: &str, attempt_no: u32) -> Caller {
-        Caller {
-            name: account.into(),
-            attempt_no,
-            sent_any: false,
-            last_error: None,
-        }
+        Caller::new(Whom::Account(account.into()), attempt_no)
     }
 
     /// Calls for the group itself (the account listing).
     pub fn group() -> Caller {
-        Caller::account(GROUP_CALLER, 0)
+        Caller::new(Whom::Group, 0)
+    }
+
+    fn new(whom: Whom, attempt_no: u32) -> Caller {
+        Caller {
+            whom,
+            attempt_no,
+            sent_any: false,
+            last_error: None,
+        }
     }
 }
 
 /// How one call (with its retries) ended.
 pub enum Step {
     Done(Collected),
-    Failed(Failure),
+    Failed(AccountFailure),
     Stopped(StopCause),
 }
 
@@ -73,7 +72,7 @@ impl KeyHandle {
         loop {
             acct.attempt_no += 1;
             let call = Call {
-                caller: acct.name.clone(),
+                whom: acct.whom.clone(),
                 attempt_no: acct.attempt_no,
                 action,
                 priority,
@@ -114,29 +113,29 @@ impl KeyHandle {
         failures: &mut u32,
         retry: Retry,
     ) -> Result<Step, Duration> {
-        let (phase_name, account) = (action.as_str(), &*acct.name);
+        let (phase_name, account) = (action.as_str(), &acct.whom);
         match verdict {
             Verdict::Ok(collected) => Ok(Step::Done(collected)),
             Verdict::KeyRefused { reason, message } => {
                 acct.last_error = Some(format!("{reason}: {message}"));
-                Ok(Step::Failed(Failure::KeyRefused))
+                Ok(Step::Failed(AccountFailure::KeyRefused))
             }
             Verdict::AccountRefused { reason, message } => {
                 tracing::warn!(
-                    account,
+                    %account,
                     action = phase_name,
-                    reason,
+                    reason = reason.as_str(),
                     message,
                     "the exchange refused this account; not retrying"
                 );
                 acct.last_error = Some(format!("{reason}: {message}"));
-                Ok(Step::Failed(Failure::AccountRefused))
+                Ok(Step::Failed(AccountFailure::AccountRefused))
             }
             // A lost race says nothing of the exchange's health; the dispatcher stops the key if
             // the refusals are not races.
             Verdict::NonceRefused { message, .. } => {
                 tracing::debug!(
-                    account,
+                    %account,
                     action = phase_name,
                     "InvalidNonce; retrying with a fresh nonce"
                 );
@@ -152,18 +151,18 @@ impl KeyHandle {
                 acct.last_error = Some(format!("{reason}: {message}"));
                 if *failures >= retry.max_attempts {
                     tracing::warn!(
-                        account,
+                        %account,
                         action = phase_name,
-                        reason,
+                        reason = reason.as_str(),
                         "giving up after {failures} failed attempts"
                     );
-                    return Ok(Step::Failed(Failure::OutOfAttempts));
+                    return Ok(Step::Failed(AccountFailure::OutOfAttempts));
                 }
                 let wait = backoff(retry.base, *failures, pause.and_then(|p| p.retry_after()));
                 tracing::info!(
-                    account,
+                    %account,
                     action = phase_name,
-                    reason,
+                    reason = reason.as_str(),
                     pause_ms = wait.as_millis() as u64,
                     "transient failure; retrying"
                 );

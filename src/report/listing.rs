@@ -18,8 +18,8 @@ pub(super) fn json(listed: &[ListedAccount], skip: Skip) -> String {
             serde_json::json!({
                 "account": a.account,
                 "name": a.name,
-                "type": a.kind,
-                "status": a.status,
+                "type": a.kind.as_str(),
+                "status": a.status.as_str(),
                 "created": a.created,
                 "sweep": skip(a).is_none(),
                 "note": skip(a),
@@ -37,8 +37,8 @@ pub(super) fn csv(listed: &[ListedAccount], skip: Skip) -> String {
         let _ = writer.write_record([
             csv_cell(&a.account),
             csv_cell(&a.name),
-            csv_cell(&a.kind),
-            csv_cell(&a.status),
+            csv_cell(a.kind.as_str()),
+            csv_cell(a.status.as_str()),
             note.is_none().to_string(),
             csv_cell(&note.unwrap_or_default()),
         ]);
@@ -57,8 +57,8 @@ pub(super) fn table(listed: &[ListedAccount], skip: Skip) -> String {
         out.push_str(&line([
             &clip(&escape(&a.account), 20),
             &clip(&escape(&a.name), 20),
-            &escape(&a.kind),
-            &escape(&a.status),
+            &escape(a.kind.as_str()),
+            &escape(a.status.as_str()),
             &escape(&note),
         ]));
     }

@@ -17,7 +17,7 @@ use crate::store::{AttemptState, RunStatus};
 /// One group's part of the job: its summary, or only its exit code when it never got a run.
 pub struct GroupOutcome<'a> {
     pub group: &'a str,
-    pub exit_code: i32,
+    pub exit_code: crate::exit::Exit,
     pub summary: Option<&'a SweepSummary>,
 }
 
@@ -86,7 +86,7 @@ pub fn render(conn: &Connection, groups: &[GroupOutcome], now: f64) -> rusqlite:
     let mut families = Families::new();
     for g in groups {
         let group = || vec![("group", g.group.to_string())];
-        families.exit.add(group(), g.exit_code as f64);
+        families.exit.add(group(), f64::from(g.exit_code.code()));
         families.last_job.add(group(), now);
         if let Some(summary) = g.summary {
             families.add_run(conn, &group, summary)?;

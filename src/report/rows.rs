@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use rusqlite::types::FromSql;
 
 use super::text::OutsideText;
-use crate::store::{AccountStatus, Failure, RunStatus};
+use crate::store::{AccountFailure, AccountStatus, RunStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Only {
@@ -79,7 +79,7 @@ view_row!(
     AccountRow {
         account: OutsideText,
         status: AccountStatus,
-        failure: Option<Failure>,
+        failure: Option<AccountFailure>,
         attempts: i64,
         open_before: Option<i64>,
         cancelled: i64,

@@ -12,10 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, params};
 
-use super::{Phase, Store, epoch_ms, utc_text};
+use super::{Phase, Store, StoreError, epoch_ms, utc_text};
 use crate::client::{Chunk, Collected, Nonce, OpenOrder};
-use crate::client::{Endpoint, Exchanged, Verdict};
-use crate::error::Error;
+use crate::client::{Endpoint, Exchanged, Reason, Verdict};
 
 /// What a request does: its phase and its endpoint, which the attempt records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,15 +106,17 @@ pub struct Sent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
-    Transient { reason: String, message: String },
-    Permanent { reason: String, message: String },
+    Transient { reason: Reason, message: String },
+    Permanent { reason: Reason, message: String },
 }
 
 impl Outcome {
     /// How the audit trail reads a verdict: a nonce refusal is transient (the call retries it).
     pub fn of(verdict: &Verdict) -> Outcome {
-        let reason = verdict.reason().unwrap_or_default().to_owned();
-        let message = verdict.message().unwrap_or_default().to_owned();
+        let (Some(reason), Some(message)) = (verdict.reason(), verdict.message()) else {
+            return Outcome::Ok;
+        };
+        let (reason, message) = (reason.clone(), message.to_owned());
         match verdict {
             Verdict::Ok(_) => Outcome::Ok,
             Verdict::Transient { .. } | Verdict::NonceRefused { .. } => {
@@ -173,7 +174,7 @@ pub struct AttemptEnd {
 
 impl Store {
     /// The key's high-water mark in microseconds (0 for a key never used with this database).
-    pub async fn nonce_high_water(&self, key_fingerprint: &str) -> Result<u64, Error> {
+    pub async fn nonce_high_water(&self, key_fingerprint: &str) -> Result<u64, StoreError> {
         let fp = key_fingerprint.to_owned();
         let mark = self
             .exec(move |c| {
@@ -189,7 +190,7 @@ impl Store {
 
     /// Commits the attempts (`in_flight`, with nonce and send time) together with the key's raised
     /// nonce mark, in one transaction. Once this returns, the requests may leave.
-    pub async fn begin_attempts(&self, starts: Vec<AttemptStart>) -> Result<Vec<Sent>, Error> {
+    pub async fn begin_attempts(&self, starts: Vec<AttemptStart>) -> Result<Vec<Sent>, StoreError> {
         self.exec(move |c| starts.iter().map(|start| begin(c, start)).collect())
             .await
     }
@@ -202,7 +203,7 @@ impl Store {
         action: Action,
         attempt_id: i64,
         chunk: Chunk,
-    ) -> Result<(), Error> {
+    ) -> Result<(), StoreError> {
         let Some(run_id) = run_id else {
             return Ok(());
         };
@@ -213,7 +214,7 @@ impl Store {
     /// Completes an attempt with what its reply said, and the ids it carried, in one commit.
     /// Queued, not awaited (see `writer`): what the reply means is known already, and everything
     /// written after it (the next request's row, the run's end) is committed after it.
-    pub fn finish_attempt(&self, end: AttemptEnd) -> Result<(), Error> {
+    pub fn finish_attempt(&self, end: AttemptEnd) -> Result<(), StoreError> {
         self.queue(move |c| finish(c, &end))
     }
 }
@@ -289,8 +290,12 @@ fn begin(c: &Connection, start: &AttemptStart) -> rusqlite::Result<Sent> {
 fn finish(c: &Connection, end: &AttemptEnd) -> rusqlite::Result<()> {
     let (outcome, reason, message) = match &end.outcome {
         Outcome::Ok => ("ok", None, None),
-        Outcome::Transient { reason, message } => ("transient", Some(reason), Some(message)),
-        Outcome::Permanent { reason, message } => ("permanent", Some(reason), Some(message)),
+        Outcome::Transient { reason, message } => {
+            ("transient", Some(reason.as_str()), Some(message))
+        }
+        Outcome::Permanent { reason, message } => {
+            ("permanent", Some(reason.as_str()), Some(message))
+        }
     };
     let attempt_id = end.sent.attempt_id;
     c.prepare_cached(

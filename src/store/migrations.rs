@@ -57,7 +57,7 @@ pub enum MigrationError {
     )]
     Foreign(String),
     #[error("not a usable SQLite database ({0})")]
-    NotSqlite(rusqlite::Error),
+    NotSqlite(#[source] rusqlite::Error),
     #[error("{0}")]
     Sql(#[from] rusqlite::Error),
 }

@@ -23,21 +23,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::error::Error;
+use crate::output_file::OutputError;
 
 pub use crate::exit::RunStatus;
 pub use attempts::{Action, AttemptEnd, AttemptStart, Outcome as AttemptOutcome, Sent};
-pub use migrations::latest_version as schema_version;
+pub use migrations::{MigrationError, latest_version as schema_version};
 pub use reads::{
     HoldTotals, JobRun, Resumable, RunTotals, latest_job, resolve_run, resumable, run_group,
     run_totals,
 };
 pub use runs::{AccountFinish, NewRun, NewRunAccount, Resume, Settle, TakenOver};
 pub use values::{
-    AccountStatus, AttemptState, Failure, InvocationKind, Listing, OrderOutcome, Phase,
+    AccountFailure, AccountStatus, AttemptState, InvocationKind, Listing, OrderOutcome, Phase,
     UnknownValue,
 };
-pub use writer::WriterThread;
+pub use writer::{WriteError, WriterThread};
 
 /// How long one statement waits for a lock held by another connection (an auditor's sqlite3).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,19 +65,73 @@ pub struct Store {
     unsent: Unsent,
 }
 
+/// A database that cannot be opened, read or written, or a `--db` that names none.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Something underneath failed: the database, the disk, the environment.
+    #[error("database {}: {cause}", path.display())]
+    Failed {
+        path: PathBuf,
+        #[source]
+        cause: Cause,
+    },
+    /// `--db`, or a file SQLite puts beside it, is a device, a FIFO, a socket or a link.
+    #[error(transparent)]
+    Refused(OutputError),
+    #[error("{}: no such database; run a sweep first or check --db", path.display())]
+    Missing { path: PathBuf },
+    #[error("{}: no runs recorded yet (the database is empty)", path.display())]
+    Empty { path: PathBuf },
+}
+
+/// What failed underneath a [`StoreError::Failed`].
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error("cannot create: {0}")]
+    Create(#[source] std::io::Error),
+    #[error("cannot open: {0}")]
+    Open(#[source] rusqlite::Error),
+    #[error("not a usable SQLite database ({0})")]
+    NotSqlite(#[source] rusqlite::Error),
+    #[error("cannot switch to WAL journaling (got {mode}); is it on a network file system?")]
+    NoWal { mode: String },
+    #[error("cannot start the writer thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Schema(#[from] MigrationError),
+    #[error("{0}")]
+    Write(#[from] WriteError),
+    /// What stands at the path (or beside it, `beside` says where) is no file SQLite can use.
+    #[error("{beside}{}", .refusal.problem())]
+    Unusable {
+        beside: String,
+        #[source]
+        refusal: OutputError,
+    },
+    /// A run's stored options are not the JSON this gemini-sweep reads.
+    #[error("run {run_id}'s stored options cannot be read ({source})")]
+    Options {
+        run_id: i64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// The error for a database at `path` that cannot be read or written.
-pub fn store_error(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Store {
+pub fn store_error(path: &Path, cause: impl Into<Cause>) -> StoreError {
+    StoreError::Failed {
         path: path.to_path_buf(),
-        reason: reason.to_string(),
+        cause: cause.into(),
     }
 }
 
 /// Opens (creating it readable by its owner only) and migrates the database, then starts its
 /// writer.
-pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
+pub fn open(path: &Path) -> Result<(Store, WriterThread), StoreError> {
     check_outputs(path)?;
-    create_private(path).map_err(|e| store_error(path, format!("cannot create: {e}")))?;
+    create_private(path).map_err(|e| store_error(path, Cause::Create(e)))?;
     // NOFOLLOW: a link put at the path since the check is refused, not written through.
     let mut conn = Connection::open_with_flags(
         path,
@@ -85,7 +139,7 @@ pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )
-    .map_err(|e| store_error(path, format!("cannot open: {e}")))?;
+    .map_err(|e| store_error(path, Cause::Open(e)))?;
     let patience = writer::busy_patience();
     conn.busy_timeout(BUSY_TIMEOUT.min(patience))
         .map_err(|e| store_error(path, e))?;
@@ -99,7 +153,7 @@ pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
         .map_err(|e| store_error(path, e))?;
 
     let (writer, thread) = writer::Writer::start(conn, path, patience)
-        .map_err(|e| store_error(path, format!("cannot start the writer thread: {e}")))?;
+        .map_err(|e| store_error(path, Cause::Thread(e)))?;
     Ok((
         Store {
             path: path.to_path_buf(),
@@ -115,18 +169,17 @@ pub fn open(path: &Path) -> Result<(Store, WriterThread), Error> {
 /// file. A device, a FIFO, a socket or a link is bad input (exit 2): SQLite would write through
 /// a link, or into /dev for `--db /dev/null`. A directory, or a missing one, stays what it was, a
 /// database the environment cannot hold (exit 3). Either way before anything is sent.
-pub fn check_outputs(path: &Path) -> Result<(), Error> {
-    use crate::output_file::{OutputError, derived, file};
+pub fn check_outputs(path: &Path) -> Result<(), StoreError> {
+    use crate::output_file::{derived, file};
     // `beside`: the file SQLite puts beside the database, and what it is.
-    let refused = |e: OutputError, beside: Option<(&str, &Path)>| -> Error {
-        match beside {
-            _ if e.is_special() => e.into(),
-            None => store_error(path, e.problem()),
-            Some((what, at)) => store_error(
-                path,
-                format!("its {what} {}: {}", at.display(), e.problem()),
-            ),
+    let refused = |refusal: OutputError, beside: Option<(&str, &Path)>| -> StoreError {
+        if refusal.is_special() {
+            return StoreError::Refused(refusal);
         }
+        let beside = beside.map_or_else(String::new, |(what, at)| {
+            format!("its {what} {}: ", at.display())
+        });
+        store_error(path, Cause::Unusable { beside, refusal })
     };
     file("--db", path).map_err(|e| refused(e, None))?;
     for (suffix, what) in [
@@ -171,21 +224,18 @@ fn warn_if_shared(path: &Path) {
     }
 }
 
-fn configure_writer(conn: &Connection) -> Result<(), String> {
+fn configure_writer(conn: &Connection) -> Result<(), Cause> {
     // Must run outside any transaction.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| format!("not a usable SQLite database ({e})"))?;
+        .map_err(Cause::NotSqlite)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(format!(
-            "cannot switch to WAL journaling (got {mode}); is it on a network file system?"
-        ));
+        return Err(Cause::NoWal { mode });
     }
     // FULL: a commit is on disk before the writer answers, so an order id (or a nonce mark) that
     // was reported committed survives a power cut too, not only a process crash. Commits are
     // grouped, so one fsync serves every request that arrived meanwhile.
-    conn.execute_batch("PRAGMA synchronous = FULL;")
-        .map_err(|e| e.to_string())
+    Ok(conn.execute_batch("PRAGMA synchronous = FULL;")?)
 }
 
 /// Opens a connection that only reads, for reports and summaries; works while a run is writing.
@@ -195,19 +245,17 @@ fn configure_writer(conn: &Connection) -> Result<(), String> {
 /// to close a WAL database checkpoints it and removes its `-wal` and `-shm` files, which a
 /// read-only connection cannot do, so they stayed beside the database after every report.
 /// SQLite falls back to reading only when the file is not writable, as before.
-pub fn open_read_only(path: &Path) -> Result<Connection, Error> {
+pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     if !path.is_file() {
-        return Err(Error::Config(format!(
-            "{}: no such database; run a sweep first or check --db",
-            path.display()
-        )));
+        let path = path.to_path_buf();
+        return Err(StoreError::Missing { path });
     }
-    let open = || -> Result<(Connection, i64), Error> {
+    let open = || -> Result<(Connection, i64), StoreError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| store_error(path, format!("cannot open: {e}")))?;
+        .map_err(|e| store_error(path, Cause::Open(e)))?;
         conn.pragma_update(None, "query_only", true)
             .map_err(|e| store_error(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
@@ -217,10 +265,8 @@ pub fn open_read_only(path: &Path) -> Result<Connection, Error> {
     };
     let (conn, version) = open()?;
     if version == 0 {
-        return Err(Error::Config(format!(
-            "{}: no runs recorded yet (the database is empty)",
-            path.display()
-        )));
+        let path = path.to_path_buf();
+        return Err(StoreError::Empty { path });
     }
     if version == schema_version() {
         return Ok(conn);
@@ -253,7 +299,7 @@ impl Store {
     }
 
     /// Queues `work` for the writer without waiting for it (see `writer`).
-    fn queue<F>(&self, work: F) -> Result<(), Error>
+    fn queue<F>(&self, work: F) -> Result<(), StoreError>
     where
         F: FnMut(&Connection) -> rusqlite::Result<()> + Send + 'static,
     {
@@ -263,17 +309,17 @@ impl Store {
     }
 
     /// Waits until everything queued so far is written; errs if any of it could not be.
-    pub async fn flush(&self) -> Result<(), Error> {
+    pub async fn flush(&self) -> Result<(), StoreError> {
         self.exec(|_| Ok(())).await
     }
 
     /// Why a queued record could not be written, if one could not: the run was cut short.
-    pub fn write_failure(&self) -> Option<Error> {
+    pub fn write_failure(&self) -> Option<StoreError> {
         self.writer.failure().map(|e| store_error(&self.path, e))
     }
 
     /// Runs `work` in the writer's next transaction; resolves once it is committed.
-    async fn exec<T, F>(&self, work: F) -> Result<T, Error>
+    async fn exec<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,

@@ -10,9 +10,10 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::discard_rows;
-use super::{AccountStatus, Action, Failure, Phase, RunStatus, Store, epoch_ms, utc_text};
-use crate::error::Error;
-use crate::exit::{self, StopSignal};
+use super::{
+    AccountFailure, AccountStatus, Action, Phase, RunStatus, Store, StoreError, epoch_ms, utc_text,
+};
+use crate::exit::{self, Exit, StopSignal};
 
 /// What a new run records before anything is sent.
 pub struct NewRun {
@@ -46,7 +47,7 @@ pub struct AccountFinish {
     pub run_id: i64,
     pub account: String,
     pub status: AccountStatus,
-    pub failure: Option<Failure>,
+    pub failure: Option<AccountFailure>,
     pub last_error: Option<String>,
 }
 
@@ -64,7 +65,7 @@ pub struct Settle {
     /// Why the sweep stopped before finishing its accounts, if it did.
     pub stop_reason: Option<String>,
     /// The signal that stopped the run, if any: with the status, it decides the exit code
-    /// recorded for the invocation ([`exit::for_run`]).
+    /// recorded for the invocation ([`Exit::of_run`]).
     pub signal: Option<StopSignal>,
     /// How long the invocation held the group after its sweep, and the cycles it completed.
     pub hold: Option<(std::time::Duration, u64)>,
@@ -84,7 +85,7 @@ fn now_ms() -> i64 {
 
 impl Store {
     /// Records a new run, its first invocation and its accounts; returns (run id, invocation id).
-    pub async fn begin_run(&self, run: NewRun) -> Result<(i64, i64), Error> {
+    pub async fn begin_run(&self, run: NewRun) -> Result<(i64, i64), StoreError> {
         let now = now_ms();
         let pid = std::process::id() as i64;
         self.exec(move |c| {
@@ -145,7 +146,7 @@ impl Store {
         invocation_id: i64,
         accounts: Vec<NewRunAccount>,
         verify: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<(), StoreError> {
         self.exec(move |c| {
             let mut insert = c.prepare_cached(
                 "INSERT INTO run_accounts (run_id, account, csv_line, note, status, verify_wanted, source)
@@ -182,7 +183,7 @@ impl Store {
         run_id: i64,
         possibly_incomplete: bool,
         note: Option<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), StoreError> {
         self.exec(move |c| {
             c.execute(
                 "UPDATE runs SET listing = ?2, listing_note = ?3 WHERE run_id = ?1",
@@ -203,7 +204,7 @@ impl Store {
 
     /// Records a resume as a new invocation and puts the accounts it picks up back to pending.
     /// Returns the invocation id.
-    pub async fn begin_resume(&self, resume: Resume) -> Result<i64, Error> {
+    pub async fn begin_resume(&self, resume: Resume) -> Result<i64, StoreError> {
         let now = now_ms();
         self.exec(move |c| {
             let invocation_id = insert_invocation(
@@ -235,7 +236,7 @@ impl Store {
 
     /// Marks runs left `running` by a process that died as `died`, and their unanswered attempts
     /// as abandoned. Call it holding the database's lock: then no live process owns them.
-    pub async fn take_over_dead_runs(&self) -> Result<Vec<TakenOver>, Error> {
+    pub async fn take_over_dead_runs(&self) -> Result<Vec<TakenOver>, StoreError> {
         let now = now_ms();
         self.exec(move |c| {
             let mut stmt = c.prepare("SELECT run_id, pid FROM runs WHERE status = 'running'")?;
@@ -279,7 +280,11 @@ impl Store {
     }
 
     /// For a resumed account: the last attempt number used, and whether its snapshot was taken.
-    pub async fn account_progress(&self, run_id: i64, account: &str) -> Result<(u32, bool), Error> {
+    pub async fn account_progress(
+        &self,
+        run_id: i64,
+        account: &str,
+    ) -> Result<(u32, bool), StoreError> {
         let account = account.to_owned();
         self.exec(move |c| {
             c.query_row(
@@ -296,7 +301,7 @@ impl Store {
 
     /// Sets the account's outcome and derives its counts from the order tables. Queued, not
     /// awaited (see `writer`): the account's place goes to the next one at once.
-    pub fn finish_account(&self, finish: AccountFinish) -> Result<(), Error> {
+    pub fn finish_account(&self, finish: AccountFinish) -> Result<(), StoreError> {
         let now = now_ms();
         self.queue(move |c| {
             c.prepare_cached(concat!(
@@ -316,7 +321,7 @@ impl Store {
                 finish.run_id,
                 finish.account,
                 finish.status.as_str(),
-                finish.failure.map(Failure::as_str),
+                finish.failure.map(AccountFailure::as_str),
                 finish.last_error,
                 now
             ])
@@ -327,7 +332,7 @@ impl Store {
     /// Ends an invocation: what it sent and never heard back about reads `abandoned`; the run's
     /// status is decided from all its accounts through the same reconciliation view the reports
     /// read; the run and the invocation record it. Returns the status and the exit code.
-    pub async fn settle(&self, settle: Settle) -> Result<(RunStatus, i32), Error> {
+    pub async fn settle(&self, settle: Settle) -> Result<(RunStatus, Exit), StoreError> {
         let now = now_ms();
         let unsent = self.unsent.clone();
         let writer = self.writer.clone();
@@ -374,8 +379,8 @@ impl Store {
                 RunStatus::Incomplete => settle.stop_reason.clone().or(listing_note),
                 _ => settle.stop_reason.clone(),
             }
-            .or_else(|| lost_record.clone());
-            let exit_code = exit::for_run(status, settle.signal, settle.halt);
+            .or_else(|| lost_record.as_ref().map(ToString::to_string));
+            let exit_code = Exit::of_run(status, settle.signal, settle.halt);
             c.execute(
                 concat!(
                     "UPDATE runs SET status = ?2, stop_reason = ?3, ended_at = ",
@@ -547,7 +552,7 @@ mod tests {
         }
     }
 
-    async fn begin(store: &crate::store::Store, start: AttemptStart) -> Result<Sent, Error> {
+    async fn begin(store: &crate::store::Store, start: AttemptStart) -> Result<Sent, StoreError> {
         let mut sent = store.begin_attempts(vec![start]).await?;
         Ok(sent.remove(0))
     }
@@ -667,7 +672,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(status, RunStatus::Aborted);
-        assert_ne!(exit_code, crate::exit::OK);
+        assert_ne!(exit_code, crate::exit::Exit::Ok);
         drop(store);
         writer.join();
 

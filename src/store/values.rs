@@ -122,7 +122,7 @@ stored_enum!(
         Swept = "swept",
         /// Cancel-all succeeded but some orders refused cancellation.
         RejectsLeft = "rejects_left",
-        /// Given up on: see [`Failure`].
+        /// Given up on: see [`AccountFailure`].
         Failed = "failed",
         /// Not swept: `enabled=false`, or a listed account the run does not take.
         Skipped = "skipped",
@@ -135,7 +135,7 @@ stored_enum!(
 
 stored_enum!(
     /// Why a failed account failed, as `run_accounts.failure` spells it.
-    Failure, "failure" {
+    AccountFailure, "failure" {
         /// The exchange refused this account (unknown, closed, custody): permanent for it.
         AccountRefused = "account_refused",
         /// Transient failures used up `--max-attempts`.
@@ -249,7 +249,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            round_trip(Failure::ALL),
+            round_trip(AccountFailure::ALL),
             [
                 "account_refused",
                 "out_of_attempts",

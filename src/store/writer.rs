@@ -29,12 +29,45 @@ pub(super) const BUSY_PATIENCE: Duration = Duration::from_secs(120);
 /// At most this many jobs share one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Why the writer did not write a job. Cheap to clone: one SQLite error is delivered to every
+/// job of a batch it failed, and kept as the writer's poison.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// SQLite refused the job (or the batch's commit).
+    #[error("{0}")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// A reply's record queued before this job could not be written: nothing after it is.
+    #[error("an earlier record could not be written: {0}")]
+    EarlierLost(#[source] Arc<rusqlite::Error>),
+    #[error("the writer thread has stopped")]
+    Stopped,
+    /// A job reported done without its output (a bug).
+    #[error("the job produced no output")]
+    NoOutput,
+}
+
+impl WriteError {
+    fn sqlite(e: rusqlite::Error) -> WriteError {
+        WriteError::Sqlite(Arc::new(e))
+    }
+
+    /// What later jobs are told once this one, queued, failed.
+    fn lost(&self) -> WriteError {
+        match self {
+            WriteError::Sqlite(e) | WriteError::EarlierLost(e) => {
+                WriteError::EarlierLost(e.clone())
+            }
+            other => other.clone(),
+        }
+    }
+}
+
 /// A unit of work for the writer. `run` may be called again after a busy database rolled the
 /// batch back, so it must not have effects outside the transaction that matter twice.
 trait Job: Send {
     fn run(&mut self, conn: &Connection) -> rusqlite::Result<()>;
     /// Delivers the outcome once the batch is committed (or has failed).
-    fn deliver(self: Box<Self>, result: Result<(), String>);
+    fn deliver(self: Box<Self>, result: Result<(), WriteError>);
     /// See [`JobOptions::last_word`].
     fn last_word(&self) -> bool;
     /// Nobody waits for it: its failure poisons the writer.
@@ -55,7 +88,7 @@ struct TypedJob<T, F> {
     work: F,
     output: Option<T>,
     options: JobOptions,
-    reply: oneshot::Sender<Result<T, String>>,
+    reply: oneshot::Sender<Result<T, WriteError>>,
 }
 
 impl<T, F> Job for TypedJob<T, F>
@@ -68,10 +101,9 @@ where
         Ok(())
     }
 
-    fn deliver(self: Box<Self>, result: Result<(), String>) {
+    fn deliver(self: Box<Self>, result: Result<(), WriteError>) {
         let TypedJob { output, reply, .. } = *self;
-        let answer =
-            result.and_then(|()| output.ok_or_else(|| "the job produced no output".to_string()));
+        let answer = result.and_then(|()| output.ok_or(WriteError::NoOutput));
         // A caller that has gone no longer wants the answer.
         let _ = reply.send(answer);
     }
@@ -93,9 +125,9 @@ pub(super) struct Writer {
     poison: Poison,
 }
 
-type Poison = Arc<Mutex<Option<String>>>;
+type Poison = Arc<Mutex<Option<WriteError>>>;
 
-fn poisoned(poison: &Poison) -> Option<String> {
+fn poisoned(poison: &Poison) -> Option<WriteError> {
     poison.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
@@ -136,14 +168,14 @@ impl Writer {
     }
 
     /// Why a queued job could not be written, if one could not.
-    pub(super) fn failure(&self) -> Option<String> {
+    pub(super) fn failure(&self) -> Option<WriteError> {
         poisoned(&self.poison)
     }
 
     /// Queues `work` for the writer's next transaction and returns at once; nobody hears how it
     /// went, but if it fails every later job fails too (see the module's docs). Errs only when
     /// the writer has stopped or an earlier queued job failed.
-    pub(super) fn queue<F>(&self, work: F) -> Result<(), String>
+    pub(super) fn queue<F>(&self, work: F) -> Result<(), WriteError>
     where
         F: FnMut(&Connection) -> rusqlite::Result<()> + Send + 'static,
     {
@@ -158,7 +190,7 @@ impl Writer {
     }
 
     /// Runs `work` in the writer's next transaction and resolves once it is committed.
-    pub(super) async fn exec<T, F>(&self, work: F) -> Result<T, String>
+    pub(super) async fn exec<T, F>(&self, work: F) -> Result<T, WriteError>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -167,14 +199,18 @@ impl Writer {
     }
 
     /// [`Writer::exec`] with every option.
-    pub(super) async fn exec_with<T, F>(&self, work: F, options: JobOptions) -> Result<T, String>
+    pub(super) async fn exec_with<T, F>(
+        &self,
+        work: F,
+        options: JobOptions,
+    ) -> Result<T, WriteError>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         self.submit(work, options)?
             .await
-            .map_err(|_| "the writer thread has stopped".to_string())?
+            .map_err(|_| WriteError::Stopped)?
     }
 
     /// Hands the job to the writer (refused once a queued job has failed, unless it is a run's
@@ -183,7 +219,7 @@ impl Writer {
         &self,
         work: F,
         options: JobOptions,
-    ) -> Result<oneshot::Receiver<Result<T, String>>, String>
+    ) -> Result<oneshot::Receiver<Result<T, WriteError>>, WriteError>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -202,7 +238,7 @@ impl Writer {
         };
         self.jobs
             .send(Box::new(job))
-            .map_err(|_| "the writer thread has stopped".to_string())?;
+            .map_err(|_| WriteError::Stopped)?;
         Ok(answer)
     }
 }
@@ -272,8 +308,8 @@ fn writer_loop(
                     }
                 }
                 Err(e) => {
-                    let reason = e.to_string();
-                    break batch.iter().map(|_| Err(reason.clone())).collect();
+                    let failed = WriteError::sqlite(e);
+                    break batch.iter().map(|_| Err(failed.clone())).collect();
                 }
             }
         };
@@ -284,7 +320,7 @@ fn writer_loop(
                 let mut poison = poison.lock().unwrap_or_else(|e| e.into_inner());
                 if poison.is_none() {
                     tracing::error!(db = %path.display(), error = %e, "a reply could not be recorded; nothing more is written or sent");
-                    *poison = Some(lost_record(e));
+                    *poison = Some(e.lost());
                 }
             }
             job.deliver(result);
@@ -302,18 +338,14 @@ fn writer_loop(
     }
 }
 
-fn lost_record(e: &impl std::fmt::Display) -> String {
-    format!("an earlier record could not be written: {e}")
-}
-
 fn run_batch(
     conn: &mut Connection,
     batch: &mut [Box<dyn Job>],
-) -> rusqlite::Result<Vec<Result<(), String>>> {
+) -> rusqlite::Result<Vec<Result<(), WriteError>>> {
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     // A queued job that failed: nothing after it is written but a run's last word.
-    let mut lost: Option<String> = None;
+    let mut lost: Option<WriteError> = None;
     for job in batch.iter_mut() {
         if let Some(why) = &lost
             && !job.last_word()
@@ -330,10 +362,11 @@ fn run_batch(
             Err(e) if is_busy(&e) => return Err(e),
             // Dropping the savepoint rolls back just this job.
             Err(e) => {
+                let failed = WriteError::sqlite(e);
                 if job.queued() && lost.is_none() {
-                    lost = Some(lost_record(&e));
+                    lost = Some(failed.lost());
                 }
-                results.push(Err(e.to_string()));
+                results.push(Err(failed));
             }
         }
     }

@@ -515,3 +515,16 @@ pub fn assert_paced(times: &[f64], started: SystemTime, rate: f64, burst: u32, w
         );
     }
 }
+
+/// Every file under `dir` whose name ends in `.{extension}`, for the tests that read the
+/// sources or the docs.
+pub fn files_under(dir: &Path, extension: &str, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, extension, found);
+        } else if path.extension().is_some_and(|e| e == extension) {
+            found.push(path);
+        }
+    }
+}

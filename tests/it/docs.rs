@@ -19,10 +19,12 @@
 //!   ("gemini-sweep writes ..."), and the docs write every command as code.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::CommandFactory;
 use gemini_sweep::cli::args::Cli;
+
+use crate::common::files_under;
 
 /// Programs whose flags are their own, not gemini-sweep's.
 const OTHER_PROGRAMS: &[&str] = &["cargo", "bench/run", "git"];
@@ -102,7 +104,7 @@ struct Pieces {
 
 fn read_docs(root: &Path) -> Vec<(String, String)> {
     let mut files = vec![root.join("README.md")];
-    markdown_under(&root.join("docs"), &mut files);
+    files_under(&root.join("docs"), "md", &mut files);
     files.sort();
     files
         .into_iter()
@@ -112,17 +114,6 @@ fn read_docs(root: &Path) -> Vec<(String, String)> {
             (name, text)
         })
         .collect()
-}
-
-fn markdown_under(dir: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            markdown_under(&path, found);
-        } else if path.extension().is_some_and(|e| e == "md") {
-            found.push(path);
-        }
-    }
 }
 
 /// Cuts a document into fenced code lines, inline code spans, prose and headings.

@@ -2,22 +2,13 @@
 //! dependency, for `demo` and `sim`), so this test holds the rule: only src/demo.rs and
 //! src/cli/** may, and the simulator depends on nothing of ours.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::common::files_under;
 
 /// Files under `src/` that may name the simulator's crate.
 fn may_name_the_simulator(relative: &Path) -> bool {
     relative == Path::new("src/demo.rs") || relative.starts_with("src/cli")
-}
-
-fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, found);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            found.push(path);
-        }
-    }
 }
 
 /// True when `text` holds `word` not as part of a longer identifier.
@@ -34,7 +25,7 @@ fn names(text: &str, word: &str) -> bool {
 fn only_the_edge_names_the_simulator() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    rust_files(&root.join("src"), &mut files);
+    files_under(&root.join("src"), "rs", &mut files);
     let mut edge = 0;
     let mut offenders = Vec::new();
     for file in &files {

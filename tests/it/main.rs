@@ -9,6 +9,7 @@ mod sim_support;
 // One module per area.
 mod audit_honesty;
 mod bad_input;
+mod code_shape;
 mod config_safeguards;
 mod discovery;
 mod discovery_paging;

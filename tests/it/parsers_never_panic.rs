@@ -9,7 +9,7 @@ use gemini_sweep::client::reply::{self, Chunk, Expect};
 use proptest::prelude::*;
 
 /// (cancelled ids, rejected ids, orders listed) as the streaming reader hands them over.
-fn streamed(expect: Expect, body: &[u8]) -> Result<(Vec<u64>, Vec<u64>, u64), String> {
+fn streamed(expect: Expect, body: &[u8]) -> Result<(Vec<u64>, Vec<u64>, u64), serde_json::Error> {
     let (mut cancelled, mut rejected) = (Vec::new(), Vec::new());
     let mut spill = |chunk: Chunk| {
         match chunk {

@@ -503,7 +503,7 @@ async fn thirty_two_in_flight_lose_no_account_to_nonce_races() {
     .expect("run succeeds");
     assert_eq!(summary.totals.accounts_ok, 150);
     assert_eq!(summary.totals.accounts_failed, 0);
-    assert_eq!(summary.exit_code, 0);
+    assert_eq!(summary.exit_code, gemini_sweep::exit::Exit::Ok);
     // Races may cost a retry (the exchange's InvalidNonce), never an account.
     let ledger = server.ledger();
     assert_eq!(

@@ -5,7 +5,7 @@ use maud::{Markup, html};
 use super::format::{count_cell, grouped, plural, text_cell, yes_no_cell};
 use super::reads::{MAX_ORDERS, OpenOrder, OpenOrders, open_outcomes_sql};
 use crate::report::rows::{AccountRow, Only, RunRow};
-use crate::store::{AccountStatus, Failure};
+use crate::store::{AccountFailure, AccountStatus};
 
 const ACCOUNT_HEADERS: [&str; 15] = [
     "account",
@@ -72,7 +72,7 @@ fn account_row(a: &AccountRow) -> Markup {
             td.mono { (a.account) }
             td.verdict-cell { (verdict) }
             td { (a.status.as_str()) }
-            (text_cell(a.failure.map(Failure::as_str), ""))
+            (text_cell(a.failure.map(AccountFailure::as_str), ""))
             (count_cell(Some(a.attempts), ""))
             (count_cell(a.open_before, NEVER_LISTED_BEFORE))
             (count_cell(Some(a.cancelled), ""))
