@@ -1,7 +1,7 @@
 //! How a process ends: the outcomes a run can have and the exit code each one gets. Exit codes
-//! are part of the interface schedulers script against (the README lists them); every one the
-//! process returns is an [`Exit`], decided here, and this file imports nothing from the crate,
-//! so everything above can use it.
+//! are part of the interface schedulers script against (the README and `run --help` list
+//! them); every one the process returns is an [`Exit`], decided here, and this file imports
+//! nothing from the crate, so everything above can use it.
 
 /// The signal that stopped a run, if any; decides 130 versus 143.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -296,8 +296,8 @@ pub struct RunArgs {
 
     /// Sweep several groups (master keys) in parallel, as FILE (TOML) describes them: each
     /// group's name, key variables or secret file, accounts (`all` or a CSV), nonce mode and
-    /// rate. Flags given here apply to every group that does not set them itself. See the
-    /// README's "Several groups".
+    /// rate. Flags given here apply to every group that does not set them itself. See
+    /// docs/operator-guide.md, "Several groups in one job".
     #[arg(
         long,
         value_name = "FILE",

@@ -105,8 +105,8 @@ pub fn main() -> Exit {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line, whatever the log format (the README promises it), whatever the exchange
-            // wrote into the message; a value from the environment is said to be from there.
+            // One line, whatever the log format (the operator guide promises it), whatever the
+            // exchange wrote into the message; a value from the environment is said to be so.
             let message = match e.exit() {
                 Exit::BadInput => origins.explain(&e.to_string()),
                 _ => e.to_string(),

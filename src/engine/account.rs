@@ -8,8 +8,8 @@
 //! them. With `--snapshot` an account also lists its orders before its cancel-all, for the order
 //! details of the audit trail, and is swept start to end in one go ([`AccountSweeper::sweep`]).
 
-use super::Progress;
 use super::key::{KeyHandle, Priority, StopCause};
+use super::progress::Progress;
 use super::retry::{Caller, Retry, Step};
 use crate::config::SweepConfig;
 use crate::error::Error;

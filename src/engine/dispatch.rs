@@ -34,7 +34,7 @@ pub struct RunContext {
     pub shutdown: CancellationToken,
     /// Cancelled when the grace period is over, or by a second signal: stop waiting for replies.
     pub hard_stop: CancellationToken,
-    pub progress: Arc<super::Progress>,
+    pub progress: Arc<super::progress::Progress>,
 }
 
 /// The key's settings.

@@ -11,14 +11,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::account::AccountSweeper;
 use super::dispatch::{self, KeyConfig, KeyEnd, RunContext};
+use super::job::{GroupJob, StopTokens, Target};
 use super::key::{KeyHalt, KeyHandle, StopCause};
+use super::progress::Progress;
 use super::retry::Retry;
-use super::{GroupJob, Progress, StopSignal, StopTokens, Target, discovery, fan_out, hold};
+use super::{discovery, fan_out, hold};
 use crate::accounts::AccountEntry;
 use crate::client::{ClientOptions, Clock, Credentials, ExchangeClient, NonceMode, NonceSource};
 use crate::config::SweepConfig;
 use crate::error::Error;
 use crate::exit::Exit;
+use crate::exit::StopSignal;
 use crate::lock::RunLock;
 use crate::store::{AccountStatus, NewRun, NewRunAccount, Resume, RunStatus, Settle, Store};
 

@@ -219,13 +219,7 @@ async fn turn(
 ) -> Result<Turn, Error> {
     let attempt_no = match account.attempt_no {
         Some(n) => n,
-        None => {
-            sweeper
-                .store
-                .account_progress(sweeper.run_id, &account.name)
-                .await?
-                .0
-        }
+        None => first_turn(sweeper, account).await?,
     };
     let mut caller = Caller::account(&account.name, attempt_no);
     // The turn's listing waits for its place in the key's queue only until the hold is over.
@@ -272,6 +266,22 @@ async fn turn(
         Turn::Flat if active => Turn::Active,
         turn => turn,
     })
+}
+
+/// What an account's first turn reads of the run: the attempt numbers used, and the orders the
+/// sweep left rejected. Those are no new orders, and the sweep spent the account's reject
+/// retries on them, so the hold does not cancel them again.
+async fn first_turn(sweeper: &AccountSweeper<'_>, account: &mut Account) -> Result<u32, Error> {
+    let store = sweeper.store;
+    let (attempt_no, _) = store
+        .account_progress(sweeper.run_id, &account.name)
+        .await?;
+    let stuck = store.still_rejected(sweeper.run_id, &account.name).await?;
+    if !stuck.is_empty() {
+        account.reject_retries_left = 0;
+        account.rejected.extend(stuck);
+    }
+    Ok(attempt_no)
 }
 
 /// Orders on the listing the hold should cancel: any it has not seen rejected, or rejected ones

@@ -7,6 +7,7 @@
 //! to wait too long, or the audit trail failed); a `StopCause` says which of the two kept a
 //! request from being sent.
 //!
+//! - [`job`]: what a job is made of (groups, targets, stop tokens) and what it reports.
 //! - [`group`]: one group's run: begin, discover, sweep, settle.
 //! - [`fan_out`]: flat first: every account's cancel-all, then the listings that prove them.
 //! - [`hold`]: `--hold`: the swept accounts listed in turn, and cancelled again, after the sweep.
@@ -28,6 +29,7 @@ mod dispatch;
 mod fan_out;
 mod group;
 mod hold;
+mod job;
 mod key;
 mod lessons;
 mod pace;
@@ -35,73 +37,22 @@ pub mod progress;
 mod resume;
 mod retry;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_util::sync::CancellationToken;
-
-use crate::accounts::AccountEntry;
 use crate::client::{Clock, Credentials};
 use crate::config::{DEFAULT_GROUP, SweepConfig};
 use crate::error::Error;
 use crate::exit::KeyHalt;
 pub use crate::exit::StopSignal;
 use crate::lock::RunLock;
-use crate::store::{self, RunTotals};
+use crate::store;
 
 pub use hold::cycle_secs as hold_cycle_secs;
+pub use job::{GroupJob, StopTokens, SweepSummary, Target};
 pub use key::MAX_RETRY_AFTER;
 pub use progress::{Progress, ProgressCounts};
 pub use resume::{ResumePlan, ResumeRequest, resume_target};
-
-/// What a finished sweep reports: the database's totals plus what only the process knows.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SweepSummary {
-    #[serde(flatten)]
-    pub totals: RunTotals,
-    /// This process's invocation of the run (`null` when a resume found nothing to do).
-    pub invocation_id: Option<i64>,
-    pub wall_ms: u64,
-    pub db: String,
-    /// Set by a `--resume` that found nothing left to do, and so sent and wrote nothing.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub nothing_to_resume: bool,
-    /// The run's end could not be written to the database (which reads `running` until the
-    /// next run on it marks it died): status and stop reason here are this process's.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub record_unwritten: bool,
-    pub exit_code: crate::exit::Exit,
-}
-
-/// Which accounts a sweep works on.
-pub enum Target {
-    /// A new run over the CSV's accounts (disabled ones are recorded as skipped).
-    New(Vec<AccountEntry>),
-    /// A new run over every open exchange account the group lists (`--all-accounts`), but these.
-    Discover { excluded: BTreeSet<String> },
-    /// Finishing an earlier run: these of its accounts, under its run id.
-    Resume { run_id: i64, accounts: Vec<String> },
-}
-
-impl Target {
-    /// How many accounts it sweeps, if known before anything is sent.
-    pub fn to_sweep(&self) -> Option<usize> {
-        match self {
-            Target::New(entries) => Some(entries.iter().filter(|a| a.enabled).count()),
-            Target::Discover { .. } => None,
-            Target::Resume { accounts, .. } => Some(accounts.len()),
-        }
-    }
-}
-
-/// How the process is told to stop: the first signal stops new requests, the grace period or a
-/// second signal stops waiting for the ones in flight.
-#[derive(Clone, Default)]
-pub struct StopTokens {
-    pub shutdown: CancellationToken,
-    pub hard_stop: CancellationToken,
-}
 
 /// Checks what can be checked without the network: something to sweep, and a key that can
 /// address it (a master key names each account; an account key acts on its one account).
@@ -211,13 +162,6 @@ pub async fn list_accounts(
             "interrupted before the accounts were listed".into(),
         )),
     }
-}
-
-/// One group's sweep in a job: its settings, its key and its accounts.
-pub struct GroupJob {
-    pub config: SweepConfig,
-    pub credentials: Credentials,
-    pub target: Target,
 }
 
 /// Runs a whole sweep. Inputs must already be validated (see [`plan`]).

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::exit::{Exit, RunStatus};
 use crate::store::{self, Cause, store_error};
 
-use super::{GroupJob, SweepSummary, Target};
+use super::job::{GroupJob, SweepSummary, Target};
 
 /// What the command line asks to resume.
 pub struct ResumeRequest<'a> {

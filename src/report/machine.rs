@@ -1,6 +1,6 @@
 //! CSV and JSON of the report and the runs list. Their column names and order are a documented
-//! interface (README, "Reports"): the rows' fields in order, unknown as an empty cell or `null`,
-//! flags as `1`/`0` in CSV and booleans in JSON.
+//! interface (docs/audit-trail.md, "Reports"): the rows' fields in order, unknown as an empty
+//! cell or `null`, flags as `1`/`0` in CSV and booleans in JSON.
 
 use std::fmt::Display;
 

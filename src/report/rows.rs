@@ -257,8 +257,8 @@ mod tests {
         check(json, AccountRow::COLUMNS);
     }
 
-    /// The CSV's and JSON's columns are a documented interface (README, "Reports"): pinned
-    /// here, so that a field added, renamed or moved fails a test before it fails a reader.
+    /// The CSV's and JSON's columns are a documented interface (docs/audit-trail.md, "Reports"):
+    /// pinned here, so that a field added, renamed or moved fails a test before it fails a reader.
     #[test]
     fn the_columns_are_the_documented_ones() {
         // Both views count an account's orders under the same names, in the same order.

@@ -198,7 +198,8 @@ pub struct HoldTotals {
     pub hold_recancels: i64,
     /// The accounts those cancel-alls were for.
     pub hold_recancelled_accounts: Vec<String>,
-    /// When the hold last sent a listing that found an open order (UTC), if it did.
+    /// When the hold last sent a listing that found an order appeared, which it then cancelled
+    /// (UTC), if it did.
     pub last_order_seen_at: Option<String>,
 }
 
@@ -266,9 +267,15 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
                      WHERE t.run_id = r.run_id AND t.phase = 'hold'
                        AND t.endpoint = '/v1/order/cancel/all' AND t.outcome = 'ok'
                      ORDER BY t.account)),
+                -- A listing the account's next attempt cancelled after: an order appeared (not one
+                -- the sweep left rejected, which the hold lets stand).
                 (SELECT max(t.sent_at) FROM attempts t
                  WHERE t.run_id = r.run_id AND t.phase = 'hold' AND t.endpoint = '/v1/orders'
-                   AND t.outcome = 'ok' AND t.items > 0)
+                   AND t.outcome = 'ok' AND t.items > 0
+                   AND EXISTS (SELECT 1 FROM attempts c
+                               WHERE c.run_id = t.run_id AND c.account = t.account
+                                 AND c.attempt_no = t.attempt_no + 1 AND c.phase = 'hold'
+                                 AND c.endpoint = '/v1/order/cancel/all'))
          FROM runs r,
               -- Filtered inside, so only this run's accounts are read.
               (SELECT count(*) AS accounts,

@@ -279,6 +279,24 @@ impl Store {
         .await
     }
 
+    /// The account's orders the run's cancel-alls reported rejected and none has cancelled since.
+    pub async fn still_rejected(&self, run_id: i64, account: &str) -> Result<Vec<u64>, StoreError> {
+        let account = account.to_owned();
+        self.exec(move |c| {
+            c.prepare_cached(
+                "SELECT r.order_id FROM cancel_rejects r
+                 WHERE r.run_id = ?1 AND r.account = ?2
+                   AND NOT EXISTS (SELECT 1 FROM cancelled_orders c
+                                   WHERE c.run_id = r.run_id AND c.account = r.account
+                                     AND c.order_id = r.order_id)",
+            )?
+            .query_map(params![run_id, account], |r| r.get::<_, i64>(0))?
+            .map(|id| id.map(|id| id as u64))
+            .collect()
+        })
+        .await
+    }
+
     /// For a resumed account: the last attempt number used, and whether its snapshot was taken.
     pub async fn account_progress(
         &self,

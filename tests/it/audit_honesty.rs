@@ -215,7 +215,7 @@ async fn what_was_never_verified_reads_unverified_and_a_missing_listing_reads_un
         .map(Result::unwrap)
         .collect();
     assert_eq!(outcomes, [("unverified".to_string(), 3)]);
-    // The README's query for what may still be open finds them.
+    // docs/audit-trail.md's query for what may still be open finds them.
     assert_eq!(
         count(
             &conn,
