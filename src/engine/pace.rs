@@ -611,4 +611,48 @@ mod tests {
         );
         assert!(sweep.took <= Duration::from_secs(125), "{:?}", sweep.took);
     }
+
+    /// Issue 27: the log said "pace raised" while the pace fell (3.50 -> 2.75 -> 2.37).
+    #[tokio::test(start_paused = true)]
+    async fn the_log_says_lowered_when_the_pace_falls_and_raised_when_it_climbs() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let t0 = Instant::now();
+        let mut c = Controller::new(4.0, t0);
+        tracing::subscriber::with_default(subscriber, || {
+            c.on_reply(t0, 0, Heard::RateLimited(None));
+            c.on_reply(at(t0, 10), 1, Heard::RateLimited(None));
+            // Answered as fast as asked, well past the refusals' memory: it climbs back.
+            for i in 1..=100 {
+                c.on_reply(at(t0, 400 * i), c.generation(), Heard::Admitted);
+            }
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("pace ")).collect();
+        assert!(
+            lines[0].contains("pace lowered") && lines[0].contains("to=3"),
+            "{text}"
+        );
+        assert!(lines[1].contains("pace lowered"), "{text}");
+        assert!(
+            lines[2..].iter().all(|l| l.contains("pace raised")),
+            "{text}"
+        );
+        assert!(lines.len() > 2, "the pace climbs back: {text}");
+    }
 }
