@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::FaultConfig;
 
 /// Requests to each endpoint are numbered per account, for the fault decisions.
-pub(crate) const ENDPOINTS: usize = 4;
+pub(crate) const ENDPOINTS: usize = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {

@@ -441,6 +441,8 @@ pub(crate) struct Shared {
     pub(crate) tallies: routes::Tallies,
     pub(crate) changed: Notify,
     pub(crate) stopping: watch::Receiver<bool>,
+    /// While true, every request is handled but its reply waits (see [`SimServer::hold_replies`]).
+    pub(crate) replies_held: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -511,6 +513,7 @@ pub async fn start_on(config: SimConfig, port: u16) -> std::io::Result<SimServer
         tallies: routes::Tallies::default(),
         changed: Notify::new(),
         stopping,
+        replies_held: watch::Sender::new(false),
     });
     let app = routes::router(shared.clone());
     let mut stop_signal = stop.subscribe();
@@ -565,6 +568,12 @@ impl SimServer {
             .unwrap_or_else(|| panic!("place_order: no account named {account:?}"));
         self.shared.changed.notify_one();
         id
+    }
+
+    /// While `held`, requests are handled (a cancel-all cancels) but their replies wait, as if
+    /// the network had not delivered them yet; releasing sends the replies still waiting.
+    pub fn hold_replies(&self, held: bool) {
+        self.shared.replies_held.send_replace(held);
     }
 
     /// Resolves after the ledger changed since the last call returned (or since start).

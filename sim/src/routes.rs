@@ -33,6 +33,7 @@ enum Endpoint {
     Orders,
     AccountList,
     Heartbeat,
+    OrderHistory,
 }
 
 impl Endpoint {
@@ -42,6 +43,7 @@ impl Endpoint {
             "/v1/orders" => Endpoint::Orders,
             "/v1/account/list" => Endpoint::AccountList,
             "/v1/heartbeat" => Endpoint::Heartbeat,
+            "/v1/orders/history" => Endpoint::OrderHistory,
             _ => return None,
         })
     }
@@ -67,6 +69,11 @@ impl Endpoint {
                 path: "/v1/heartbeat",
                 account: AccountRule::Optional,
                 roles: &[Role::Trader],
+            },
+            Endpoint::OrderHistory => Rules {
+                path: "/v1/orders/history",
+                account: AccountRule::Required,
+                roles: &[Role::Trader, Role::Auditor],
             },
         }
     }
@@ -215,6 +222,8 @@ async fn handle(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    // Handled, its reply not yet sent: a test can kill the client in this window.
+    let _ = s.replies_held.subscribe().wait_for(|held| !*held).await;
     match outcome.response {
         Some(response) => response,
         // Unwinding out of the connection task makes hyper drop the socket without writing a
@@ -294,7 +303,10 @@ async fn serve(s: &Shared, endpoint: Endpoint, headers: &HeaderMap) -> Outcome {
             let acct = s.world.account(i);
             acct.requests.fetch_add(1, Ordering::Relaxed);
             if acct.spec.kind == AccountKind::Custody
-                && matches!(endpoint, Endpoint::CancelAll | Endpoint::Orders)
+                && matches!(
+                    endpoint,
+                    Endpoint::CancelAll | Endpoint::Orders | Endpoint::OrderHistory
+                )
             {
                 return Outcome::error(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -390,8 +402,14 @@ async fn answer(
             }
         }
         (Endpoint::Orders, Some(i)) => json_response(OrderList::new(s.world.list_orders(i))),
+        (Endpoint::OrderHistory, Some(i)) => {
+            let (timestamp, limit) = paging(&authed.payload, "limit_orders", 50);
+            json_response(OrderList::new(Arc::new(
+                s.world.order_history(i, timestamp, limit),
+            )))
+        }
         (Endpoint::AccountList, _) => {
-            let (timestamp, limit) = paging(&authed.payload);
+            let (timestamp, limit) = paging(&authed.payload, "limit_accounts", 500);
             axum::Json(Value::Array(s.world.account_list(
                 authed.key.group(),
                 timestamp,
@@ -405,13 +423,17 @@ async fn answer(
         )
             .into_response(),
         // Authentication makes the order endpoints name an account.
-        (Endpoint::CancelAll | Endpoint::Orders, None) => system_error(),
+        (Endpoint::CancelAll | Endpoint::Orders | Endpoint::OrderHistory, None) => system_error(),
     };
     Outcome::reply(response, Tally::Ok)
 }
 
-/// `limit_accounts` (default and maximum 500) and `timestamp` (seconds or milliseconds).
-fn paging(payload: &serde_json::Map<String, Value>) -> (Option<u64>, usize) {
+/// The page size (`limit_field`, at most 500) and `timestamp` (seconds or milliseconds).
+fn paging(
+    payload: &serde_json::Map<String, Value>,
+    limit_field: &str,
+    default: u64,
+) -> (Option<u64>, usize) {
     let number = |field: &str| {
         payload.get(field).and_then(|v| match v {
             Value::Number(n) => n.as_u64(),
@@ -419,7 +441,7 @@ fn paging(payload: &serde_json::Map<String, Value>) -> (Option<u64>, usize) {
             _ => None,
         })
     };
-    let limit = number("limit_accounts").unwrap_or(500).clamp(1, 500) as usize;
+    let limit = number(limit_field).unwrap_or(default).clamp(1, 500) as usize;
     // Ten-digit values are seconds; the exchange accepts both forms elsewhere.
     let timestamp = number("timestamp").map(|t| if t < 100_000_000_000 { t * 1000 } else { t });
     (timestamp, limit)

@@ -25,8 +25,26 @@ use super::{
 const FIRST_ORDER_ID: u64 = 7_000_000_000;
 /// Mid-2017 in ms, the era of the published `account/list` example.
 const FIRST_ACCOUNT_CREATED_MS: u64 = 1_495_127_793_000;
-const BOOK_EPOCH_MS: u64 = 1_700_000_000_000;
 const BOOK_SPAN_MS: u32 = 30 * 86_400_000;
+
+/// Order times count from here: the seeded books span the 30 days before the simulator's
+/// process started, and an order placed while it runs carries the wall-clock time it was
+/// placed, so a client can compare placement times with its own clock (as `/v1/orders/history`
+/// readers must).
+static BOOK_EPOCH_MS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    now - u64::from(BOOK_SPAN_MS)
+});
+
+/// Milliseconds since [`BOOK_EPOCH_MS`] now (saturating after 19 days of uptime).
+fn placed_now_ms() -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    u32::try_from(now.saturating_sub(*BOOK_EPOCH_MS)).unwrap_or(u32::MAX)
+}
 
 /// (symbol, typical price, decimals of the price).
 const SYMBOLS: [(&str, f64, u32); 5] = [
@@ -106,6 +124,21 @@ impl Order {
 impl JsonItem for Order {
     /// The order as `/v1/orders` shows it (keys in alphabetical order, ids as strings).
     fn write_json(&self, buf: &mut Vec<u8>) {
+        self.write_as(buf, false);
+    }
+}
+
+/// An order as `/v1/orders/history` shows it once a cancel-all cancelled it.
+pub(crate) struct Cancelled(pub(crate) Order);
+
+impl JsonItem for Cancelled {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        self.0.write_as(buf, true);
+    }
+}
+
+impl Order {
+    fn write_as(&self, buf: &mut Vec<u8>, cancelled: bool) {
         let (symbol, _, decimals) = SYMBOLS[usize::from(self.flags & 7)];
         let price = |buf: &mut Vec<u8>| push_fixed(buf, u64::from(self.price), decimals);
         buf.extend_from_slice(br#"{"avg_execution_price":""#);
@@ -123,9 +156,11 @@ impl JsonItem for Order {
         push_micros(buf, u64::from(self.executed));
         buf.extend_from_slice(br#"","id":""#);
         push_u64(buf, self.id);
-        buf.extend_from_slice(
-            br#"","is_cancelled":false,"is_hidden":false,"is_live":true,"options":[],"order_id":""#,
-        );
+        buf.extend_from_slice(if cancelled {
+            br#"","is_cancelled":true,"is_hidden":false,"is_live":false,"options":[],"order_id":""#
+        } else {
+            br#"","is_cancelled":false,"is_hidden":false,"is_live":true,"options":[],"order_id":""#
+        });
         push_u64(buf, self.id);
         buf.extend_from_slice(br#"","original_amount":""#);
         push_micros(buf, u64::from(self.original));
@@ -141,7 +176,7 @@ impl JsonItem for Order {
         });
         buf.extend_from_slice(br#"","symbol":""#);
         buf.extend_from_slice(symbol.as_bytes());
-        let ms = BOOK_EPOCH_MS + u64::from(self.placed_ms);
+        let ms = *BOOK_EPOCH_MS + u64::from(self.placed_ms);
         buf.extend_from_slice(br#"","timestamp":""#);
         push_u64(buf, ms / 1000);
         buf.extend_from_slice(br#"","timestampms":"#);
@@ -173,6 +208,8 @@ struct Book {
     open: Arc<Vec<Order>>,
     initial: Vec<u64>,
     cancelled: Vec<CancelBatch>,
+    /// The orders cancel-alls cancelled, in the order they were cancelled: the history.
+    closed: Vec<Order>,
     cancelled_count: u64,
     cancelled_sum: u64,
     cancelled_xor: u64,
@@ -247,6 +284,7 @@ impl World {
                     open: Arc::new(Vec::new()),
                     initial: Vec::new(),
                     cancelled: Vec::new(),
+                    closed: Vec::new(),
                     cancelled_count: 0,
                     cancelled_sum: 0,
                     cancelled_xor: 0,
@@ -322,7 +360,8 @@ impl World {
     fn new_order(&self, book: &mut Book) -> u64 {
         let gap = book.rng.random_range(1..=97u64);
         let id = self.last_id.fetch_add(gap, Ordering::Relaxed) + gap;
-        let order = Order::draw(&mut book.rng, id, self.reject_fraction);
+        let mut order = Order::draw(&mut book.rng, id, self.reject_fraction);
+        order.placed_ms = placed_now_ms();
         Arc::make_mut(&mut book.open).push(order);
         book.late.push(id);
         id
@@ -396,13 +435,16 @@ impl World {
         let kept = book.open.iter().filter(|o| !o.cancellable()).count();
         let mut cancelled = Vec::with_capacity(book.open.len() - kept);
         let mut remaining = Vec::with_capacity(kept);
+        let mut closed = Vec::with_capacity(book.open.len() - kept);
         for o in book.open.iter() {
             if o.cancellable() {
                 cancelled.push(o.id);
+                closed.push(*o);
             } else {
                 remaining.push(*o);
             }
         }
+        book.closed.extend(closed);
         let rejected: Vec<u64> = remaining.iter().map(Order::id).collect();
         book.open = Arc::new(remaining);
         let cancelled = Arc::new(cancelled);
@@ -458,6 +500,27 @@ impl World {
             }
         }
         reply
+    }
+
+    /// `/v1/orders/history`: the account's cancelled orders placed at or after `from_ms`, oldest
+    /// first (then by id), at most `limit`. Filled orders are not kept, so never listed.
+    pub(crate) fn order_history(
+        &self,
+        i: usize,
+        from_ms: Option<u64>,
+        limit: usize,
+    ) -> Vec<Cancelled> {
+        let book = self.book(self.account(i));
+        let from = from_ms.map_or(0, |ms| ms.saturating_sub(*BOOK_EPOCH_MS));
+        let mut page: Vec<Order> = book
+            .closed
+            .iter()
+            .filter(|o| u64::from(o.placed_ms) >= from)
+            .copied()
+            .collect();
+        page.sort_unstable_by_key(|o| (o.placed_ms, o.id));
+        page.truncate(limit);
+        page.into_iter().map(Cancelled).collect()
     }
 
     /// One page of `group`'s accounts, at most `limit`, as the configured paging reads
@@ -693,7 +756,7 @@ mod tests {
                 let s = format!("{}.{:06}", u / 1_000_000, u % 1_000_000);
                 s.trim_end_matches('0').trim_end_matches('.').to_owned()
             };
-            let ms = BOOK_EPOCH_MS + u64::from(o.placed_ms);
+            let ms = *BOOK_EPOCH_MS + u64::from(o.placed_ms);
             let expected = json!({
                 "order_id": o.id.to_string(),
                 "id": o.id.to_string(),

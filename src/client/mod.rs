@@ -32,6 +32,8 @@ pub enum Endpoint {
     ListOrders,
     /// The group's accounts (master keys only).
     AccountList,
+    /// An account's closed orders, read after a cancel-all whose reply was lost.
+    OrderHistory,
 }
 
 impl Endpoint {
@@ -40,13 +42,14 @@ impl Endpoint {
             Endpoint::CancelAll => "/v1/order/cancel/all",
             Endpoint::ListOrders => "/v1/orders",
             Endpoint::AccountList => "/v1/account/list",
+            Endpoint::OrderHistory => "/v1/orders/history",
         }
     }
 
     fn expect(self) -> Expect {
         match self {
             Endpoint::CancelAll => Expect::CancelAll,
-            Endpoint::ListOrders => Expect::Orders,
+            Endpoint::ListOrders | Endpoint::OrderHistory => Expect::Orders,
             Endpoint::AccountList => Expect::Accounts,
         }
     }

@@ -134,6 +134,8 @@ pub struct OpenOrder {
     pub remaining_amount: String,
     pub client_order_id: Option<String>,
     pub timestampms: Option<i64>,
+    /// `is_cancelled: true`: how `/v1/orders/history` marks an order a cancel closed.
+    pub is_cancelled: bool,
 }
 
 /// Ids or orders handed over while a large reply is still being read.
@@ -725,6 +727,7 @@ impl<'de> Visitor<'de> for OrdersVisitor<'_, '_> {
                     remaining_amount: decimal_text(o.remaining_amount),
                     client_order_id: o.client_order_id.filter(|c| !c.is_empty()),
                     timestampms: o.timestampms,
+                    is_cancelled: o.is_cancelled.0,
                 })
                 .map_err(de::Error::custom)?;
         }
@@ -747,6 +750,52 @@ struct OrderWire {
     client_order_id: Option<String>,
     #[serde(default)]
     timestampms: Option<i64>,
+    #[serde(default)]
+    is_cancelled: Flag,
+}
+
+/// A JSON `true`; any other value (a string, a number, an object) reads as false, so a strange
+/// flag never costs the rest of the reply.
+#[derive(Default)]
+struct Flag(bool);
+
+impl<'de> serde::Deserialize<'de> for Flag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Flag, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Flag, E> {
+                Ok(Flag(v))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Flag, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Flag(false))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Flag, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Flag(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A decimal as the exchange sent it: a string (kept as is) or a number, kept as its JSON text
@@ -827,6 +876,7 @@ mod tests {
                 remaining_amount: "1".into(),
                 client_order_id: Some("20190110-4738721".into()),
                 timestampms: Some(1547220404836),
+                is_cancelled: false,
             }]
         );
         assert_eq!(collected.items(), 1);

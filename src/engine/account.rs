@@ -100,6 +100,8 @@ impl AccountSweeper<'_> {
             CancelOutcome::Over(status) => return done(status),
         };
         if !self.config.verify {
+            let mut acct = acct;
+            self.recover(&mut acct).await?;
             return done(self.finish(acct, standing, None).await?);
         }
         Ok(AfterCancel::ToProve(Cancelled {
@@ -225,7 +227,7 @@ impl AccountSweeper<'_> {
                         error_before_verify
                             .unwrap_or_else(|| format!("not verified: {verify_error}")),
                     );
-                    break;
+                    return self.finish(acct, standing, None).await;
                 }
                 Step::Stopped(stop) => {
                     acct.last_error = error_before_verify;
@@ -233,6 +235,10 @@ impl AccountSweeper<'_> {
                 }
             }
         }
+        // The history comes after the proof: it changes nothing open, only what the audit knows.
+        let error = acct.last_error.take();
+        self.recover(&mut acct).await?;
+        acct.last_error = error;
         self.finish(acct, standing, None).await
     }
 

@@ -34,6 +34,7 @@ mod key;
 mod lessons;
 mod pace;
 pub mod progress;
+mod recover;
 mod resume;
 mod retry;
 
@@ -261,7 +262,7 @@ async fn sweep_groups(
             run_id = dead.run_id,
             pid = dead.pid,
             abandoned_attempts = dead.abandoned_attempts,
-            "run {} was left running by pid {}, which is gone; marked died, taking it over. {} of its requests left without their reply being recorded (now `abandoned`): what they cancelled, if anything, is not in cancelled_orders; each account's next listing shows what it holds",
+            "run {} was left running by pid {}, which is gone; marked died, taking it over. {} of its requests left without their reply being recorded (now `abandoned`): what they cancelled, if anything, no reply reports: a resume reads those accounts' order history into unreported_cancels once each is proven flat",
             dead.run_id,
             dead.pid,
             dead.abandoned_attempts

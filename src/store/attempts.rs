@@ -30,6 +30,8 @@ pub enum Action {
     HoldList,
     /// A cancel-all for orders a hold listing found.
     HoldCancel,
+    /// Reading the account's order history for what a cancel-all whose reply was lost cancelled.
+    Recover,
 }
 
 impl Action {
@@ -40,6 +42,7 @@ impl Action {
             Action::Cancel => Phase::Cancel,
             Action::Verify => Phase::Verify,
             Action::HoldList | Action::HoldCancel => Phase::Hold,
+            Action::Recover => Phase::Recover,
         }
     }
 
@@ -48,6 +51,7 @@ impl Action {
             Action::Discover => Endpoint::AccountList,
             Action::Cancel | Action::HoldCancel => Endpoint::CancelAll,
             Action::Snapshot | Action::Verify | Action::HoldList => Endpoint::ListOrders,
+            Action::Recover => Endpoint::OrderHistory,
         }
     }
 
@@ -75,6 +79,7 @@ impl Action {
             Action::Verify,
             Action::HoldList,
             Action::HoldCancel,
+            Action::Recover,
         ]
         .into_iter()
         .find(|a| a.phase() == phase && a.endpoint().path() == endpoint)
@@ -391,6 +396,7 @@ pub(super) fn discard_rows(
         Action::Snapshot => &["open_orders_before"],
         Action::Verify | Action::HoldList => &["open_orders_after"],
         Action::Cancel | Action::HoldCancel => &["cancelled_orders", "cancel_rejects"],
+        Action::Recover => &["history_cancelled"],
     };
     for table in tables {
         c.prepare_cached(&format!(
@@ -461,6 +467,7 @@ fn record_orders(
     let table = match action {
         Action::Snapshot => "open_orders_before",
         Action::Verify | Action::HoldList => "open_orders_after",
+        Action::Recover => "history_cancelled",
         Action::Cancel | Action::HoldCancel | Action::Discover => return Ok(()),
     };
     let mut insert = c.prepare_cached(&format!(
@@ -473,7 +480,11 @@ fn record_orders(
         ),
         table
     ))?;
-    for o in orders {
+    // The history also lists filled orders: only cancelled ones are evidence of a cancel.
+    let kept = orders
+        .iter()
+        .filter(|o| action != Action::Recover || o.is_cancelled);
+    for o in kept {
         let Some(order_id) = storable_id(c, run_id, account, o.order_id, table, attempt_id)? else {
             continue;
         };

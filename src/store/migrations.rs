@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_hold.sql",
         include_str!("../../migrations/0007_hold.sql"),
     ),
+    (
+        8,
+        "0008_history.sql",
+        include_str!("../../migrations/0008_history.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {
@@ -170,6 +175,50 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, latest_version());
+    }
+
+    /// The view attributes to a lost cancel-all only what it may have cancelled: orders placed
+    /// after the account's earlier answered cancel-all (or known open after it) and before the
+    /// lost one left, that no reply reported.
+    #[test]
+    fn unreported_cancels_keeps_only_what_the_lost_request_may_have_cancelled() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO attempts (attempt_id, run_id, account, attempt_no, phase, endpoint,
+                 key_fingerprint, nonce, sent_at, outcome) VALUES
+               (1, 1, 'a', 1, 'cancel', '/v1/order/cancel/all', 'k', '1',
+                '2026-12-03T10:00:00.000Z', 'ok'),
+               (2, 1, 'a', 2, 'cancel', '/v1/order/cancel/all', 'k', '2',
+                '2026-12-03T10:01:00.000Z', 'abandoned'),
+               (3, 1, 'a', 3, 'recover', '/v1/orders/history', 'k', '3',
+                '2026-12-03T10:05:00.000Z', 'ok');
+             INSERT INTO cancel_rejects (run_id, account, order_id, attempt_id)
+               VALUES (1, 'a', 102, 1);
+             INSERT INTO cancelled_orders (run_id, account, order_id, attempt_id)
+               VALUES (1, 'a', 105, 1);
+             INSERT INTO history_cancelled (run_id, account, order_id, symbol, side, price,
+                 remaining_amount, placed_at, attempt_id) VALUES
+               (1, 'a', 100, 'btcusd', 'buy', '1', '1', '2026-12-03T09:00:00.000Z', 3),
+               (1, 'a', 101, 'btcusd', 'buy', '1', '1', '2026-12-03T09:59:58.000Z', 3),
+               (1, 'a', 102, 'btcusd', 'buy', '1', '1', '2026-12-03T09:00:00.000Z', 3),
+               (1, 'a', 103, 'btcusd', 'buy', '1', '1', '2026-12-03T10:00:30.000Z', 3),
+               (1, 'a', 104, 'btcusd', 'buy', '1', '1', '2026-12-03T10:02:00.000Z', 3),
+               (1, 'a', 105, 'btcusd', 'buy', '1', '1', '2026-12-03T10:00:40.000Z', 3);",
+        )
+        .unwrap();
+        let mut stmt = conn
+            .prepare("SELECT order_id, lost_attempt_id FROM unreported_cancels ORDER BY order_id")
+            .unwrap();
+        let rows: Vec<(i64, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        // 100: placed before the answered cancel-all, which would have reported it; 104: placed
+        // after the lost one left; 105: a reply reported it.
+        assert_eq!(rows, [(101, 2), (102, 2), (103, 2)]);
     }
 
     #[test]

@@ -186,6 +186,14 @@ pub struct RunTotals {
     /// With `--hold`: what holding the group flat after the sweep did (absent without a hold).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldTotals>,
+    /// Cancelled orders the exchange's history lists that no reply reported, after replies were
+    /// lost (the view `unreported_cancels`); absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unreported_cancels: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// What the hold after a run's sweep did, over every invocation of the run that held.
@@ -275,7 +283,11 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
                    AND EXISTS (SELECT 1 FROM attempts c
                                WHERE c.run_id = t.run_id AND c.account = t.account
                                  AND c.attempt_no = t.attempt_no + 1 AND c.phase = 'hold'
-                                 AND c.endpoint = '/v1/order/cancel/all'))
+                                 AND c.endpoint = '/v1/order/cancel/all')),
+                CASE WHEN EXISTS (SELECT 1 FROM history_cancelled h WHERE h.run_id = r.run_id)
+                     THEN (SELECT count(*) FROM unreported_cancels u WHERE u.run_id = r.run_id)
+                     ELSE 0
+                END
          FROM runs r,
               -- Filtered inside, so only this run's accounts are read.
               (SELECT count(*) AS accounts,
@@ -321,6 +333,7 @@ pub fn run_totals(conn: &Connection, run_id: i64) -> rusqlite::Result<RunTotals>
                 time_to_flat_ms: row.get(22)?,
                 time_to_proven_flat_ms: row.get(23)?,
                 hold: hold_totals(row)?,
+                unreported_cancels: row.get(29)?,
             })
         },
     )

@@ -317,6 +317,59 @@ impl Store {
         .await
     }
 
+    /// Whether the account has a cancel-all in this run whose reply never arrived, and if so
+    /// from when its order history must be read (ms since the epoch; `None`: from the start).
+    /// See the view `unreported_cancels` for how the history is then read.
+    pub async fn history_needed(
+        &self,
+        run_id: i64,
+        account: &str,
+    ) -> Result<Option<Option<i64>>, StoreError> {
+        let account = account.to_owned();
+        self.exec(move |c| {
+            let (lost, unbounded, floor): (i64, i64, Option<i64>) = c.query_row(
+                "WITH lost AS (
+                     SELECT (SELECT CAST((julianday(max(y.sent_at)) - 2440587.5) * 86400000.0
+                                         AS INTEGER) - 5000
+                             FROM attempts y
+                             WHERE y.account = x.account
+                               AND y.key_fingerprint = x.key_fingerprint
+                               AND y.endpoint = '/v1/order/cancel/all' AND y.outcome = 'ok'
+                               AND y.attempt_id < x.attempt_id) AS floor_ms
+                     FROM attempts x
+                     WHERE x.run_id = ?1 AND x.account = ?2
+                       AND x.endpoint = '/v1/order/cancel/all'
+                       AND (x.outcome = 'abandoned'
+                            OR (x.outcome = 'transient'
+                                AND coalesce(x.http_status, 500) IN (500, 502, 504))))
+                 SELECT count(*),
+                        coalesce(sum(floor_ms IS NULL), 0)
+                          + (SELECT count(*) FROM cancel_rejects WHERE account = ?2)
+                          + (SELECT count(*) FROM open_orders_after WHERE account = ?2),
+                        min(floor_ms)
+                 FROM lost",
+                params![run_id, account],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            // Orders known open after an earlier cancel-all may be older than it: read it all.
+            Ok((lost > 0).then_some(if unbounded > 0 { None } else { floor }))
+        })
+        .await
+    }
+
+    /// How many orders of the account the history lists as cancelled that no reply reported.
+    pub async fn unreported_cancels(&self, run_id: i64, account: &str) -> Result<i64, StoreError> {
+        let account = account.to_owned();
+        self.exec(move |c| {
+            c.query_row(
+                "SELECT count(*) FROM unreported_cancels WHERE run_id = ?1 AND account = ?2",
+                params![run_id, account],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
     /// Sets the account's outcome and derives its counts from the order tables. Queued, not
     /// awaited (see `writer`): the account's place goes to the next one at once.
     pub fn finish_account(&self, finish: AccountFinish) -> Result<(), StoreError> {

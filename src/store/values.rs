@@ -110,6 +110,8 @@ stored_enum!(
         Verify = "verify",
         /// A listing or a cancel-all while the run holds the group flat (the endpoint says which).
         Hold = "hold",
+        /// Reading an account's order history after a cancel-all whose reply was lost.
+        Recover = "recover",
     }
 );
 
@@ -259,7 +261,9 @@ mod tests {
         );
         assert_eq!(
             round_trip(Phase::ALL),
-            ["discover", "snapshot", "cancel", "verify", "hold"]
+            [
+                "discover", "snapshot", "cancel", "verify", "hold", "recover"
+            ]
         );
         assert_eq!(round_trip(InvocationKind::ALL), ["start", "resume"]);
         assert_eq!(

@@ -22,6 +22,7 @@ mod hold;
 mod hostile_exchange;
 mod input_files;
 mod layering;
+mod lost_replies;
 mod metrics;
 mod operator_mistakes;
 mod outputs;

@@ -214,6 +214,18 @@ async fn a_reply_lost_after_the_cancel_shows_as_unexplained_and_the_account_stil
         unexplained, lost,
         "what the lost replies cancelled is unexplained, not missing"
     );
+    let mut stmt = conn
+        .prepare("SELECT account, order_id FROM unreported_cancels WHERE run_id = 1")
+        .unwrap();
+    let from_history: OrderSet = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        from_history, lost,
+        "the order history gives back what the lost replies cancelled"
+    );
     assert_eq!(
         count(
             &conn,

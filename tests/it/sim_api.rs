@@ -486,6 +486,90 @@ async fn cancel_all_cancels_the_cancellable_and_rejects_stay_open() {
     .await;
 }
 
+/// `/v1/orders/history` lists what cancel-alls cancelled (`is_cancelled: true`), oldest first,
+/// from `timestamp` on, at most `limit_orders` (default 50); orders still open are not in it.
+#[tokio::test]
+async fn the_order_history_lists_cancelled_orders_by_time() {
+    bounded(async {
+        let cfg = SimConfig {
+            orders_per_account: 60..=60,
+            reject_fraction: 0.2,
+            ..config()
+        };
+        let server = sim::start(cfg).await.unwrap();
+        let c = Client::demo(&server);
+        let account = "acct-0001";
+        let history = |fields: Value| c.call("/v1/orders/history", fields);
+        assert!(
+            history(json!({"account": account}))
+                .await
+                .listed_ids()
+                .is_empty()
+        );
+        let cancelled = c.cancel_all(account).await.ids("cancelledOrders");
+        assert!(cancelled.len() > 40);
+
+        let page = history(json!({"account": account, "limit_orders": 500})).await;
+        let mut ids = page.listed_ids();
+        let orders = page.json().as_array().unwrap().clone();
+        assert!(
+            orders
+                .iter()
+                .all(|o| o["is_cancelled"] == true && o["is_live"] == false)
+        );
+        let times: Vec<u64> = orders
+            .iter()
+            .map(|o| o["timestampms"].as_u64().unwrap())
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+        ids.sort_unstable();
+        assert_eq!(ids, cancelled, "every cancelled order, no open one");
+        assert_eq!(
+            history(json!({"account": account}))
+                .await
+                .listed_ids()
+                .len(),
+            50
+        );
+
+        let from = times[times.len() / 2];
+        let later = history(json!({"account": account, "limit_orders": 500, "timestamp": from}));
+        let later = later.await.json();
+        let later = later.as_array().unwrap();
+        assert!(!later.is_empty() && later.len() < orders.len());
+        assert!(
+            later
+                .iter()
+                .all(|o| o["timestampms"].as_u64().unwrap() >= from)
+        );
+
+        // Orders placed now carry the wall clock's time.
+        for _ in 0..10 {
+            server.place_order(account);
+        }
+        let now_ms = (now_secs() * 1000.0) as u64;
+        let fresh = c.cancel_all(account).await.ids("cancelledOrders");
+        assert!(!fresh.is_empty());
+        let all = history(json!({"account": account, "limit_orders": 500}))
+            .await
+            .json();
+        let placed_now: Vec<&Value> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| fresh.contains(&o["order_id"].as_str().unwrap().parse().unwrap()))
+            .collect();
+        assert_eq!(placed_now.len(), fresh.len());
+        assert!(
+            placed_now
+                .iter()
+                .all(|o| o["timestampms"].as_u64().unwrap().abs_diff(now_ms) < 60_000)
+        );
+        server.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn account_list_pages_by_creation_time() {
     bounded(async {
