@@ -131,7 +131,7 @@ impl InputFile {
 }
 
 /// What a path that is not a regular file is, for the message.
-fn file_kind(meta: &Metadata) -> &'static str {
+pub(crate) fn file_kind(meta: &Metadata) -> &'static str {
     let kind = meta.file_type();
     if kind.is_dir() {
         return "a directory";

@@ -186,31 +186,8 @@ pub fn acceptable(meta: &Metadata) -> Result<(), Refusal> {
     } else if kind.is_dir() {
         Err(Refusal::Directory)
     } else {
-        Err(Refusal::Special(special_kind(meta)))
+        Err(Refusal::Special(crate::input_file::file_kind(meta)))
     }
-}
-
-/// What a file that is neither a regular file, a link nor a directory is, for the message.
-fn special_kind(meta: &Metadata) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let kind = meta.file_type();
-        if kind.is_fifo() {
-            return "a FIFO (named pipe)";
-        }
-        if kind.is_char_device() {
-            return "a character device";
-        }
-        if kind.is_block_device() {
-            return "a block device";
-        }
-        if kind.is_socket() {
-            return "a socket";
-        }
-    }
-    let _ = meta;
-    "a special file"
 }
 
 /// The directory `path` is in (`.` for a bare name).

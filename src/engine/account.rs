@@ -299,16 +299,22 @@ impl AccountSweeper<'_> {
 }
 
 impl AccountSweeper<'_> {
-    async fn call(
+    /// One call of the account, retried as the configuration allows.
+    pub(super) async fn call(
         &self,
         acct: &mut Caller,
         action: Action,
         priority: Priority,
     ) -> Result<Step, Error> {
-        let retry = Retry {
+        self.key
+            .call(acct, action, priority, &[], self.retry())
+            .await
+    }
+
+    pub(super) fn retry(&self) -> Retry {
+        Retry {
             max_attempts: self.config.max_attempts,
             base: self.config.retry_base,
-        };
-        self.key.call(acct, action, priority, &[], retry).await
+        }
     }
 }

@@ -296,19 +296,23 @@ impl GroupRun {
         Ok(names)
     }
 
-    /// Every account, flat first; the first error of any stops the run. Returns the accounts
-    /// the sweep cancelled (swept, or left with rejects), which a hold keeps flat.
-    async fn sweep(&mut self, to_sweep: Vec<String>) -> Vec<String> {
-        let calls_each = self.config.calls_per_account();
-        self.progress.add_accounts(to_sweep.len(), calls_each);
-        let sweeper = AccountSweeper {
+    fn sweeper(&self, resuming: bool) -> AccountSweeper<'_> {
+        AccountSweeper {
             config: &self.config,
             key: &self.key,
             store: &self.store,
             run_id: self.run_id,
             progress: &self.progress,
-            resuming: self.resuming,
-        };
+            resuming,
+        }
+    }
+
+    /// Every account, flat first; the first error of any stops the run. Returns the accounts
+    /// the sweep cancelled (swept, or left with rejects), which a hold keeps flat.
+    async fn sweep(&mut self, to_sweep: Vec<String>) -> Vec<String> {
+        let calls_each = self.config.calls_per_account();
+        self.progress.add_accounts(to_sweep.len(), calls_each);
+        let sweeper = self.sweeper(self.resuming);
         let abort = |e: &Error| self.abort(e);
         let results = fan_out::sweep_accounts(&sweeper, to_sweep, &self.aborting, &abort).await;
         let mut cancelled = Vec::new();
@@ -333,14 +337,8 @@ impl GroupRun {
         if self.config.hold.is_zero() || stopping || accounts.is_empty() {
             return;
         }
-        let sweeper = AccountSweeper {
-            config: &self.config,
-            key: &self.key,
-            store: &self.store,
-            run_id: self.run_id,
-            progress: &self.progress,
-            resuming: true,
-        };
+        // Attempt numbers continue from the sweep's.
+        let sweeper = self.sweeper(true);
         let until = tokio::time::Instant::now() + self.config.hold;
         match hold::hold(&sweeper, accounts, until).await {
             Ok(held) => self.held = Some(held),

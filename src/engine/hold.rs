@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::account::AccountSweeper;
 use super::key::Priority;
-use super::retry::{Caller, Retry, Step};
+use super::retry::{Caller, Step};
 use crate::client::Collected;
 use crate::error::Error;
 use crate::store::{AccountFailure, AccountFinish, AccountStatus, Action};
@@ -224,7 +224,7 @@ async fn turn(
     let mut caller = Caller::account(&account.name, attempt_no);
     // The turn's listing waits for its place in the key's queue only until the hold is over.
     let mut listing = tokio::select! {
-        step = call(sweeper, &mut caller, Action::HoldList, Priority::Hold) => step?,
+        step = sweeper.call(&mut caller, Action::HoldList, Priority::Hold) => step?,
         () = tokio::time::sleep_until(until) => return Ok(Turn::Stop),
     };
     let mut active = false;
@@ -244,7 +244,9 @@ async fn turn(
             "an order appeared while holding; cancelling again"
         );
         let cancelled = match heard(
-            call(sweeper, &mut caller, Action::HoldCancel, Priority::Recancel).await?,
+            sweeper
+                .call(&mut caller, Action::HoldCancel, Priority::Recancel)
+                .await?,
             account,
         ) {
             Heard::Reply(cancelled) => cancelled,
@@ -259,7 +261,9 @@ async fn turn(
             AccountStatus::Swept
         });
         // The listing that shows what the cancel-all left goes ahead of the other listings.
-        listing = call(sweeper, &mut caller, Action::HoldList, Priority::Prove).await?;
+        listing = sweeper
+            .call(&mut caller, Action::HoldList, Priority::Prove)
+            .await?;
     };
     account.attempt_no = Some(caller.attempt_no);
     Ok(match turn {
@@ -315,19 +319,6 @@ fn heard(step: Step, account: &mut Account) -> Heard {
         }
         Step::Stopped(_) => Heard::Stopped,
     }
-}
-
-async fn call(
-    sweeper: &AccountSweeper<'_>,
-    caller: &mut Caller,
-    action: Action,
-    priority: Priority,
-) -> Result<Step, Error> {
-    let retry = Retry {
-        max_attempts: sweeper.config.max_attempts,
-        base: sweeper.config.retry_base,
-    };
-    sweeper.key.call(caller, action, priority, &[], retry).await
 }
 
 /// An account re-cancelled while holding is recorded again with where it now stands.

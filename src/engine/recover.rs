@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::account::AccountSweeper;
 use super::key::Priority;
-use super::retry::{Caller, Retry, Step};
+use super::retry::{Caller, Step};
 use crate::error::Error;
 use crate::store::Action;
 
@@ -69,10 +69,7 @@ impl AccountSweeper<'_> {
         acct: &mut Caller,
         from: Option<i64>,
     ) -> Result<Option<String>, Error> {
-        let retry = Retry {
-            max_attempts: self.config.max_attempts,
-            base: self.config.retry_base,
-        };
+        let retry = self.retry();
         let mut from = from.map(|ms| ms.max(0));
         let mut seen = HashSet::new();
         for _ in 0..MAX_PAGES {
