@@ -56,8 +56,12 @@ pub fn render(
     match format {
         Format::Table => {
             let mut table = from_rows(table::run_table)?;
-            if let Some(hold) = crate::store::run_totals(conn, run_id)?.hold {
+            let totals = crate::store::run_totals(conn, run_id)?;
+            if let Some(hold) = totals.hold {
                 table.push_str(&table::hold_line(&hold));
+            }
+            if totals.unreported_cancels > 0 {
+                table.push_str(&table::unreported_line(totals.unreported_cancels));
             }
             Ok(table)
         }

@@ -80,6 +80,11 @@ pub(super) fn hold_line(hold: &crate::store::HoldTotals) -> String {
     )
 }
 
+/// Orders the history says were cancelled that no reply reported, under a run's table.
+pub(super) fn unreported_line(count: i64) -> String {
+    format!("{count} cancelled per the order history, in no reply: view unreported_cancels\n")
+}
+
 /// Which run and group the table is of: after a job of several groups, one table per group
 /// follows another, and nothing else tells them apart.
 fn title(run: &RunRow) -> String {

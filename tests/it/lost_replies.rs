@@ -92,6 +92,16 @@ async fn ids_of_a_reply_lost_to_kill_9_are_read_back_from_the_history() {
         ledger_truth(&server).0,
         "the database equals the ledger"
     );
+    let db_path = ws.db().display().to_string();
+    let table = run_binary(&["report", "--db", &db_path], &[]).await;
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains(&format!(
+            "{} cancelled per the order history, in no reply",
+            cancelled_by_lost.len()
+        )),
+        "{table}"
+    );
     assert_eq!(
         count(
             &conn,
