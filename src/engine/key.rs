@@ -1,7 +1,7 @@
 //! A key as its callers see it: they ask its dispatcher for requests ([`KeyHandle::attempt`]),
 //! retry what is transient ([`KeyHandle::call`]), and read why the key stopped ([`KeyStop`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -26,15 +26,14 @@ pub struct KeyStopReason {
 #[derive(Default)]
 pub struct KeyStop {
     token: CancellationToken,
-    reason: Mutex<Option<KeyStopReason>>,
+    reason: OnceLock<KeyStopReason>,
 }
 
 impl KeyStop {
     pub fn trigger(&self, kind: KeyHalt, message: String) {
-        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-        if reason.is_none() {
+        if self.reason.set(KeyStopReason { kind, message }).is_ok() {
+            let message = &self.reason.get().expect("just set").message;
             tracing::error!("{message}; no further request will be sent with this key");
-            *reason = Some(KeyStopReason { kind, message });
         }
         self.token.cancel();
     }
@@ -48,10 +47,7 @@ impl KeyStop {
     }
 
     pub fn reason(&self) -> Option<KeyStopReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.reason.get().cloned()
     }
 }
 
@@ -149,9 +145,8 @@ impl KeyHandle {
     pub async fn attempt(&self, call: Call) -> Result<AttemptResult, Error> {
         let (answer, heard) = oneshot::channel();
         let gone = || Error::Bug("the key's dispatcher stopped without answering");
-        self.requests
-            .send(Request { call, answer })
-            .map_err(|_| gone())?;
+        let request = Request { call, answer };
+        self.requests.send(request).map_err(|_| gone())?;
         heard.await.map_err(|_| gone())?
     }
 }

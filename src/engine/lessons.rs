@@ -20,6 +20,7 @@ pub struct Learned {
 }
 
 pub struct Lessons {
+    mode: NonceMode,
     limit: InFlightLimit,
     guard: NonceGuard,
     /// The exchange has answered at least once.
@@ -28,19 +29,21 @@ pub struct Lessons {
 }
 
 impl Lessons {
-    /// `ordered`: an increasing-mode key, whose requests can race each other.
-    pub fn new(ordered: bool, max_in_flight: usize) -> Self {
+    pub fn new(mode: NonceMode, max_in_flight: usize) -> Self {
         Lessons {
-            limit: InFlightLimit::new(ordered, max_in_flight),
+            mode,
+            limit: InFlightLimit::new(mode == NonceMode::Increasing, max_in_flight),
             guard: NonceGuard::default(),
             replied: false,
             unreached: 0,
         }
     }
 
-    /// Requests allowed in flight now.
+    /// Requests allowed in flight now: one until the exchange has accepted a request of the key
+    /// (so a key it refuses costs one request, not a window's worth).
     pub fn limit(&self) -> usize {
-        self.limit.size()
+        let size = (self.limit.window as usize).clamp(1, self.limit.max);
+        if self.guard.successes > 0 { size } else { 1 }
     }
 
     /// Nonce races that halved the limit.
@@ -48,85 +51,56 @@ impl Lessons {
         self.limit.races
     }
 
-    /// `alone`: nothing else of the key was in flight while this request was.
-    pub fn learn(
-        &mut self,
-        exchanged: &Exchanged,
-        nonce_us: u64,
-        last_issued_us: u64,
-        alone: bool,
-        mode: NonceMode,
-    ) -> Learned {
-        if exchanged.http_status.is_some() {
+    /// `nonce_us` is the request's nonce and `last` the key's latest; `alone`: nothing else of
+    /// the key was in flight while this request was.
+    pub fn learn(&mut self, reply: &Exchanged, nonce_us: u64, last: u64, alone: bool) -> Learned {
+        if reply.http_status.is_some() {
             self.replied = true;
-        } else if let Some(cause) = exchanged.unreached.filter(|_| !self.replied) {
+        } else if let Some(cause) = reply.unreached.filter(|_| !self.replied) {
             self.unreached += 1;
-            let halt = (self.unreached >= UNREACHED_AFTER).then(|| {
-                let n = self.unreached;
-                (
-                    KeyHalt::Unreachable,
-                    format!("{cause} ({n} attempts in a row, no reply)"),
-                )
-            });
+            let n = self.unreached;
+            let why = || format!("{cause} ({n} attempts in a row, no reply)");
+            let halt = (n >= UNREACHED_AFTER).then(|| (KeyHalt::Unreachable, why()));
             return Learned { heard: None, halt };
         }
-        let admitted = exchanged.http_status.is_some().then_some(Heard::Admitted);
-        match &exchanged.verdict {
+        let heard = reply.http_status.is_some().then_some(Heard::Admitted);
+        let halt = match &reply.verdict {
             Verdict::Ok(_) => {
                 self.limit.on_success();
                 self.guard.on_success();
-                Learned {
-                    heard: admitted,
-                    halt: None,
-                }
+                None
             }
-            Verdict::Transient {
-                pause: Some(pause), ..
-            } => pushed_back(*pause),
-            Verdict::Transient { .. } | Verdict::AccountRefused { .. } => Learned {
-                heard: admitted,
-                halt: None,
-            },
+            Verdict::Transient { pause: Some(p), .. } => return pushed_back(*p),
+            Verdict::Transient { .. } | Verdict::AccountRefused { .. } => None,
             Verdict::NonceRefused { refusal, message } => {
                 if *refusal == NonceRefusal::NotIncreased && !alone {
-                    self.limit.on_race(nonce_us, last_issued_us);
+                    self.limit.on_race(nonce_us, last);
                 }
-                let halt = self.guard.on_refusal(*refusal, alone, mode, message);
-                Learned {
-                    heard: admitted,
-                    halt: halt.map(|why| (KeyHalt::Refused, why)),
-                }
+                let why = self.guard.on_refusal(*refusal, alone, self.mode, message);
+                why.map(|why| (KeyHalt::Refused, why))
             }
-            Verdict::KeyRefused { reason, message } => Learned {
-                heard: admitted,
-                halt: Some((KeyHalt::Refused, format!("{reason}: {message}"))),
-            },
-        }
+            Verdict::KeyRefused { reason, message } => {
+                Some((KeyHalt::Refused, format!("{reason}: {message}")))
+            }
+        };
+        Learned { heard, halt }
     }
 }
 
 fn pushed_back(pause: Pause) -> Learned {
-    if let Some(asked) = pause.retry_after()
-        && asked > MAX_RETRY_AFTER
-    {
+    if let Some(asked) = pause.retry_after().filter(|&asked| asked > MAX_RETRY_AFTER) {
+        let (asked, max) = (asked.as_secs(), MAX_RETRY_AFTER.as_secs());
         let why = format!(
-            "the exchange asked the key to wait {} s (Retry-After), longer than a run waits ({} s); resume the run later",
-            asked.as_secs(),
-            MAX_RETRY_AFTER.as_secs()
+            "the exchange asked the key to wait {asked} s (Retry-After), longer than a run waits ({max} s); resume the run later"
         );
-        return Learned {
-            heard: None,
-            halt: Some((KeyHalt::TooLongAPause, why)),
-        };
+        let halt = Some((KeyHalt::TooLongAPause, why));
+        return Learned { heard: None, halt };
     }
-    let heard = match pause {
+    let heard = Some(match pause {
         Pause::RateLimited(after) => Heard::RateLimited(after),
         Pause::Maintenance(after) => Heard::Maintenance(after),
-    };
-    Learned {
-        heard: Some(heard),
-        halt: None,
-    }
+    });
+    Learned { heard, halt: None }
 }
 
 /// The share of successes that races may cost before the limit shrinks, the most races that
@@ -135,15 +109,13 @@ const RACE_SHARE: f64 = 0.02;
 const RACE_BUDGET_CAP: f64 = 16.0;
 const GROWTH_DAMPING: f64 = 8.0;
 
-/// How many requests may be in flight. One until the exchange has accepted a request of the key
-/// (so a key it refuses costs one request, not a window's worth); then `max` for a time-mode key.
-/// An increasing-mode key's requests can overtake each other on the way, and each overtaken one
+/// How many requests may be in flight once the key is proven: `max` for a time-mode key. An
+/// increasing-mode key's requests can overtake each other on the way, and each overtaken one
 /// is refused: its limit grows like TCP's window; races are paid from a budget of
 /// [`RACE_SHARE`] of the successes, and only a race the budget cannot pay halves it.
 struct InFlightLimit {
     adaptive: bool,
     max: usize,
-    proven: bool,
     window: f64,
     threshold: f64,
     /// Races the limit may still take without shrinking (earned, not given; at least -1).
@@ -156,12 +128,10 @@ struct InFlightLimit {
 impl InFlightLimit {
     fn new(adaptive: bool, max: usize) -> Self {
         let max = max.max(1);
-        let start = if adaptive { max.min(4) } else { max };
         InFlightLimit {
             adaptive,
             max,
-            proven: false,
-            window: start as f64,
+            window: (if adaptive { max.min(4) } else { max }) as f64,
             threshold: max as f64,
             budget: 0.0,
             burst_mark_us: 0,
@@ -169,31 +139,16 @@ impl InFlightLimit {
         }
     }
 
-    fn size(&self) -> usize {
-        if self.proven {
-            (self.window as usize).clamp(1, self.max)
-        } else {
-            1
-        }
-    }
-
+    /// Grows the window (a time-mode key's is at `max` already).
     fn on_success(&mut self) {
-        self.proven = true;
-        if self.adaptive {
-            self.budget = (self.budget + RACE_SHARE).min(RACE_BUDGET_CAP);
+        self.budget = (self.budget + RACE_SHARE).min(RACE_BUDGET_CAP);
+        let step = match (self.window < self.threshold, self.budget < 0.0) {
+            (true, _) => 1.0,
             // In debt, the path has shown it reorders what the limit lets out: grow back slowly.
-            let damping = if self.budget < 0.0 {
-                GROWTH_DAMPING
-            } else {
-                1.0
-            };
-            let step = if self.window < self.threshold {
-                1.0
-            } else {
-                1.0 / (self.window * damping)
-            };
-            self.window = (self.window + step).min(self.max as f64);
-        }
+            (false, true) => 1.0 / (self.window * GROWTH_DAMPING),
+            (false, false) => 1.0 / self.window,
+        };
+        self.window = (self.window + step).min(self.max as f64);
     }
 
     fn on_race(&mut self, nonce_us: u64, last_issued_us: u64) {
@@ -202,12 +157,11 @@ impl InFlightLimit {
         }
         self.burst_mark_us = last_issued_us;
         self.budget = (self.budget - 1.0).max(-1.0);
-        if self.budget >= 0.0 {
-            return;
+        if self.budget < 0.0 {
+            self.threshold = (self.window / 2.0).max(1.0);
+            self.window = self.threshold;
+            self.races += 1;
         }
-        self.threshold = (self.window / 2.0).max(1.0);
-        self.window = self.threshold;
-        self.races += 1;
     }
 }
 
@@ -235,54 +189,51 @@ impl NonceGuard {
         message: &str,
     ) -> Option<String> {
         self.refusals += 1;
-        let never_accepted = self.successes == 0;
-        match (refusal, mode) {
-            (NonceRefusal::OutsideWindow, NonceMode::Increasing) => Some(format!(
-                "InvalidNonce: {message} — the key expects time-based nonces (seconds): run with --nonce-mode time"
-            )),
-            (NonceRefusal::OutsideWindow, NonceMode::Time) => Some(format!(
-                "InvalidNonce: {message} — this machine's clock is more than 30 s away from the exchange's: fix the clock (NTP)"
-            )),
-            (NonceRefusal::Unparseable, NonceMode::Time) => Some(format!(
-                "InvalidNonce: {message} — the key expects increasing integer nonces: run with --nonce-mode increasing"
-            )),
+        let hint = match (refusal, mode) {
+            (NonceRefusal::OutsideWindow, NonceMode::Increasing) => {
+                "the key expects time-based nonces (seconds): run with --nonce-mode time"
+            }
+            (NonceRefusal::OutsideWindow, NonceMode::Time) => {
+                "this machine's clock is more than 30 s away from the exchange's: fix the clock (NTP)"
+            }
+            (NonceRefusal::Unparseable, NonceMode::Time) => {
+                "the key expects increasing integer nonces: run with --nonce-mode increasing"
+            }
             (NonceRefusal::Unparseable, NonceMode::Increasing) => {
-                Some(format!("InvalidNonce: {message}"))
+                return Some(format!("InvalidNonce: {message}"));
             }
             (NonceRefusal::NotIncreased, _) => {
                 // Time-mode nonces need no order, so no refusal of one is a race.
                 if alone || mode == NonceMode::Time {
                     self.lone_refusals += 1;
                 }
-                if self.lone_refusals >= LONE_REFUSALS_TO_HALT {
-                    return Some(not_increased_diagnosis(mode, never_accepted, message));
+                if self.lone_refusals < LONE_REFUSALS_TO_HALT {
+                    // Races waste requests but leave successes in between; more refusals than
+                    // successes is a pattern no race makes.
+                    return (self.refusals >= 200 && self.refusals > self.successes).then(|| {
+                        format!(
+                            "InvalidNonce on {} requests ({} accepted): far more nonce refusals than races explain; another process is probably using this key",
+                            self.refusals, self.successes
+                        )
+                    });
                 }
-                // Races waste requests but leave successes in between; more refusals than
-                // successes is a pattern no race makes.
-                (self.refusals >= 200 && self.refusals > self.successes).then(|| {
-                    format!(
-                        "InvalidNonce on {} requests ({} accepted): far more nonce refusals than races explain; another process is probably using this key",
-                        self.refusals, self.successes
-                    )
-                })
+                let cause = match (mode, self.successes == 0) {
+                    (NonceMode::Increasing, true) => {
+                        "the exchange has seen larger nonces for this key than this run sends: another process is using the key, or it was used with larger nonces (microseconds?), or it was created with time-based nonces (then run with --nonce-mode time)"
+                    }
+                    (NonceMode::Increasing, false) => {
+                        "another process started using this key during the run: its nonces are ahead of ours"
+                    }
+                    (NonceMode::Time, _) => {
+                        "the key seems to expect increasing nonces (run with --nonce-mode increasing), or another process is using it"
+                    }
+                };
+                let lone = "InvalidNonce even with no other request in flight";
+                return Some(format!("{lone}: {message} — {cause}"));
             }
-        }
+        };
+        Some(format!("InvalidNonce: {message} — {hint}"))
     }
-}
-
-fn not_increased_diagnosis(mode: NonceMode, never_accepted: bool, message: &str) -> String {
-    let cause = match (mode, never_accepted) {
-        (NonceMode::Increasing, true) => {
-            "the exchange has seen larger nonces for this key than this run sends: another process is using the key, or it was used with larger nonces (microseconds?), or it was created with time-based nonces (then run with --nonce-mode time)"
-        }
-        (NonceMode::Increasing, false) => {
-            "another process started using this key during the run: its nonces are ahead of ours"
-        }
-        (NonceMode::Time, _) => {
-            "the key seems to expect increasing nonces (run with --nonce-mode increasing), or another process is using it"
-        }
-    };
-    format!("InvalidNonce even with no other request in flight: {message} — {cause}")
 }
 
 #[cfg(test)]
@@ -330,15 +281,12 @@ mod tests {
 
     #[test]
     fn an_exchange_never_reached_stops_the_key_after_a_few_tries_and_says_why() {
-        let mut l = Lessons::new(true, 8);
+        let mut l = Lessons::new(NonceMode::Increasing, 8);
         for _ in 1..UNREACHED_AFTER {
-            let learned = l.learn(&refused_connection(), 1, 1, true, NonceMode::Increasing);
+            let learned = l.learn(&refused_connection(), 1, 1, true);
             assert!(learned.halt.is_none() && learned.heard.is_none());
         }
-        let (kind, why) = l
-            .learn(&refused_connection(), 1, 1, true, NonceMode::Increasing)
-            .halt
-            .unwrap();
+        let (kind, why) = l.learn(&refused_connection(), 1, 1, true).halt.unwrap();
         assert_eq!(kind, KeyHalt::Unreachable);
         assert!(
             why.contains("connection refused") && why.contains("5 attempts"),
@@ -348,32 +296,32 @@ mod tests {
 
     #[test]
     fn after_one_reply_connection_failures_are_transient() {
-        let mut l = Lessons::new(true, 8);
-        l.learn(&ok(), 1, 1, true, NonceMode::Increasing);
+        let mut l = Lessons::new(NonceMode::Increasing, 8);
+        l.learn(&ok(), 1, 1, true);
         for _ in 0..20 {
-            let learned = l.learn(&refused_connection(), 1, 1, true, NonceMode::Increasing);
+            let learned = l.learn(&refused_connection(), 1, 1, true);
             assert!(learned.halt.is_none());
         }
     }
 
     #[test]
     fn one_request_in_flight_until_the_key_is_proven_then_the_window_opens() {
-        let mut l = Lessons::new(true, 32);
+        let mut l = Lessons::new(NonceMode::Increasing, 32);
         assert_eq!(l.limit(), 1);
-        l.learn(&ok(), 1, 1, true, NonceMode::Increasing);
+        l.learn(&ok(), 1, 1, true);
         assert_eq!(
             l.limit(),
             5,
             "four to start, one more per success below the threshold"
         );
         for _ in 0..200 {
-            l.learn(&ok(), 1, 1, false, NonceMode::Increasing);
+            l.learn(&ok(), 1, 1, false);
         }
         assert_eq!(l.limit(), 32);
         // 201 successes earned four races: the window keeps its size through them.
         let race = |l: &mut Lessons, nonce, last| {
             let refused = nonce_reply(NonceRefusal::NotIncreased);
-            l.learn(&refused, nonce, last, false, NonceMode::Increasing);
+            l.learn(&refused, nonce, last, false);
         };
         for burst in 0..4 {
             race(&mut l, 1000 * burst + 100, 1000 * burst + 150);
@@ -388,8 +336,8 @@ mod tests {
         race(&mut l, 6000, 6010);
         assert_eq!((l.limit(), l.races()), (8, 2));
         // A time-mode key's requests cannot race: its window is --concurrency.
-        let mut t = Lessons::new(false, 8);
-        t.learn(&ok(), 1, 1, true, NonceMode::Time);
+        let mut t = Lessons::new(NonceMode::Time, 8);
+        t.learn(&ok(), 1, 1, true);
         assert_eq!(t.limit(), 8);
     }
 

@@ -1,21 +1,14 @@
-//! The key's pace. governor spaces the requests (a GCRA quota at the pace in force, [`Throttle`]);
-//! a pure [`Controller`] moves the pace when the exchange pushes back and back up when it stops.
-//!
-//! Only a 429 lowers the pace: to 95 % of the rate the exchange was admitting just before, or by
-//! a quarter without enough replies to measure. Slow answers are not push-back: an exchange
-//! that is merely slow says nothing about the key's limit. Once the exchange has answered as
-//! fast as it was asked for a few replies, the pace climbs: halfway toward the pace it last
-//! refused (until within a tenth of it), or by a tenth once that refusal is 30 s old; never
-//! above `--rate`. 429s and 503s also pause the key
-//! (`Retry-After`, or a back-off that grows while they follow each other).
+//! The key's pace: governor spaces the requests at the pace in force ([`Throttle`]), and a pure
+//! [`Controller`] moves that pace: down only on a 429 (slow answers say nothing of the key's
+//! limit), up while the exchange answers as fast as asked, never above `--rate`. 429s and 503s
+//! also pause the key (`Retry-After`, or a back-off that grows while they follow each other).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, Reference};
-use governor::nanos::Nanos;
-use governor::{Quota, RateLimiter};
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter, clock::Clock, middleware::NoOpMiddleware};
 use tokio::time::Instant;
 
 /// The replies over which the admitted rate is measured, and how many make a measurement.
@@ -34,7 +27,6 @@ const KEPT_UP: f64 = 0.97;
 /// A refused pace this close above the pace in force ends the climb toward it; once the refusal
 /// is forgotten, the pace climbs by as much a step, so a probe past a limit overshoots it little.
 const SETTLED: f64 = 1.10;
-const CLIMB: f64 = SETTLED;
 /// How long a refused pace is remembered.
 const REFUSED_MEMORY: Duration = Duration::from_secs(30);
 /// The slowest pace: one request every 10 s.
@@ -103,113 +95,84 @@ impl Controller {
 
     /// What a reply to a request sent under `generation` changes, if anything.
     pub fn on_reply(&mut self, now: Instant, generation: u64, heard: Heard) -> Option<Pace> {
-        match heard {
-            Heard::Admitted => self.admitted(now),
-            Heard::RateLimited(retry_after) => self.rate_limited(now, generation, retry_after),
+        let retry_after = match heard {
+            Heard::Admitted => return self.admitted(now),
             Heard::Maintenance(retry_after) => {
                 self.maintenance_streak += 1;
-                let backoff = MAINTENANCE_FIRST
-                    .saturating_mul(1 << (self.maintenance_streak - 1).min(5))
-                    .min(MAINTENANCE_MAX);
-                self.paused(now + retry_after.unwrap_or(backoff))
+                let backoff =
+                    MAINTENANCE_FIRST.saturating_mul(1 << (self.maintenance_streak - 1).min(5));
+                let until = now + retry_after.unwrap_or(backoff.min(MAINTENANCE_MAX));
+                return Some(self.pace(Some(until)));
             }
-        }
-    }
-
-    fn admitted(&mut self, now: Instant) -> Option<Pace> {
-        self.rate_limited_streak = 0;
-        self.maintenance_streak = 0;
-        self.admitted.push_back(now);
-        let interval = Duration::from_secs_f64(1.0 / self.rate);
-        let window = self.window();
-        while self.admitted.len() > 4096 || self.admitted.front().is_some_and(|&t| t + window < now)
-        {
-            self.admitted.pop_front();
-        }
-        self.since_change = self.since_change.saturating_add(1);
-        let long_enough = self.since_change >= PROBE_AFTER
-            && now.duration_since(self.changed_at) >= PROBE_TIME.max(interval * PROBE_AFTER);
-        if !long_enough || self.rate >= self.configured {
-            return None;
-        }
-        let answered = rate_since(&self.admitted, self.changed_at);
-        if answered.is_none_or(|answered| answered < KEPT_UP * self.rate) {
-            return None;
-        }
-        if self
-            .refused
-            .is_some_and(|(_, at)| now.duration_since(at) >= REFUSED_MEMORY)
-        {
-            self.refused = None;
-        }
-        let next = match self.refused {
-            Some((too_fast, _)) if too_fast / self.rate <= SETTLED => {
-                self.since_change = 0;
-                self.changed_at = now;
-                return None;
-            }
-            // Halfway (in rate) toward the refused pace.
-            Some((too_fast, _)) => (self.rate + too_fast) / 2.0,
-            None => self.rate * CLIMB,
+            Heard::RateLimited(retry_after) => retry_after,
         };
-        self.set_rate(next, now);
-        Some(self.pace(None))
-    }
-
-    fn rate_limited(
-        &mut self,
-        now: Instant,
-        generation: u64,
-        retry_after: Option<Duration>,
-    ) -> Option<Pace> {
         self.rate_limited_streak += 1;
         if generation != self.generation {
             // Sent at a pace no longer in force: the pause the exchange asked for still holds.
-            return retry_after.and_then(|wait| self.paused(now + wait));
+            return retry_after.map(|wait| self.pace(Some(now + wait)));
         }
-        let measured = self.measured_rate(now);
+        let since = now.checked_sub(self.window()).unwrap_or(self.changed_at);
+        let lower = match rate_since(&self.admitted, since) {
+            Some(measured) => (measured * SETTLE_SHARE).min(self.rate),
+            None => self.rate * BLIND_CUT,
+        };
         self.refused = Some((self.rate, now));
-        let lower = measured.map_or(self.rate * BLIND_CUT, |m| (m * SETTLE_SHARE).min(self.rate));
         self.set_rate(lower, now);
-        let interval = Duration::from_secs_f64(1.0 / self.rate);
-        let backoff = interval.saturating_mul(1 << (self.rate_limited_streak - 1).min(6));
+        let doublings = (self.rate_limited_streak - 1).min(6);
+        let backoff = self.interval().saturating_mul(1 << doublings);
         Some(self.pace(Some(now + retry_after.unwrap_or(backoff))))
     }
 
-    fn paused(&self, until: Instant) -> Option<Pace> {
-        Some(self.pace(Some(until)))
+    fn admitted(&mut self, now: Instant) -> Option<Pace> {
+        (self.rate_limited_streak, self.maintenance_streak) = (0, 0);
+        self.admitted.push_back(now);
+        let keep = self.window();
+        while self.admitted.len() > 4096 || self.admitted.front().is_some_and(|&t| t + keep < now) {
+            self.admitted.pop_front();
+        }
+        self.since_change = self.since_change.saturating_add(1);
+        let climb = self.since_change >= PROBE_AFTER
+            && now - self.changed_at >= PROBE_TIME.max(self.interval() * PROBE_AFTER)
+            && self.rate < self.configured
+            && rate_since(&self.admitted, self.changed_at)
+                .is_some_and(|r| r >= KEPT_UP * self.rate);
+        if !climb {
+            return None;
+        }
+        self.refused = self.refused.filter(|&(_, at)| now - at < REFUSED_MEMORY);
+        let before = self.rate;
+        self.set_rate(
+            match self.refused {
+                // Close enough: stay, and measure the pace afresh.
+                Some((too_fast, _)) if too_fast / self.rate <= SETTLED => self.rate,
+                // Halfway (in rate) toward the refused pace.
+                Some((too_fast, _)) => (self.rate + too_fast) / 2.0,
+                None => self.rate * SETTLED,
+            },
+            now,
+        );
+        (self.rate != before).then(|| self.pace(None))
     }
 
-    /// Admitted replies per second over the last [`MEASURE_WINDOW`] (longer at a slow pace, so
-    /// that it holds enough of them), whatever the pace then.
-    fn measured_rate(&self, now: Instant) -> Option<f64> {
-        let window = self.window();
-        let since = now.checked_sub(window).unwrap_or(self.changed_at);
-        rate_since(&self.admitted, since)
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate)
     }
 
-    /// How far back admitted replies are kept and measured.
+    /// How far back admitted replies are kept and measured: longer at a slow pace, so that the
+    /// window holds enough of them.
     fn window(&self) -> Duration {
-        let interval = Duration::from_secs_f64(1.0 / self.rate);
-        MEASURE_WINDOW
-            .max(PROBE_TIME)
-            .max(interval * (PROBE_AFTER + 2))
+        MEASURE_WINDOW.max(self.interval() * (PROBE_AFTER + 2))
     }
 
     fn set_rate(&mut self, rate: f64, now: Instant) {
+        let old = self.rate;
         let rate = rate.clamp(MIN_RATE.min(self.configured), self.configured);
-        if rate != self.rate {
-            let direction = if rate < self.rate {
-                "lowered"
-            } else {
-                "raised"
-            };
-            tracing::info!(from = self.rate, to = rate, "pace {direction}");
-            self.rate = rate;
-            self.generation += 1;
+        if rate != old {
+            let direction = if rate < old { "lowered" } else { "raised" };
+            tracing::info!(from = old, to = rate, "pace {direction}");
+            (self.rate, self.generation) = (rate, self.generation + 1);
         }
-        self.changed_at = now;
-        self.since_change = 0;
+        (self.changed_at, self.since_change) = (now, 0);
     }
 
     fn pace(&self, not_before: Option<Instant>) -> Pace {
@@ -240,91 +203,63 @@ fn rate_since(admitted: &VecDeque<Instant>, since: Instant) -> Option<f64> {
 }
 
 /// tokio's clock for governor, so a paused test clock paces too.
-#[derive(Clone, Copy, Default)]
-pub struct TokioClock;
-
-/// An instant of [`TokioClock`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Tick(Instant);
-
-impl std::ops::Add<Nanos> for Tick {
-    type Output = Tick;
-
-    fn add(self, nanos: Nanos) -> Tick {
-        Tick(self.0 + Duration::from_nanos(nanos.as_u64()))
-    }
-}
-
-impl Reference for Tick {
-    fn duration_since(&self, earlier: Tick) -> Nanos {
-        self.0.saturating_duration_since(earlier.0).into()
-    }
-
-    fn saturating_sub(&self, nanos: Nanos) -> Tick {
-        self.0
-            .checked_sub(Duration::from_nanos(nanos.as_u64()))
-            .map_or(*self, Tick)
-    }
-}
+#[derive(Clone, Copy)]
+struct TokioClock;
 
 impl Clock for TokioClock {
-    type Instant = Tick;
+    type Instant = std::time::Instant;
 
-    fn now(&self) -> Tick {
-        Tick(Instant::now())
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
     }
 }
 
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    TokioClock,
-    governor::middleware::NoOpMiddleware<Tick>,
->;
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
 
-/// governor's limiter at the pace in force, rebuilt when the pace changes.
+/// governor's limiter at the pace in force (rebuilt when the pace changes), and the pause in force.
 pub struct Throttle {
     limiter: Limiter,
     per_second: f64,
     burst: NonZeroU32,
+    paused_until: Option<Instant>,
 }
 
 impl Throttle {
     pub fn new(per_second: f64, burst: u32) -> Self {
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         Throttle {
-            limiter: Limiter::direct_with_clock(quota(per_second, burst), TokioClock),
+            limiter: limiter(per_second, burst),
             per_second,
             burst,
+            paused_until: None,
         }
     }
 
-    /// A new quota, if the pace changed. A new limiter starts with its burst full; that burst
-    /// is taken at once, so the first request under the new pace leaves one interval after the
-    /// change, not early.
-    pub fn set_rate(&mut self, per_second: f64) {
-        if per_second == self.per_second {
-            return;
+    /// Follows a new pace. A new limiter starts with its burst full; that burst is taken at once,
+    /// so the first request under the new pace leaves one interval after the change, not early.
+    pub fn follow(&mut self, pace: Pace) {
+        self.paused_until = self.paused_until.max(pace.not_before);
+        if pace.per_second != self.per_second {
+            self.per_second = pace.per_second;
+            self.limiter = limiter(pace.per_second, self.burst);
+            let _ = self.limiter.check_n(self.burst);
         }
-        self.per_second = per_second;
-        self.limiter = Limiter::direct_with_clock(quota(per_second, self.burst), TokioClock);
-        let _ = self.limiter.check_n(self.burst);
     }
 
     /// Takes a place for one request now, or says when one is free.
     pub fn take(&self) -> Result<(), Instant> {
-        self.limiter
-            .check()
-            .map_err(|not_until| not_until.earliest_possible().0)
+        match self.paused_until {
+            Some(until) if until > Instant::now() => Err(until),
+            _ => Ok(self.limiter.check().map_err(|e| e.earliest_possible())?),
+        }
     }
 }
 
-fn quota(per_second: f64, burst: NonZeroU32) -> Quota {
-    // Rounded up to the nanosecond, so the pace never runs above the rate.
+/// Its period rounded up to the nanosecond, so the pace never runs above the rate.
+fn limiter(per_second: f64, burst: NonZeroU32) -> Limiter {
     let period = Duration::from_nanos((1e9 / per_second).ceil().max(1.0) as u64);
-    Quota::with_period(period)
-        .expect("a period of at least a nanosecond")
-        .allow_burst(burst)
+    let quota = Quota::with_period(period).expect("a period of at least a nanosecond");
+    Limiter::direct_with_clock(quota.allow_burst(burst), TokioClock)
 }
 
 #[cfg(test)]
@@ -473,12 +408,12 @@ mod tests {
     }
 
     /// `total` requests, each retried until served, at most 8 in flight, paced the way the
-    /// dispatcher paces them (a pause, then the throttle), 20 ms from the exchange and back.
+    /// dispatcher paces them (the throttle, with its pauses), 20 ms from the exchange and back.
     async fn sweep(rate: f64, burst: u32, exchange: &mut Exchange, total: u32) -> Sweep {
         let start = Instant::now();
         let (mut controller, mut throttle) =
             (Controller::new(rate, start), Throttle::new(rate, burst));
-        let (mut paused_until, mut left, mut refused) = (None, total, 0);
+        let (mut left, mut refused) = (total, 0);
         let mut replies: Vec<(Instant, u64, Heard)> = Vec::new();
         let (mut departures, mut paces) = (Vec::new(), Vec::new());
         let latency = Duration::from_millis(20);
@@ -492,17 +427,12 @@ mod tests {
                     left += 1;
                 }
                 if let Some(pace) = controller.on_reply(now, generation, heard) {
-                    throttle.set_rate(pace.per_second);
-                    paused_until = pace.not_before.max(paused_until);
+                    throttle.follow(pace);
                 }
             }
             let mut wake = replies.last().map(|r| r.0);
             if left > 0 && replies.len() < 8 {
-                let due = match paused_until {
-                    Some(until) if until > now => Err(until),
-                    _ => throttle.take(),
-                };
-                match due {
+                match throttle.take() {
                     Ok(()) => {
                         left -= 1;
                         departures.push(now);
