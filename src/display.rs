@@ -320,19 +320,7 @@ impl RequestRate {
 mod tests {
     use super::*;
 
-    /// A writer into a shared buffer, standing in for stderr.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::captured_log::Captured;
 
     #[test]
     fn a_human_log_line_stays_one_line_whatever_the_exchange_wrote() {
@@ -358,7 +346,7 @@ mod tests {
             let error = std::io::Error::other("disk\rfull");
             tracing::error!(error = %error, "aborted");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(!text.contains(['\r', '\u{1b}', '\u{202e}']), "{text:?}");

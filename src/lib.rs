@@ -29,6 +29,8 @@
 
 pub mod accounts;
 pub mod atomic_file;
+#[cfg(test)]
+mod captured_log;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -545,18 +545,7 @@ mod tests {
     /// Issue 27: the log said "pace raised" while the pace fell (3.50 -> 2.75 -> 2.37).
     #[tokio::test(start_paused = true)]
     async fn the_log_says_lowered_when_the_pace_falls_and_raised_when_it_climbs() {
-        #[derive(Clone, Default)]
-        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let captured = Captured::default();
+        let captured = crate::captured_log::Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
@@ -572,7 +561,7 @@ mod tests {
                 c.on_reply(at(t0, 400 * i), c.generation(), Heard::Admitted);
             }
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let lines: Vec<&str> = text.lines().filter(|l| l.contains("pace ")).collect();
         assert!(
             lines[0].contains("pace lowered") && lines[0].contains("to=3"),
