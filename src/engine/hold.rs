@@ -98,6 +98,8 @@ struct Account {
     standing: Option<AccountStatus>,
     /// The exchange refused it for good: no longer listed.
     dropped: bool,
+    /// A re-cancel's reply was lost: the order history is read after the next listing.
+    history_owed: bool,
 }
 
 /// Why an account's turn ended.
@@ -125,6 +127,7 @@ pub async fn hold(
                 rejected: HashSet::new(),
                 standing: None,
                 dropped: false,
+                history_owed: false,
             })
             .map(Some)
             .collect(),
@@ -234,6 +237,11 @@ async fn turn(
             Heard::Failed => break Turn::Flat,
             Heard::Stopped => break Turn::Stop,
         };
+        if account.history_owed {
+            // What the lost reply would have reported is in the order history.
+            sweeper.recover(&mut caller).await?;
+            account.history_owed = false;
+        }
         if !worth_cancelling(&listed, account) || Instant::now() >= until {
             break Turn::Flat;
         }
@@ -243,12 +251,16 @@ async fn turn(
             open = listed.orders_count,
             "an order appeared while holding; cancelling again"
         );
-        let cancelled = match heard(
+        caller.last_error = None;
+        let cancelled = heard(
             sweeper
                 .call(&mut caller, Action::HoldCancel, Priority::Recancel)
                 .await?,
             account,
-        ) {
+        );
+        // Any failed attempt may be a cancel-all that acted and lost its reply.
+        account.history_owed |= caller.last_error.is_some();
+        let cancelled = match cancelled {
             Heard::Reply(cancelled) => cancelled,
             Heard::Failed => break Turn::Flat,
             Heard::Stopped => break Turn::Stop,

@@ -5,12 +5,16 @@
 use std::collections::BTreeSet;
 
 use crate::common::*;
-use gemini_sim::{Requote, RequoteWhen, SimConfig, SimServer};
+use gemini_sim::{FaultConfig, Requote, RequoteWhen, SimConfig, SimServer};
 
 /// Accounts acct-0001..=4; on `strategies`, a strategy places two new orders right after the
 /// first listing that follows a cancel-all (the sweep's proof), once. Tied to the sweeper's own
 /// requests, not to the clock: the orders exist before the hold begins.
 async fn quoting_again(strategies: &[&str]) -> SimServer {
+    start(quoting_again_config(strategies)).await
+}
+
+fn quoting_again_config(strategies: &[&str]) -> SimConfig {
     let mut config: SimConfig = sim_config(4);
     config.orders_per_account = 2..=4;
     config.requote = Some(Requote {
@@ -19,7 +23,7 @@ async fn quoting_again(strategies: &[&str]) -> SimServer {
         when: RequoteWhen::AfterListings(1),
         rounds: Some(1),
     });
-    start(config).await
+    config
 }
 
 fn read_only(path: &std::path::Path) -> Option<rusqlite::Connection> {
@@ -146,4 +150,85 @@ async fn a_hold_without_listings_is_refused_and_the_plan_gives_its_worst_case() 
         stderr(&output)
     );
     assert_eq!(server.ledger().counters.requests, 0, "nothing sent");
+}
+
+/// Cancelled ids the database holds for the run: those replies reported, and those the order
+/// history gave back for replies that were lost.
+fn recorded_and_recovered(path: &std::path::Path) -> OrderSet {
+    let Some(conn) = read_only(path) else {
+        return OrderSet::new();
+    };
+    let sql = "SELECT account, order_id FROM cancelled_orders
+               UNION SELECT account, order_id FROM unreported_cancels";
+    conn.prepare(sql)
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .unwrap_or_default()
+}
+
+/// A re-cancel of the hold that acted but lost its reply (the exchange's faults are seeded, so the
+/// same requests lose theirs every run): the account's order history is read once the account is
+/// listed again, and the database equals the exchange's ledger while the hold goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_cancel_whose_reply_is_lost_is_read_back_from_the_history() {
+    let mut config = quoting_again_config(&["acct-0002", "acct-0003"]);
+    // Under this seed the exchange loses the replies of two of the hold's re-cancels, after
+    // acting on them (seeds 1, 3 and 8 lose none; the test checks that some were lost).
+    config.seed = 2;
+    config.faults = FaultConfig {
+        p_lost_reply: 0.4,
+        ..FaultConfig::default()
+    };
+    let server = start(config).await;
+    let (ws, mut args) = sweep_setup(&server);
+    args.extend(
+        [
+            "--rate",
+            "20",
+            "--hold",
+            "10m",
+            "--grace",
+            "5",
+            "--max-attempts",
+            "10",
+        ]
+        .map(String::from),
+    );
+    let child = Bin::new().args(&args).spawn();
+    let both: BTreeSet<String> = ["acct-0002", "acct-0003"].map(String::from).into();
+    wait_until(
+        "the hold to cancel both strategies' orders, list them flat and read back what it lost",
+        || {
+            recancelled_and_flat(&ws.db()) == both
+                && recorded_and_recovered(&ws.db()) == ledger_truth(&server).0
+        },
+    )
+    .await;
+    child.signal("-TERM");
+    let output = child.finish().await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let conn = db(&ws.db());
+    let lost_in_hold = count(
+        &conn,
+        "SELECT count(*) FROM attempts WHERE phase = 'hold'
+           AND endpoint = '/v1/order/cancel/all' AND outcome = 'transient'",
+    );
+    assert!(lost_in_hold > 0, "a re-cancel of the hold lost its reply");
+    let hold_ids = count(
+        &conn,
+        "SELECT count(*) FROM unreported_cancels u JOIN attempts a
+           ON a.attempt_id = u.lost_attempt_id WHERE a.phase = 'hold'",
+    );
+    assert!(
+        hold_ids > 0,
+        "the history gave back what a lost re-cancel cancelled"
+    );
+    assert_eq!(recorded_and_recovered(&ws.db()), ledger_truth(&server).0);
+    assert_eq!(
+        stdout_json(&output)["unreported_cancels"],
+        count(&conn, "SELECT count(*) FROM unreported_cancels"),
+        "the summary counts them"
+    );
 }
