@@ -328,13 +328,31 @@ impl GroupRun {
     }
 
     /// With `--hold`: keeps the cancelled accounts flat until the hold is over, unless the run
-    /// is stopping already.
-    async fn hold(&mut self, accounts: Vec<String>) {
+    /// is stopping already. A resume holds every account the run cancelled, not only those it
+    /// swept itself: the process it took over may have died in its hold.
+    async fn hold(&mut self, mut accounts: Vec<String>) {
         let stopping = self.failure.is_some()
             || self.key.halt.is_halted()
             || self.hard_stop.is_cancelled()
             || self.key.stopping();
-        if self.config.hold.is_zero() || stopping || accounts.is_empty() {
+        if self.config.hold.is_zero() || stopping {
+            return;
+        }
+        if self.resuming {
+            match self.store.cancelled_accounts(self.run_id).await {
+                Ok(earlier) => {
+                    let now: BTreeSet<String> = accounts.iter().cloned().collect();
+                    accounts.extend(earlier.into_iter().filter(|a| !now.contains(a)));
+                }
+                Err(e) => {
+                    let e = Error::from(e);
+                    self.abort(&e);
+                    self.failure = Some(e);
+                    return;
+                }
+            }
+        }
+        if accounts.is_empty() {
             return;
         }
         // Attempt numbers continue from the sweep's.

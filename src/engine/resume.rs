@@ -82,7 +82,10 @@ pub fn resume_target(
             credentials.fingerprint()
         )));
     }
-    if stored.accounts.is_empty() {
+    // A run whose process died after its sweep may have died in its hold: the resume holds again.
+    let hold_again =
+        !config.hold.is_zero() && matches!(stored.status, RunStatus::Running | RunStatus::Died);
+    if stored.accounts.is_empty() && !hold_again {
         let totals = store::run_totals(&conn, run_id).map_err(db_error)?;
         let dirty = totals.accounts_total - totals.accounts_skipped - totals.accounts_ok;
         let hint = if dirty > 0 && !retry_permanent {

@@ -297,6 +297,21 @@ impl Store {
         .await
     }
 
+    /// The run's accounts whose cancel-all went through (swept, or left with rejects), in the
+    /// accounts file's order: those a hold keeps flat.
+    pub async fn cancelled_accounts(&self, run_id: i64) -> Result<Vec<String>, StoreError> {
+        self.exec(move |c| {
+            c.prepare_cached(
+                "SELECT account FROM run_accounts
+                 WHERE run_id = ?1 AND status IN ('swept', 'rejects_left')
+                 ORDER BY csv_line, account",
+            )?
+            .query_map([run_id], |r| r.get(0))?
+            .collect()
+        })
+        .await
+    }
+
     /// For a resumed account: the last attempt number used, and whether its snapshot was taken.
     pub async fn account_progress(
         &self,

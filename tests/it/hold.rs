@@ -232,3 +232,57 @@ async fn a_re_cancel_whose_reply_is_lost_is_read_back_from_the_history() {
         "the summary counts them"
     );
 }
+
+/// Hold listings the run has made so far.
+fn hold_listings(path: &std::path::Path) -> i64 {
+    read_only(path)
+        .and_then(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM attempts WHERE phase = 'hold'
+                   AND endpoint = '/v1/orders' AND outcome = 'ok'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// kill -9 during the hold, then `--resume`: every account was swept and proven flat, so there is
+/// nothing left to sweep, but the resume holds every account the run cancelled again, and an
+/// order placed after the kill is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_kill_9_in_the_hold_holds_every_cancelled_account_again() {
+    let server = start(sim_config(4)).await;
+    let (ws, mut args) = sweep_setup(&server);
+    args.extend(["--rate", "50", "--hold", "10m"].map(String::from));
+    let child = Bin::new().args(&args).spawn();
+    wait_until("the hold to list every account", || {
+        hold_listings(&ws.db()) >= 4
+    })
+    .await;
+    child.signal("-KILL");
+    let _ = child.finish().await;
+    let placed = server.place_order("acct-0001");
+
+    let url = server.base_url();
+    let output = resume(&ws, "latest", &["--base-url", &url, "--hold", "1s"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        server.ledger().accounts.values().all(|a| a.open.is_empty()),
+        "the order placed after the kill was cancelled: {:?}",
+        server.ledger()
+    );
+    let conn = db(&ws.db());
+    let recorded = order_rows(&conn, "cancelled_orders", 1);
+    assert!(recorded.contains(&("acct-0001".to_string(), placed)));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(DISTINCT account) FROM attempts
+             WHERE invocation_id = 2 AND phase = 'hold' AND endpoint = '/v1/orders'"
+        ),
+        4,
+        "the resume held all four accounts"
+    );
+}
