@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use futures::future::Either;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -200,8 +201,7 @@ impl Dispatcher {
             Err(e) => {
                 let why = format!("aborted: the audit trail could not be written ({e})");
                 self.halt.trigger(KeyHalt::Aborted, why);
-                // One caller carries the error to the run, which then ends aborted; the others
-                // were simply not sent.
+                // One caller carries the error to the run (then aborted); the others were not sent.
                 let mut error = Some(Error::from(e));
                 for request in batch {
                     let not_sent = Ok(AttemptResult::NotSent(StopCause::Key));
@@ -237,7 +237,6 @@ impl Dispatcher {
             (self.client.clone(), self.run.store.clone(), self.run.run_id);
         let (hard_stop, params) = (self.run.hard_stop.clone(), call.params);
         let mut carry = Box::pin(async move {
-            // join! polls the exchange first: the first poll of this hands the request over.
             let (spill, mut chunks) = mpsc::channel::<Chunk>(4);
             let (nonce, target) = (&sent.nonce, target.as_deref());
             let exchange = client.exchange(action.endpoint(), target, nonce, &params, spill);
@@ -248,12 +247,15 @@ impl Dispatcher {
                 }
                 Ok::<(), Error>(())
             };
-            let both = async { tokio::join!(exchange, record) };
-            match hard_stop.run_until_cancelled(both).await {
-                Some((exchanged, recorded)) => recorded.map(|()| AttemptResult::Replied(exchanged)),
-                // Dropping the request may leave it to complete at the exchange: the attempt
-                // stays in flight, and a later listing finds out what it did.
-                None => Ok(AttemptResult::Abandoned),
+            // join! polls the exchange first, and select polls join! first: the first poll of this
+            // block hands the request over, even when the hard stop came before it.
+            let both = std::pin::pin!(async { tokio::join!(exchange, record) });
+            match futures::future::select(both, std::pin::pin!(hard_stop.cancelled())).await {
+                Either::Left(((exchanged, recorded), _)) => {
+                    recorded.map(|()| AttemptResult::Replied(exchanged))
+                }
+                // Dropped, it may still complete at the exchange: in flight until a listing tells.
+                Either::Right(_) => Ok(AttemptResult::Abandoned),
             }
         });
         let (first, done) = (futures::poll!(carry.as_mut()), self.done_tx.clone());

@@ -12,8 +12,7 @@ use crate::error::Error;
 pub use crate::exit::KeyHalt;
 use crate::store::Action;
 
-/// The longest `Retry-After` a run waits out. An exchange asking for longer stops the run
-/// (status incomplete, the reason recorded) rather than being silently cut short.
+/// The longest `Retry-After` a run waits out; a longer one stops the run (incomplete, reason kept).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
@@ -73,8 +72,7 @@ pub enum Priority {
     Hold,
 }
 
-/// Whom a request is for: one account of the group, or the group itself (its account listing),
-/// which names no account.
+/// Whom a request is for: one account, or the group itself (its account listing, for no account).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Whom {
     Group,
