@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::exit::Exit;
 use crate::exit::StopSignal;
 use crate::lock::RunLock;
-use crate::store::{AccountStatus, NewRun, NewRunAccount, Resume, RunStatus, Settle, Store};
+use crate::store::{NewRun, NewRunAccount, Resume, RunStatus, Settle, Store};
 
 /// What every group of a job shares.
 pub(super) struct Shared {
@@ -52,8 +52,8 @@ pub(super) async fn sweep_group(job: GroupJob, shared: &Shared) -> Result<Swept,
     let (mut run, target) = GroupRun::begin(job, shared).await?;
     let timers = run.start_timers(&shared.stopping);
     let to_sweep = run.discover(target).await;
-    let swept = run.sweep(to_sweep).await;
-    run.hold(swept).await;
+    run.sweep(to_sweep).await;
+    run.hold().await;
     for timer in timers {
         timer.abort();
     }
@@ -307,30 +307,26 @@ impl GroupRun {
         }
     }
 
-    /// Every account, flat first; the first error of any stops the run. Returns the accounts
-    /// the sweep cancelled (swept, or left with rejects), which a hold keeps flat.
-    async fn sweep(&mut self, to_sweep: Vec<String>) -> Vec<String> {
+    /// Every account, flat first; the first error of any stops the run.
+    async fn sweep(&mut self, to_sweep: Vec<String>) {
         let calls_each = self.config.calls_per_account();
         self.progress.add_accounts(to_sweep.len(), calls_each);
         let sweeper = self.sweeper(self.resuming);
         let abort = |e: &Error| self.abort(e);
         let results = fan_out::sweep_accounts(&sweeper, to_sweep, &self.aborting, &abort).await;
-        let mut cancelled = Vec::new();
-        for (account, outcome) in results.into_iter().flatten() {
-            match outcome {
-                Ok(AccountStatus::Swept | AccountStatus::RejectsLeft) => cancelled.push(account),
-                Ok(_) => {}
-                Err(e) if self.failure.is_none() => self.failure = Some(e),
-                Err(_) => {}
+        for (_, outcome) in results.into_iter().flatten() {
+            if let Err(e) = outcome
+                && self.failure.is_none()
+            {
+                self.failure = Some(e);
             }
         }
-        cancelled
     }
 
-    /// With `--hold`: keeps the cancelled accounts flat until the hold is over, unless the run
-    /// is stopping already. A resume holds every account the run cancelled, not only those it
-    /// swept itself: the process it took over may have died in its hold.
-    async fn hold(&mut self, mut accounts: Vec<String>) {
+    /// With `--hold`: keeps every account the run cancelled flat until the hold is over, unless
+    /// the run is stopping already. The run's record says which: a resume holds those an earlier
+    /// process swept too, as that process may have died in its hold.
+    async fn hold(&mut self) {
         let stopping = self.failure.is_some()
             || self.key.halt.is_halted()
             || self.hard_stop.is_cancelled()
@@ -338,20 +334,15 @@ impl GroupRun {
         if self.config.hold.is_zero() || stopping {
             return;
         }
-        if self.resuming {
-            match self.store.cancelled_accounts(self.run_id).await {
-                Ok(earlier) => {
-                    let now: BTreeSet<String> = accounts.iter().cloned().collect();
-                    accounts.extend(earlier.into_iter().filter(|a| !now.contains(a)));
-                }
-                Err(e) => {
-                    let e = Error::from(e);
-                    self.abort(&e);
-                    self.failure = Some(e);
-                    return;
-                }
+        let accounts = match self.store.cancelled_accounts(self.run_id).await {
+            Ok(accounts) => accounts,
+            Err(e) => {
+                let e = Error::from(e);
+                self.abort(&e);
+                self.failure = Some(e);
+                return;
             }
-        }
+        };
         if accounts.is_empty() {
             return;
         }

@@ -26,26 +26,29 @@ fn quoting_again_config(strategies: &[&str]) -> SimConfig {
     config
 }
 
-fn read_only(path: &std::path::Path) -> Option<rusqlite::Connection> {
-    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()
+/// The rows `sql` reads from the database the run writes, or none while it is not there yet.
+fn rows<T: Ord>(
+    path: &std::path::Path,
+    sql: &str,
+    row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+) -> BTreeSet<T> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let Ok(conn) = rusqlite::Connection::open_with_flags(path, flags) else {
+        return BTreeSet::new();
+    };
+    conn.prepare(sql)
+        .and_then(|mut stmt| stmt.query_map([], row)?.collect())
+        .unwrap_or_default()
 }
 
 /// Accounts the hold cancelled again and then listed flat.
 fn recancelled_and_flat(path: &std::path::Path) -> BTreeSet<String> {
-    let Some(conn) = read_only(path) else {
-        return BTreeSet::new();
-    };
     let sql = "SELECT DISTINCT c.account FROM attempts c JOIN attempts l
                ON l.account = c.account AND l.attempt_id > c.attempt_id
                WHERE c.phase = 'hold' AND c.endpoint = '/v1/order/cancel/all' AND c.outcome = 'ok'
                  AND l.phase = 'hold' AND l.endpoint = '/v1/orders' AND l.outcome = 'ok'
                  AND l.items = 0";
-    conn.prepare(sql)
-        .and_then(|mut stmt| {
-            stmt.query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<_>>()
-        })
-        .unwrap_or_default()
+    rows(path, sql, |r| r.get(0))
 }
 
 /// The orders a strategy placed after the sweep's proof are cancelled by the hold, ahead of its
@@ -155,17 +158,9 @@ async fn a_hold_without_listings_is_refused_and_the_plan_gives_its_worst_case() 
 /// Cancelled ids the database holds for the run: those replies reported, and those the order
 /// history gave back for replies that were lost.
 fn recorded_and_recovered(path: &std::path::Path) -> OrderSet {
-    let Some(conn) = read_only(path) else {
-        return OrderSet::new();
-    };
     let sql = "SELECT account, order_id FROM cancelled_orders
                UNION SELECT account, order_id FROM unreported_cancels";
-    conn.prepare(sql)
-        .and_then(|mut stmt| {
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
-                .collect::<rusqlite::Result<_>>()
-        })
-        .unwrap_or_default()
+    rows(path, sql, |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
 }
 
 /// A re-cancel of the hold that acted but lost its reply (the exchange's faults are seeded, so the
@@ -234,18 +229,10 @@ async fn a_re_cancel_whose_reply_is_lost_is_read_back_from_the_history() {
 }
 
 /// Hold listings the run has made so far.
-fn hold_listings(path: &std::path::Path) -> i64 {
-    read_only(path)
-        .and_then(|conn| {
-            conn.query_row(
-                "SELECT count(*) FROM attempts WHERE phase = 'hold'
-                   AND endpoint = '/v1/orders' AND outcome = 'ok'",
-                [],
-                |r| r.get(0),
-            )
-            .ok()
-        })
-        .unwrap_or(0)
+fn hold_listings(path: &std::path::Path) -> usize {
+    let sql = "SELECT attempt_id FROM attempts WHERE phase = 'hold'
+                 AND endpoint = '/v1/orders' AND outcome = 'ok'";
+    rows(path, sql, |r| r.get::<_, i64>(0)).len()
 }
 
 /// kill -9 during the hold, then `--resume`: every account was swept and proven flat, so there is
